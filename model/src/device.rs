@@ -1,0 +1,66 @@
+//! Device and dtype selection, done once at load time.
+
+use candle_core::{DType, Device};
+
+use crate::error::{Error, Result};
+
+/// Parses a dtype name as given on the command line.
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s.to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" => Ok(DType::F16),
+        other => Err(Error::InvalidInput(format!(
+            "unknown dtype {other:?}; expected f32, bf16 or f16"
+        ))),
+    }
+}
+
+/// `auto` (CUDA when this build has it and a GPU answers, else CPU), `cpu`, `cuda` or `cuda:N`.
+pub fn select_device(s: &str) -> Result<Device> {
+    let s = s.to_ascii_lowercase();
+    match s.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(cuda(0).unwrap_or(Device::Cpu)),
+        _ => {
+            let ordinal = match s.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest.strip_prefix(':').and_then(|n| n.parse().ok()).ok_or_else(|| {
+                    Error::InvalidInput(format!("unknown device {s:?}; expected auto, cpu, cuda or cuda:N"))
+                })?,
+                None => {
+                    return Err(Error::InvalidInput(format!(
+                        "unknown device {s:?}; expected auto, cpu, cuda or cuda:N"
+                    )))
+                }
+            };
+            cuda(ordinal)
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(ordinal: usize) -> Result<Device> {
+    Device::new_cuda(ordinal).map_err(|e| Error::InvalidInput(format!("CUDA device {ordinal} is not usable: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_ordinal: usize) -> Result<Device> {
+    Err(Error::InvalidInput(
+        "this build has no CUDA support; rebuild with `--features cuda` or use --device cpu".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names() {
+        assert_eq!(parse_dtype("BF16").unwrap(), DType::BF16);
+        assert!(parse_dtype("f64").is_err());
+        assert!(select_device("cpu").unwrap().is_cpu());
+        assert!(select_device("tpu").is_err());
+        assert!(select_device("auto").is_ok());
+    }
+}

@@ -1,0 +1,77 @@
+//! The image-generation side of Janus: `gen_embed` → `gen_aligner` (image token → LM input)
+//! and `gen_head` (LM hidden state → image-token logits), plus the MLP projector they share
+//! with the understanding `aligner`.
+//!
+//! Reference: deepseek-ai/Janus `janus/models/modeling_vlm.py` (`vision_head`,
+//! `prepare_gen_img_embeds`) and `janus/models/projector.py` (`MlpProjector`, `mlp_gelu`).
+
+use candle_core::{Module, Tensor};
+use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
+
+use crate::config::{GenConfig, ProjectorConfig};
+use crate::error::Result;
+
+/// `mlp_gelu` with depth 2: `layers.0` Linear → exact GELU → `layers.2` Linear.
+pub struct MlpProjector {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl MlpProjector {
+    pub fn load(vb: VarBuilder, cfg: &ProjectorConfig) -> Result<Self> {
+        Ok(Self {
+            fc1: linear(cfg.input_dim, cfg.n_embed, vb.pp("layers.0"))?,
+            fc2: linear(cfg.n_embed, cfg.n_embed, vb.pp("layers.2"))?,
+        })
+    }
+}
+
+impl Module for MlpProjector {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+    }
+}
+
+/// `gen_head` (`vision_head`): `output_mlp_projector` → exact GELU → `vision_head`.
+pub struct GenHead {
+    output_mlp_projector: Linear,
+    vision_head: Linear,
+}
+
+impl GenHead {
+    pub fn load(vb: VarBuilder, hidden: usize, cfg: &GenConfig) -> Result<Self> {
+        Ok(Self {
+            output_mlp_projector: linear(hidden, cfg.head_hidden, vb.pp("output_mlp_projector"))?,
+            vision_head: linear(cfg.head_hidden, cfg.image_token_size, vb.pp("vision_head"))?,
+        })
+    }
+}
+
+impl Module for GenHead {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.vision_head
+            .forward(&self.output_mlp_projector.forward(x)?.gelu_erf()?)
+    }
+}
+
+/// Image-token ids → LM input embeddings: `gen_aligner(gen_embed(ids))`.
+pub struct GenEmbed {
+    gen_embed: Embedding,
+    gen_aligner: MlpProjector,
+}
+
+impl GenEmbed {
+    /// `vb` is the model root (`gen_embed` and `gen_aligner` are top-level children).
+    pub fn load(vb: VarBuilder, cfg: &GenConfig, aligner: &ProjectorConfig) -> Result<Self> {
+        Ok(Self {
+            gen_embed: embedding(cfg.image_token_size, cfg.embed_dim, vb.pp("gen_embed"))?,
+            gen_aligner: MlpProjector::load(vb.pp("gen_aligner"), aligner)?,
+        })
+    }
+}
+
+impl Module for GenEmbed {
+    fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        self.gen_aligner.forward(&self.gen_embed.forward(ids)?)
+    }
+}

@@ -1,0 +1,197 @@
+//! Text-to-image generation as a loop over steps.
+//!
+//! Reference: deepseek-ai/Janus `generation_inference.py` (`generate`): a CFG batch of
+//! conditional rows (the prompt) and unconditional rows (BOS, pads, `<begin_of_image>`), one
+//! prefill and then one LM step per image token; `gen_head` on the last post-norm hidden state;
+//! guided logits `uncond + w·(cond − uncond)`; the sampled token is fed back to both rows of
+//! its pair through `gen_embed` → `gen_aligner`. Rows are interleaved (cond, uncond) per
+//! image, as in the reference. Unlike the reference, rows may come from different requests:
+//! prompts of different lengths are left-padded and masked, and every image samples with its
+//! own RNG, so an image does not depend on what it was batched with.
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::llm::{last_position, LlmCache};
+use crate::model::Janus;
+use crate::sampling::{image_seed, ImageSampler, SamplingParams};
+
+/// One image to generate.
+#[derive(Debug, Clone)]
+pub struct ImageJob {
+    /// Conditional prompt ids (BOS … `<begin_of_image>`), see [`Janus::t2i_job`].
+    pub prompt_ids: Vec<u32>,
+    pub params: SamplingParams,
+    /// This image's RNG seed.
+    pub seed: u64,
+}
+
+/// What one step computed, for callers that inspect it (tests, partial previews).
+pub struct StepOutput {
+    /// Post-norm LM hidden state at the last position, `[2N, D]` (rows cond, uncond per image).
+    pub hidden: Tensor,
+    /// Raw image-token logits, f32 `[2N, V]`.
+    pub logits: Tensor,
+}
+
+/// A batch of images being generated together.
+pub struct T2iBatch<'m> {
+    model: &'m Janus,
+    samplers: Vec<ImageSampler>,
+    tokens: Vec<Vec<u32>>,
+    cache: LlmCache,
+    /// LM input for the next step, `[2N, S, D]`.
+    next: Option<Tensor>,
+    total: usize,
+}
+
+impl Janus {
+    /// The jobs for `n` images of one prompt: image `i` samples with `image_seed(seed, i)`.
+    pub fn t2i_jobs(&self, prompt: &str, n: usize, seed: u64, params: SamplingParams) -> Result<Vec<ImageJob>> {
+        params.validate()?;
+        if prompt.trim().is_empty() {
+            return Err(Error::InvalidInput("the prompt is empty".into()));
+        }
+        let prompt_ids = self.tokenizer.t2i_prompt_ids(prompt)?;
+        Ok((0..n)
+            .map(|i| ImageJob {
+                prompt_ids: prompt_ids.clone(),
+                params,
+                seed: image_seed(seed, i as u64),
+            })
+            .collect())
+    }
+
+    /// Longest prompt (in tokens, template included) that leaves room for one image.
+    pub fn max_prompt_tokens(&self) -> usize {
+        (self.cfg.llm.max_position_embeddings + 1).saturating_sub(self.num_image_tokens())
+    }
+
+    /// Generates the image tokens of `jobs` in one batch; `on_step(done, total)` after each step.
+    pub fn generate_tokens(&self, jobs: Vec<ImageJob>, mut on_step: impl FnMut(usize, usize)) -> Result<Vec<Vec<u32>>> {
+        let mut batch = T2iBatch::new(self, jobs)?;
+        while !batch.is_done() {
+            batch.step()?;
+            on_step(batch.steps_done(), batch.total_steps());
+        }
+        Ok(batch.into_tokens())
+    }
+}
+
+impl<'m> T2iBatch<'m> {
+    pub fn new(model: &'m Janus, jobs: Vec<ImageJob>) -> Result<Self> {
+        if jobs.is_empty() {
+            return Err(Error::InvalidInput("no images to generate".into()));
+        }
+        let tok = &model.tokenizer;
+        let max_prompt = model.max_prompt_tokens();
+        for j in &jobs {
+            j.params.validate()?;
+            let ids = &j.prompt_ids;
+            if ids.len() < 2 || ids[0] != tok.special.bos || *ids.last().unwrap() != tok.special.begin_of_image {
+                return Err(Error::InvalidInput(
+                    "prompt ids must start with BOS and end with <begin_of_image>".into(),
+                ));
+            }
+            if ids.len() > max_prompt {
+                return Err(Error::InvalidInput(format!(
+                    "the prompt is {} tokens long; at most {max_prompt} fit in the context with the {} image tokens",
+                    ids.len(),
+                    model.num_image_tokens()
+                )));
+            }
+        }
+        let len = jobs.iter().map(|j| j.prompt_ids.len()).max().unwrap_or(0);
+        let total = model.num_image_tokens();
+        let mut ids = Vec::with_capacity(2 * jobs.len() * len);
+        let mut pads = Vec::with_capacity(2 * jobs.len());
+        for j in &jobs {
+            let pad = len - j.prompt_ids.len();
+            for row in [j.prompt_ids.clone(), tok.uncond_ids(&j.prompt_ids)] {
+                ids.extend(std::iter::repeat_n(tok.special.pad, pad));
+                ids.extend(row);
+                pads.push(pad);
+            }
+        }
+        let dev = model.device();
+        let rows = pads.len();
+        let ids = Tensor::from_vec(ids, (rows, len), dev)?;
+        let embeds = model.llm.embed(&ids)?;
+        let cache = LlmCache::new(&model.cfg.llm, pads, len + total - 1, model.dtype(), dev)?;
+        Ok(Self {
+            model,
+            samplers: jobs.iter().map(|j| ImageSampler::new(j.params, j.seed)).collect(),
+            tokens: vec![Vec::with_capacity(total); jobs.len()],
+            cache,
+            next: Some(embeds),
+            total,
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.steps_done() == self.total
+    }
+
+    pub fn steps_done(&self) -> usize {
+        self.tokens.first().map_or(0, |t| t.len())
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.total
+    }
+
+    pub fn num_images(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Tokens generated so far, per image.
+    pub fn tokens(&self) -> &[Vec<u32>] {
+        &self.tokens
+    }
+
+    pub fn into_tokens(self) -> Vec<Vec<u32>> {
+        self.tokens
+    }
+
+    /// Runs the LM once (the prefill first, then one token) and samples one token per image.
+    pub fn step(&mut self) -> Result<StepOutput> {
+        let input = self
+            .next
+            .take()
+            .ok_or_else(|| Error::InvalidInput("generation is already finished".into()))?;
+        let hidden = last_position(&self.model.llm.forward(&input, &mut self.cache)?)?;
+        let logits = self.model.gen_logits(&hidden)?;
+        let rows = logits.to_vec2::<f32>()?;
+        let mut picked = Vec::with_capacity(2 * self.samplers.len());
+        for (i, sampler) in self.samplers.iter_mut().enumerate() {
+            let t = sampler.sample(&rows[2 * i], &rows[2 * i + 1]);
+            self.tokens[i].push(t);
+            picked.extend([t, t]);
+        }
+        if !self.is_done() {
+            let ids = Tensor::new(picked.as_slice(), self.model.device())?;
+            self.next = Some(self.model.embed_image_tokens(&ids)?.unsqueeze(1)?);
+        }
+        Ok(StepOutput { hidden, logits })
+    }
+
+    /// Keeps only the images at `keep` (in that order), e.g. when a client goes away.
+    pub fn retain_images(&mut self, keep: &[usize]) -> Result<()> {
+        if keep.iter().any(|&i| i >= self.samplers.len()) {
+            return Err(Error::InvalidInput("image index out of range".into()));
+        }
+        let rows: Vec<usize> = keep.iter().flat_map(|&i| [2 * i, 2 * i + 1]).collect();
+        self.cache.retain_rows(&rows)?;
+        if let Some(next) = &self.next {
+            let idx = Tensor::from_iter(rows.iter().map(|&r| r as u32), next.device())?;
+            self.next = Some(next.index_select(&idx, 0)?);
+        }
+        let mut samplers: Vec<Option<ImageSampler>> = std::mem::take(&mut self.samplers).into_iter().map(Some).collect();
+        let mut tokens: Vec<Option<Vec<u32>>> = std::mem::take(&mut self.tokens).into_iter().map(Some).collect();
+        for &i in keep {
+            self.samplers.push(samplers[i].take().ok_or_else(|| Error::InvalidInput("duplicate image index".into()))?);
+            self.tokens.push(tokens[i].take().unwrap_or_default());
+        }
+        Ok(())
+    }
+}

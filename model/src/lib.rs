@@ -1,0 +1,30 @@
+//! Janus-Pro inference on candle.
+//!
+//! - [`hub::ModelFiles`]: a model directory or hub id → files on disk.
+//! - [`config::JanusConfig`]: `config.json` in the original or transformers format.
+//! - [`weights::Checkpoint`]: safetensors / PyTorch pickles, both naming schemes, one name space.
+//! - [`model::Janus`]: the loaded model; [`generate::T2iBatch`] runs text-to-image step by step.
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod gen;
+pub mod generate;
+pub mod hub;
+pub mod image;
+pub mod llm;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+pub mod vq;
+pub mod weights;
+
+pub use config::{CheckpointFormat, JanusConfig};
+pub use device::{parse_dtype, select_device};
+pub use error::{Error, Result};
+pub use generate::{ImageJob, T2iBatch};
+pub use hub::{ModelFiles, DEFAULT_MODEL};
+pub use model::{Janus, LoadOptions};
+pub use sampling::SamplingParams;
+
+pub use candle_core::{DType, Device, Tensor};

@@ -1,0 +1,332 @@
+//! The language model: a LLaMA decoder (DeepSeek-LLM 1.5B / 7B) that takes input embeddings
+//! and returns the post-norm hidden state, with a preallocated batched KV cache.
+//!
+//! Reference: transformers `models/llama/modeling_llama.py` (pre-RMSNorm blocks, rotate-half
+//! RoPE, SwiGLU MLP, no biases), as used by `MultiModalityCausalLM.language_model` in
+//! deepseek-ai/Janus; structure after candle-transformers `models/llama.rs`. Unlike candle's
+//! model this one exposes the hidden state (Janus feeds it to `gen_head`, not `lm_head`),
+//! writes keys/values into a preallocated cache instead of concatenating, and supports
+//! left-padded rows (per-row positions and a key mask) so requests of different prompt lengths
+//! can share a batch.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{embedding, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
+
+use crate::config::LlmConfig;
+use crate::error::{Error, Result};
+
+/// Keys and values of every layer for a batch of rows, preallocated to `capacity` positions.
+pub struct LlmCache {
+    layers: Vec<(Tensor, Tensor)>,
+    /// Left padding of each row (positions before it are masked and have no position id).
+    pads: Vec<usize>,
+    /// Positions written so far (including padding).
+    len: usize,
+    capacity: usize,
+}
+
+impl LlmCache {
+    /// A cache for `pads.len()` rows, row `i` left-padded by `pads[i]` tokens.
+    pub fn new(cfg: &LlmConfig, pads: Vec<usize>, capacity: usize, dtype: DType, dev: &Device) -> Result<Self> {
+        let b = pads.len();
+        let shape = (b, cfg.num_key_value_heads, capacity, cfg.head_dim);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| Ok((Tensor::zeros(shape, dtype, dev)?, Tensor::zeros(shape, dtype, dev)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            layers,
+            pads,
+            len: 0,
+            capacity,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.pads.len()
+    }
+
+    /// Keeps only the rows in `keep` (in that order), e.g. when a request leaves the batch.
+    pub fn retain_rows(&mut self, keep: &[usize]) -> Result<()> {
+        let dev = self.layers.first().map(|(k, _)| k.device().clone());
+        if let Some(dev) = dev {
+            let idx = Tensor::from_iter(keep.iter().map(|&i| i as u32), &dev)?;
+            for (k, v) in self.layers.iter_mut() {
+                *k = k.index_select(&idx, 0)?;
+                *v = v.index_select(&idx, 0)?;
+            }
+        }
+        self.pads = keep.iter().map(|&i| self.pads[i]).collect();
+        Ok(())
+    }
+
+    /// Position ids `[B, S]` and the additive attention mask `[B, 1, S, T]` for `s` new
+    /// tokens; the mask is `None` when causality alone suffices (no padding, one token).
+    fn positions_and_mask(&self, s: usize, dev: &Device) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, start, t) = (self.pads.len(), self.len, self.len + s);
+        let padded = self.pads.iter().any(|&p| p > 0);
+        let positions = if padded {
+            let ids: Vec<u32> = self
+                .pads
+                .iter()
+                .flat_map(|&p| (start..t).map(move |j| j.saturating_sub(p) as u32))
+                .collect();
+            Some(Tensor::from_vec(ids, (b, s), dev)?)
+        } else {
+            None
+        };
+        if !padded && s == 1 {
+            return Ok((positions, None));
+        }
+        let mut mask = Vec::with_capacity(b * s * t);
+        for &p in &self.pads {
+            for i in start..t {
+                // Padding is masked as a key; a padding query sees only itself (never a NaN row).
+                let hidden = |j: usize| j > i || (j < p && j != i);
+                mask.extend((0..t).map(|j| if hidden(j) { f32::NEG_INFINITY } else { 0.0 }));
+            }
+        }
+        Ok((positions, Some(Tensor::from_vec(mask, (b, 1, s, t), dev)?)))
+    }
+}
+
+/// Precomputed RoPE tables (rotate-half convention), `[max_positions, head_dim / 2]`.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(cfg: &LlmConfig, dtype: DType, dev: &Device) -> Result<Self> {
+        let half = cfg.head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32)
+            .collect();
+        let n = cfg.max_position_embeddings;
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), dev)?;
+        let t = Tensor::arange(0u32, n as u32, dev)?.to_dtype(DType::F32)?.reshape((n, 1))?;
+        let freqs = t.broadcast_mul(&inv_freq)?;
+        Ok(Self {
+            cos: freqs.cos()?.to_dtype(dtype)?,
+            sin: freqs.sin()?.to_dtype(dtype)?,
+        })
+    }
+
+    /// cos/sin for positions `start..start+s` (shared by all rows) or per-row `positions`.
+    fn select(&self, start: usize, s: usize, positions: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        match positions {
+            None => Ok((self.cos.narrow(0, start, s)?, self.sin.narrow(0, start, s)?)),
+            Some(p) => {
+                let (b, s) = p.dims2()?;
+                let flat = p.flatten_all()?;
+                let pick = |t: &Tensor| -> Result<Tensor> {
+                    let half = t.dim(1)?;
+                    Ok(t.index_select(&flat, 0)?.reshape((b, s, half))?)
+                };
+                Ok((pick(&self.cos)?, pick(&self.sin)?))
+            }
+        }
+    }
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim);
+        Ok(Self {
+            q_proj: linear_no_bias(d, cfg.num_attention_heads * hd, vb.pp("q_proj"))?,
+            k_proj: linear_no_bias(d, cfg.num_key_value_heads * hd, vb.pp("k_proj"))?,
+            v_proj: linear_no_bias(d, cfg.num_key_value_heads * hd, vb.pp("v_proj"))?,
+            o_proj: linear_no_bias(cfg.num_attention_heads * hd, d, vb.pp("o_proj"))?,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        kv: &mut (Tensor, Tensor),
+        offset: usize,
+    ) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, s, n, self.head_dim))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = heads(self.q_proj.forward(x)?, self.num_heads)?;
+        let k = heads(self.k_proj.forward(x)?, self.num_kv_heads)?;
+        let v = heads(self.v_proj.forward(x)?, self.num_kv_heads)?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+
+        kv.0.slice_set(&k, 2, offset)?;
+        kv.1.slice_set(&v, 2, offset)?;
+        let t = offset + s;
+        let k = repeat_kv(kv.0.narrow(2, 0, t)?, self.num_heads / self.num_kv_heads)?;
+        let v = repeat_kv(kv.1.narrow(2, 0, t)?, self.num_heads / self.num_kv_heads)?;
+
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        let att = match mask {
+            Some(m) => att.broadcast_add(m)?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(v.dtype())?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, s, self.num_heads * self.head_dim))?;
+        Ok(self.o_proj.forward(&y)?)
+    }
+}
+
+fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x);
+    }
+    let (b, h, t, d) = x.dims4()?;
+    Ok(Tensor::cat(&vec![&x; n_rep], 2)?.reshape((b, h * n_rep, t, d))?)
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
+        let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: linear_no_bias(d, f, vb.pp("gate_proj"))?,
+            up_proj: linear_no_bias(d, f, vb.pp("up_proj"))?,
+            down_proj: linear_no_bias(f, d, vb.pp("down_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        Ok(self.down_proj.forward(&(g * self.up_proj.forward(x)?)?)?)
+    }
+}
+
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
+        Ok(Self {
+            input_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
+            post_attention_layernorm: rms_norm(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+            mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+        })
+    }
+}
+
+/// `language_model` of Janus: `model.{embed_tokens,layers,norm}` and `lm_head`.
+pub struct Llama {
+    embed_tokens: Embedding,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: Rope,
+    cfg: LlmConfig,
+}
+
+impl Llama {
+    /// `vb` points at `language_model`.
+    pub fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
+        let m = vb.pp("model");
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(m.pp(format!("layers.{i}")), cfg))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            embed_tokens: embedding(cfg.vocab_size, cfg.hidden_size, m.pp("embed_tokens"))?,
+            layers,
+            norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?,
+            lm_head: linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?,
+            rope: Rope::new(cfg, vb.dtype(), vb.device())?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &LlmConfig {
+        &self.cfg
+    }
+
+    /// Token ids `[B, S]` → input embeddings `[B, S, D]`.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.embed_tokens.forward(ids)?)
+    }
+
+    /// Runs `embeds` `[B, S, D]` through the decoder, appending to `cache`, and returns the
+    /// hidden state after the final RMSNorm, `[B, S, D]`.
+    pub fn forward(&self, embeds: &Tensor, cache: &mut LlmCache) -> Result<Tensor> {
+        let (b, s, _) = embeds.dims3()?;
+        if b != cache.batch_size() {
+            return Err(Error::InvalidInput(format!(
+                "batch of {b} rows for a cache of {} rows",
+                cache.batch_size()
+            )));
+        }
+        let offset = cache.len;
+        if offset + s > cache.capacity || offset + s > self.cfg.max_position_embeddings {
+            return Err(Error::InvalidInput(format!(
+                "sequence of {} tokens exceeds the context ({} cached, max {})",
+                offset + s,
+                cache.capacity,
+                self.cfg.max_position_embeddings
+            )));
+        }
+        let (positions, mask) = cache.positions_and_mask(s, embeds.device())?;
+        let (cos, sin) = self.rope.select(offset, s, positions.as_ref())?;
+        let mut x = embeds.clone();
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = layer.input_layernorm.forward(&x)?;
+            let h = layer.self_attn.forward(&h, &cos, &sin, mask.as_ref(), kv, offset)?;
+            x = (x + h)?;
+            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        cache.len += s;
+        Ok(self.norm.forward(&x)?)
+    }
+
+    /// Text logits (f32) for post-norm hidden states.
+    pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
+    }
+}
+
+/// The hidden state of the last position of each row, `[B, D]`.
+pub fn last_position(hidden: &Tensor) -> Result<Tensor> {
+    let s = hidden.dim(1)?;
+    Ok(hidden.narrow(1, s - 1, 1)?.squeeze(1)?)
+}

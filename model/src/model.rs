@@ -1,0 +1,181 @@
+//! One loaded Janus-Pro model (`MultiModalityCausalLM`): config, tokenizer and modules.
+//!
+//! Reference: deepseek-ai/Janus `janus/models/modeling_vlm.py`. Module names follow the
+//! original checkpoint; [`crate::weights`] maps the transformers names onto them.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::config::{CheckpointFormat, JanusConfig};
+use crate::error::{Error, Result};
+use crate::gen::{GenEmbed, GenHead};
+use crate::hub::ModelFiles;
+use crate::llm::Llama;
+use crate::tokenizer::JanusTokenizer;
+use crate::vq::{VqConfig, VqDecoder};
+use crate::weights::Checkpoint;
+
+/// Where and how to run a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// dtype of the language model and heads; logits, CFG and sampling are always f32.
+    pub dtype: DType,
+    /// dtype of the VQ decoder (f32 by default, for fidelity; it is small).
+    pub vq_dtype: DType,
+}
+
+impl LoadOptions {
+    /// The defaults for a device: bf16 on CUDA, f32 on CPU; the VQ decoder in f32.
+    pub fn for_device(device: Device) -> Self {
+        let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
+        Self {
+            device,
+            dtype,
+            vq_dtype: DType::F32,
+        }
+    }
+}
+
+pub struct Janus {
+    pub cfg: JanusConfig,
+    pub vq_cfg: VqConfig,
+    pub tokenizer: JanusTokenizer,
+    pub format: CheckpointFormat,
+    pub(crate) llm: Llama,
+    pub(crate) gen_embed: GenEmbed,
+    pub(crate) gen_head: GenHead,
+    pub(crate) vq: VqDecoder,
+    device: Device,
+    dtype: DType,
+}
+
+impl Janus {
+    pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
+        let mut cfg = JanusConfig::from_file(&files.config)?;
+        let tokenizer = JanusTokenizer::from_file(&files.tokenizer)?;
+        let ckpt = Arc::new(Checkpoint::open(&files.weights)?);
+        let ge = ckpt.shape_of("gen_embed.weight").ok_or_else(|| {
+            Error::Weights("tensor gen_embed.weight is missing from the checkpoint".into())
+        })?;
+        if ge.len() != 2 {
+            return Err(Error::Weights(format!("gen_embed.weight has shape {ge:?}, expected 2-D")));
+        }
+        cfg.complete_from_gen_embed(ge[0], ge[1]);
+        let vq_cfg = VqConfig::from_checkpoint(&ckpt)?;
+        if vq_cfg.codebook_size != cfg.gen.image_token_size {
+            return Err(Error::Weights(format!(
+                "the VQ codebook has {} entries but gen_head predicts {} image tokens",
+                vq_cfg.codebook_size, cfg.gen.image_token_size
+            )));
+        }
+        if cfg.vision.image_size % vq_cfg.downsample() != 0 {
+            return Err(Error::Config {
+                path: files.config.clone(),
+                msg: format!(
+                    "image size {} is not a multiple of the VQ downsampling factor {}",
+                    cfg.vision.image_size,
+                    vq_cfg.downsample()
+                ),
+            });
+        }
+        let vb = ckpt.var_builder(opts.dtype, &opts.device);
+        let vq_vb = ckpt.var_builder(opts.vq_dtype, &opts.device);
+        let llm = Llama::load(vb.pp("language_model"), &cfg.llm)?;
+        let gen_embed = GenEmbed::load(vb.clone(), &cfg.gen, &cfg.gen_aligner)?;
+        let gen_head = GenHead::load(vb.pp("gen_head"), cfg.llm.hidden_size, &cfg.gen)?;
+        let vq = VqDecoder::load(vq_vb.pp("gen_vision_model"), &vq_cfg)?;
+        tracing::info!(
+            model = %files.name,
+            format = ?ckpt.format(),
+            stored = ?ckpt.stored_dtype(),
+            dtype = ?opts.dtype,
+            layers = cfg.llm.num_hidden_layers,
+            hidden = cfg.llm.hidden_size,
+            "model loaded"
+        );
+        Ok(Self {
+            format: ckpt.format(),
+            cfg,
+            vq_cfg,
+            tokenizer,
+            llm,
+            gen_embed,
+            gen_head,
+            vq,
+            device: opts.device.clone(),
+            dtype: opts.dtype,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn llm(&self) -> &Llama {
+        &self.llm
+    }
+
+    /// Side of the token grid (24 for Janus-Pro).
+    pub fn grid_size(&self) -> usize {
+        self.cfg.vision.image_size / self.vq_cfg.downsample()
+    }
+
+    /// Image tokens per generated image (576 for Janus-Pro).
+    pub fn num_image_tokens(&self) -> usize {
+        self.grid_size() * self.grid_size()
+    }
+
+    /// Side of a generated image in pixels (384 for Janus-Pro).
+    pub fn image_size(&self) -> usize {
+        self.cfg.vision.image_size
+    }
+
+    /// Image-token logits (f32) for post-norm LM hidden states.
+    pub fn gen_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.gen_head.forward(hidden)?.to_dtype(DType::F32)?)
+    }
+
+    /// LM input embeddings of image tokens `[..]` → `[.., D]`.
+    pub fn embed_image_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.gen_embed.forward(ids)?)
+    }
+
+    /// Checks image tokens for range and count, then decodes them with the VQ decoder into
+    /// RGB images, `chunk` images at a time (bounds peak memory).
+    pub fn decode_images(&self, tokens: &[Vec<u32>], chunk: usize) -> Result<Vec<image::RgbImage>> {
+        let n_tok = self.num_image_tokens();
+        let k = self.cfg.gen.image_token_size as u32;
+        for (i, t) in tokens.iter().enumerate() {
+            if t.len() != n_tok {
+                return Err(Error::InvalidInput(format!(
+                    "image {i} has {} tokens; this model's images have {n_tok}",
+                    t.len()
+                )));
+            }
+            if let Some(bad) = t.iter().find(|&&x| x >= k) {
+                return Err(Error::InvalidInput(format!(
+                    "image {i} has token {bad}, outside the codebook (0..{k})"
+                )));
+            }
+        }
+        let mut out = Vec::with_capacity(tokens.len());
+        for group in tokens.chunks(chunk.max(1)) {
+            let flat: Vec<u32> = group.iter().flatten().copied().collect();
+            let ids = Tensor::from_vec(flat, (group.len(), n_tok), &self.device)?;
+            let pixels = self.vq.decode_tokens(&ids)?;
+            out.extend(crate::image::to_rgb(&pixels)?);
+        }
+        Ok(out)
+    }
+
+    /// The raw VQ decoder output `[N, 3, H, W]` (f32) for image tokens, for parity tests.
+    pub fn decode_raw(&self, tokens: &Tensor) -> Result<Tensor> {
+        Ok(self.vq.decode_tokens(tokens)?.to_dtype(DType::F32)?)
+    }
+}

@@ -1,0 +1,263 @@
+//! Classifier-free guidance and token sampling on f32 logits.
+//!
+//! Reference: deepseek-ai/Janus `generation_inference.py` (guided = uncond + w·(cond − uncond),
+//! softmax(guided / T), multinomial; no top-k / top-p) and transformers' logits warpers for the
+//! optional top-k / top-p (applied after temperature, in that order). Every image has its own
+//! RNG, seeded from the request seed and the image index, so an image depends only on its seed.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+
+/// How image tokens are chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingParams {
+    /// CFG weight w (the reference default is 5).
+    pub cfg_weight: f32,
+    /// Softmax temperature (reference default 1). 0 means greedy.
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (off by default, as in the reference).
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose probability reaches p (off by default).
+    pub top_p: Option<f32>,
+    /// Argmax instead of sampling (for tests and parity with transformers' `do_sample=False`).
+    pub greedy: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            cfg_weight: 5.0,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            greedy: false,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidInput(m));
+        if !self.cfg_weight.is_finite() || self.cfg_weight < 0.0 || self.cfg_weight > 100.0 {
+            return bad(format!("cfg weight must be in [0, 100], got {}", self.cfg_weight));
+        }
+        if !self.temperature.is_finite() || self.temperature < 0.0 || self.temperature > 10.0 {
+            return bad(format!("temperature must be in [0, 10], got {}", self.temperature));
+        }
+        if self.top_k == Some(0) {
+            return bad("top_k must be at least 1".into());
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return bad(format!("top_p must be in (0, 1], got {p}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn is_greedy(&self) -> bool {
+        self.greedy || self.temperature == 0.0
+    }
+}
+
+/// The RNG seed of image `index` of a request with `seed` (a SplitMix64 mix, so nearby seeds
+/// and indices give unrelated streams).
+pub fn image_seed(seed: u64, index: u64) -> u64 {
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x632B_E59B_D9B4_E019);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Samples the image tokens of one image, one per step.
+pub struct ImageSampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+    scratch: Vec<f32>,
+}
+
+impl ImageSampler {
+    pub fn new(params: SamplingParams, seed: u64) -> Self {
+        Self {
+            params,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Picks the next token from the conditional and unconditional logits of this image.
+    pub fn sample(&mut self, cond: &[f32], uncond: &[f32]) -> u32 {
+        let w = self.params.cfg_weight;
+        let guided = &mut self.scratch;
+        guided.clear();
+        // A NaN (e.g. -inf - -inf) must never win or poison the softmax: treat it as -inf.
+        guided.extend(cond.iter().zip(uncond).map(|(&c, &u)| {
+            let g = u + w * (c - u);
+            if g.is_nan() {
+                f32::NEG_INFINITY
+            } else {
+                g
+            }
+        }));
+        if self.params.is_greedy() {
+            return argmax(guided) as u32;
+        }
+        let t = self.params.temperature;
+        guided.iter_mut().for_each(|x| *x /= t);
+        if let Some(k) = self.params.top_k {
+            keep_top_k(guided, k);
+        }
+        softmax_in_place(guided);
+        if let Some(p) = self.params.top_p {
+            keep_top_p(guided, p);
+        }
+        sample_multinomial(guided, self.rng.random::<f64>()) as u32
+    }
+}
+
+/// Index of the first maximum (as `torch.argmax`).
+pub fn argmax(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn softmax_in_place(xs: &mut [f32]) {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in xs.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    xs.iter_mut().for_each(|x| *x /= sum);
+}
+
+/// Sets every logit below the k-th largest to -inf (ties at the threshold are kept).
+fn keep_top_k(logits: &mut [f32], k: usize) {
+    if k >= logits.len() {
+        return;
+    }
+    let mut sorted = logits.to_vec();
+    sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let threshold = sorted[k - 1];
+    logits.iter_mut().filter(|x| **x < threshold).for_each(|x| *x = f32::NEG_INFINITY);
+}
+
+/// Zeroes all probabilities outside the nucleus of mass `p` and renormalises; the most likely
+/// token always stays.
+fn keep_top_p(probs: &mut [f32], p: f32) {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_unstable_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let mut cum = 0f32;
+    let mut cut = order.len();
+    for (rank, &i) in order.iter().enumerate() {
+        cum += probs[i];
+        if cum >= p {
+            cut = rank + 1;
+            break;
+        }
+    }
+    for &i in &order[cut..] {
+        probs[i] = 0.0;
+    }
+    let sum: f32 = probs.iter().sum();
+    probs.iter_mut().for_each(|x| *x /= sum);
+}
+
+/// Inverse-CDF draw with `u` uniform in [0, 1).
+fn sample_multinomial(probs: &[f32], u: f64) -> usize {
+    let total: f64 = probs.iter().map(|&p| p as f64).sum();
+    let target = u * total;
+    let mut cum = 0f64;
+    let mut last_nonzero = 0;
+    for (i, &p) in probs.iter().enumerate() {
+        if p > 0.0 {
+            last_nonzero = i;
+            cum += p as f64;
+            if cum > target {
+                return i;
+            }
+        }
+    }
+    last_nonzero
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cfg_combines_as_reference() {
+        // guided = u + w (c - u): with w = 5, cond favours 1 and uncond favours 0.
+        let mut s = ImageSampler::new(SamplingParams { greedy: true, ..Default::default() }, 0);
+        assert_eq!(s.sample(&[0.0, 1.0, 0.5], &[1.0, 0.0, 0.5]), 1);
+        // w = 0 → unconditional only.
+        let mut s = ImageSampler::new(
+            SamplingParams { greedy: true, cfg_weight: 0.0, ..Default::default() },
+            0,
+        );
+        assert_eq!(s.sample(&[0.0, 1.0, 0.5], &[1.0, 0.0, 0.5]), 0);
+    }
+
+    #[test]
+    fn argmax_takes_first_maximum() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let p = SamplingParams { top_k: Some(1), ..Default::default() };
+        for seed in 0..20 {
+            let mut s = ImageSampler::new(p, seed);
+            assert_eq!(s.sample(&[0.1, 0.3, 0.2], &[0.1, 0.3, 0.2]), 1);
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus() {
+        let mut probs = vec![0.5, 0.3, 0.15, 0.05];
+        keep_top_p(&mut probs, 0.7);
+        assert_eq!(probs[2], 0.0);
+        assert_eq!(probs[3], 0.0);
+        assert!((probs[0] + probs[1] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn same_seed_same_draws_and_distribution_is_sane() {
+        let logits = [0.0f32, (3.0f32).ln(), 0.0, -1e9];
+        let draw = |seed| {
+            let mut s = ImageSampler::new(SamplingParams { cfg_weight: 1.0, ..Default::default() }, seed);
+            (0..4000).map(|_| s.sample(&logits, &logits)).collect::<Vec<_>>()
+        };
+        assert!(draw(7) == draw(7), "same seed, different draws");
+        assert!(draw(7) != draw(8), "different seeds, same draws");
+        let d = draw(7);
+        let frac1 = d.iter().filter(|&&t| t == 1).count() as f64 / d.len() as f64;
+        assert!((frac1 - 0.6).abs() < 0.03, "{frac1}");
+        assert!(!d.contains(&3));
+    }
+
+    #[test]
+    fn nan_logits_never_win() {
+        let inf = f32::NEG_INFINITY;
+        let mut s = ImageSampler::new(SamplingParams { greedy: true, ..Default::default() }, 0);
+        assert_eq!(s.sample(&[inf, 0.5, 0.0], &[inf, 0.0, 0.0]), 1);
+        let mut s = ImageSampler::new(SamplingParams::default(), 0);
+        for _ in 0..100 {
+            assert_ne!(s.sample(&[inf, 0.5, 0.0], &[inf, 0.0, 0.0]), 0);
+        }
+    }
+
+    #[test]
+    fn image_seeds_differ() {
+        assert_ne!(image_seed(1, 0), image_seed(1, 1));
+        assert_ne!(image_seed(1, 0), image_seed(2, 0));
+        assert_eq!(image_seed(42, 3), image_seed(42, 3));
+    }
+}

@@ -1,0 +1,245 @@
+//! Command-line subcommands. Every flag is also an environment variable (`JANUS_*`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use janus::{parse_dtype, select_device, Janus, LoadOptions, ModelFiles, SamplingParams, DEFAULT_MODEL};
+
+#[derive(Parser, Debug)]
+#[command(name = "janus", version, about = "Janus-Pro text-to-image and image understanding")]
+pub struct Cli {
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `janus=debug`.
+    #[arg(long, env = "JANUS_LOG", default_value = "warn", global = true)]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate images from a text prompt.
+    Generate(GenerateArgs),
+    /// Turn image tokens (as written by `generate --tokens-out`) back into PNGs.
+    DecodeTokens(DecodeArgs),
+}
+
+/// Which model to load and where to run it.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A local model directory, or a Hugging Face hub id (optionally `id@revision`).
+    #[arg(long, env = "JANUS_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+
+    /// `auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "JANUS_DEVICE", default_value = "auto")]
+    pub device: String,
+
+    /// Weights dtype: `f32`, `bf16` or `f16` (default: bf16 on CUDA, f32 on CPU).
+    #[arg(long, env = "JANUS_DTYPE")]
+    pub dtype: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Janus> {
+        let device = select_device(&self.device)?;
+        let mut opts = LoadOptions::for_device(device);
+        if let Some(d) = &self.dtype {
+            opts.dtype = parse_dtype(d)?;
+        }
+        let files = ModelFiles::resolve(&self.model)?;
+        let t = Instant::now();
+        let model = Janus::load(&files, &opts).with_context(|| format!("loading {}", self.model))?;
+        tracing::info!(secs = t.elapsed().as_secs_f32(), "loaded");
+        Ok(model)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// The text prompt.
+    #[arg(long, env = "JANUS_PROMPT")]
+    pub prompt: String,
+
+    /// Number of images.
+    #[arg(long, short = 'n', env = "JANUS_N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub n: u32,
+
+    /// Random seed (default: a random one, printed so the run can be repeated).
+    #[arg(long, env = "JANUS_SEED")]
+    pub seed: Option<u64>,
+
+    /// Classifier-free guidance weight.
+    #[arg(long, env = "JANUS_CFG", default_value_t = 5.0)]
+    pub cfg: f32,
+
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, env = "JANUS_TEMPERATURE", default_value_t = 1.0)]
+    pub temperature: f32,
+
+    /// Sample only among the k most likely image tokens.
+    #[arg(long, env = "JANUS_TOP_K")]
+    pub top_k: Option<usize>,
+
+    /// Sample only within the nucleus of probability p.
+    #[arg(long, env = "JANUS_TOP_P")]
+    pub top_p: Option<f32>,
+
+    /// Pick the most likely token at every step (deterministic; for tests).
+    #[arg(long, env = "JANUS_GREEDY")]
+    pub greedy: bool,
+
+    /// Images decoded at once by the VQ decoder (bounds memory).
+    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = 4)]
+    pub decode_chunk: usize,
+
+    /// A PNG file when n = 1, else a directory (created) that receives 0000.png, 0001.png, ...
+    #[arg(long, env = "JANUS_OUT")]
+    pub out: PathBuf,
+
+    /// Also write the image tokens as JSON: one array of token ids per image.
+    #[arg(long, env = "JANUS_TOKENS_OUT")]
+    pub tokens_out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// JSON file with one array of token ids per image.
+    #[arg(long, env = "JANUS_TOKENS")]
+    pub tokens: PathBuf,
+
+    /// A PNG file for one image, else a directory (created).
+    #[arg(long, env = "JANUS_OUT")]
+    pub out: PathBuf,
+
+    /// Images decoded at once by the VQ decoder (bounds memory).
+    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = 4)]
+    pub decode_chunk: usize,
+}
+
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(a) => generate(a),
+        Command::DecodeTokens(a) => decode_tokens(a),
+    }
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let params = SamplingParams {
+        cfg_weight: a.cfg,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        greedy: a.greedy,
+    };
+    params.validate()?;
+    let n = a.n as usize;
+    check_out_path(&a.out, n)?;
+    let seed = a.seed.unwrap_or_else(rand_seed);
+    let model = a.model.load()?;
+    let jobs = model.t2i_jobs(&a.prompt, n, seed, params)?;
+    eprintln!(
+        "generating {n} image(s) of {0}x{0} with seed {seed}",
+        model.image_size()
+    );
+    let bar = ProgressBar::new(model.num_image_tokens() as u64).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tokens ({per_sec}, eta {eta})")
+            .expect("valid template"),
+    );
+    let t = Instant::now();
+    let tokens = model.generate_tokens(jobs, |done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    let gen_secs = t.elapsed().as_secs_f64();
+    if let Some(path) = &a.tokens_out {
+        write_tokens(path, &tokens)?;
+    }
+    let t = Instant::now();
+    let images = model.decode_images(&tokens, a.decode_chunk)?;
+    let paths = write_pngs(&a.out, &images)?;
+    eprintln!(
+        "wrote {} ({gen_secs:.1}s tokens, {:.1}s decode)",
+        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn decode_tokens(a: DecodeArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.tokens).with_context(|| format!("reading {}", a.tokens.display()))?;
+    let tokens: Vec<Vec<u32>> = serde_json::from_str(&text)
+        .with_context(|| format!("{}: expected a JSON array of arrays of token ids", a.tokens.display()))?;
+    if tokens.is_empty() {
+        bail!("{}: no images in the file", a.tokens.display());
+    }
+    check_out_path(&a.out, tokens.len())?;
+    let model = a.model.load()?;
+    let images = model.decode_images(&tokens, a.decode_chunk)?;
+    let paths = write_pngs(&a.out, &images)?;
+    eprintln!("wrote {} image(s) to {}", paths.len(), a.out.display());
+    Ok(())
+}
+
+/// Refuses, before any work, an output path that cannot hold `n` images.
+fn check_out_path(out: &Path, n: usize) -> Result<()> {
+    if n == 1 {
+        if out.is_dir() {
+            return Ok(());
+        }
+        if out.extension().is_none_or(|e| !e.eq_ignore_ascii_case("png")) {
+            bail!("--out {}: for one image, give a .png file or an existing directory", out.display());
+        }
+        return Ok(());
+    }
+    if (out.exists() && !out.is_dir()) || out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        bail!("--out {}: for {n} images, give a directory", out.display());
+    }
+    Ok(())
+}
+
+/// Writes images to `out` (one file, or `NNNN.png` in a directory) and returns the paths.
+fn write_pngs(out: &Path, images: &[image::RgbImage]) -> Result<Vec<PathBuf>> {
+    let paths: Vec<PathBuf> = if images.len() == 1 && !out.is_dir() {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        vec![out.to_path_buf()]
+    } else {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        (0..images.len()).map(|i| out.join(format!("{i:04}.png"))).collect()
+    };
+    for (img, path) in images.iter().zip(&paths) {
+        let bytes = janus::image::png_bytes(img)?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(paths)
+}
+
+fn write_tokens(path: &Path, tokens: &[Vec<u32>]) -> Result<()> {
+    let json = serde_json::to_string(tokens)?;
+    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish() >> 11 // keep it exactly representable as a JSON number
+}

@@ -1,0 +1,94 @@
+//! The `janus` binary on the tiny model shipped in `assets/tiny/` (CPU, no network).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn janus() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_janus"));
+    c.env("HF_HUB_OFFLINE", "1").env_remove("JANUS_MODEL");
+    c
+}
+
+fn tiny() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../assets/tiny/janus-pro-tiny")
+        .display()
+        .to_string()
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let out = c.output().expect("run janus");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "janus failed: {stderr}");
+    stderr
+}
+
+fn run_err(c: &mut Command) -> String {
+    let out = c.output().expect("run janus");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "janus should fail; stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() == 1 && lines[0].starts_with("error: "), "expected one error line, got: {stderr}");
+    stderr
+}
+
+#[test]
+fn generates_pngs_of_native_size_and_decodes_tokens_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("imgs");
+    let tokens = tmp.path().join("tokens.json");
+    let stderr = run_ok(janus().args(["generate", "--model", &tiny(), "--prompt", "a red fox", "-n", "2", "--seed", "3"])
+        .arg("--out").arg(&dir).arg("--tokens-out").arg(&tokens));
+    assert!(stderr.contains("seed 3"), "{stderr}");
+    let a = std::fs::read(dir.join("0000.png")).unwrap();
+    let b = std::fs::read(dir.join("0001.png")).unwrap();
+    assert_ne!(a, b);
+    let img = image::load_from_memory(&a).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 32));
+
+    let toks: Vec<Vec<u32>> = serde_json::from_str(&std::fs::read_to_string(&tokens).unwrap()).unwrap();
+    assert_eq!(toks.len(), 2);
+    assert!(toks.iter().all(|t| t.len() == 64));
+
+    let again = tmp.path().join("again");
+    run_ok(janus().args(["decode-tokens", "--model", &tiny()]).arg("--tokens").arg(&tokens).arg("--out").arg(&again));
+    assert_eq!(std::fs::read(again.join("0000.png")).unwrap(), a);
+    assert_eq!(std::fs::read(again.join("0001.png")).unwrap(), b);
+
+    // Same seed, same bytes; one image goes to a file; env vars work as flags.
+    let one = tmp.path().join("one.png");
+    run_ok(janus().args(["generate", "--prompt", "a red fox", "--greedy"]).env("JANUS_MODEL", tiny()).arg("--out").arg(&one));
+    let one_again = tmp.path().join("one-again.png");
+    run_ok(janus().args(["generate", "--model", &tiny(), "--prompt", "a red fox", "--greedy"]).arg("--out").arg(&one_again));
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&one_again).unwrap());
+}
+
+#[test]
+fn bad_input_gives_one_line_and_nonzero_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("x.png");
+    let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "  "]).arg("--out").arg(&out));
+    assert!(e.contains("empty"), "{e}");
+    let e = run_err(janus().args(["generate", "--model", "/nonexistent/model", "--prompt", "a"]).arg("--out").arg(&out));
+    assert!(e.contains("/nonexistent/model"), "{e}");
+    let e = run_err(janus().args(["generate", "--model", "acme/not-cached", "--prompt", "a"]).arg("--out").arg(&out)
+        .env("HF_HUB_CACHE", tmp.path()));
+    assert!(e.contains("config.json"), "{e}");
+    let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "a", "--top-p", "2"]).arg("--out").arg(&out));
+    assert!(e.contains("top_p"), "{e}");
+    let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "a", "--device", "cuda"]).arg("--out").arg(&out));
+    assert!(e.to_lowercase().contains("cuda"), "{e}");
+    let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "a", "-n", "2"]).arg("--out").arg(&out));
+    assert!(e.contains("directory"), "{e}");
+    let out = tmp.path().join("a-file");
+    std::fs::write(&out, b"x").unwrap();
+    let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "a", "-n", "2"]).arg("--out").arg(&out));
+    assert!(e.contains("directory"), "{e}");
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, "[[1,2,3]]").unwrap();
+    let e = run_err(janus().args(["decode-tokens", "--model", &tiny()]).arg("--tokens").arg(&bad).arg("--out").arg(tmp.path().join("d.png")));
+    assert!(e.contains("64"), "{e}");
+    std::fs::write(&bad, "not json").unwrap();
+    let e = run_err(janus().args(["decode-tokens", "--model", &tiny()]).arg("--tokens").arg(&bad).arg("--out").arg(tmp.path().join("d.png")));
+    assert!(e.contains("JSON"), "{e}");
+}
