@@ -14,7 +14,7 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 use crate::llm::{last_position, LlmCache};
 use crate::model::Janus;
-use crate::sampling::{image_seed, ImageSampler, SamplingParams};
+use crate::sampling::{image_seed, Sampler, SamplingParams};
 
 /// One image to generate.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct StepOutput {
 /// A batch of images being generated together.
 pub struct T2iBatch<'m> {
     model: &'m Janus,
-    samplers: Vec<ImageSampler>,
+    samplers: Vec<Sampler>,
     tokens: Vec<Vec<u32>>,
     cache: LlmCache,
     /// LM input for the next step, `[2N, S, D]`.
@@ -120,7 +120,7 @@ impl<'m> T2iBatch<'m> {
         let cache = LlmCache::new(&model.cfg.llm, pads, len + total - 1, model.dtype(), dev)?;
         Ok(Self {
             model,
-            samplers: jobs.iter().map(|j| ImageSampler::new(j.params, j.seed)).collect(),
+            samplers: jobs.iter().map(|j| Sampler::new(j.params, j.seed)).collect(),
             tokens: vec![Vec::with_capacity(total); jobs.len()],
             cache,
             next: Some(embeds),
@@ -186,7 +186,7 @@ impl<'m> T2iBatch<'m> {
             let idx = Tensor::from_iter(rows.iter().map(|&r| r as u32), next.device())?;
             self.next = Some(next.index_select(&idx, 0)?);
         }
-        let mut samplers: Vec<Option<ImageSampler>> = std::mem::take(&mut self.samplers).into_iter().map(Some).collect();
+        let mut samplers: Vec<Option<Sampler>> = std::mem::take(&mut self.samplers).into_iter().map(Some).collect();
         let mut tokens: Vec<Option<Vec<u32>>> = std::mem::take(&mut self.tokens).into_iter().map(Some).collect();
         for &i in keep {
             self.samplers.push(samplers[i].take().ok_or_else(|| Error::InvalidInput("duplicate image index".into()))?);

@@ -3,7 +3,8 @@
 //! - [`hub::ModelFiles`]: a model directory or hub id → files on disk.
 //! - [`config::JanusConfig`]: `config.json` in the original or transformers format.
 //! - [`weights::Checkpoint`]: safetensors / PyTorch pickles, both naming schemes, one name space.
-//! - [`model::Janus`]: the loaded model; [`generate::T2iBatch`] runs text-to-image step by step.
+//! - [`model::Janus`]: the loaded model; [`generate::T2iBatch`] runs text-to-image step by step;
+//!   [`Janus::answer`] answers a [`Conversation`] with images (understanding).
 
 pub mod config;
 pub mod device;
@@ -14,8 +15,11 @@ pub mod hub;
 pub mod image;
 pub mod llm;
 pub mod model;
+pub mod preprocess;
 pub mod sampling;
 pub mod tokenizer;
+pub mod understand;
+pub mod vision;
 pub mod vq;
 pub mod weights;
 
@@ -26,5 +30,6 @@ pub use generate::{ImageJob, T2iBatch};
 pub use hub::{ModelFiles, DEFAULT_MODEL};
 pub use model::{Janus, LoadOptions};
 pub use sampling::SamplingParams;
+pub use understand::{Conversation, FinishReason, Message, Part, Role, TextOutput, TextParams};
 
 pub use candle_core::{DType, Device, Tensor};

@@ -267,11 +267,20 @@ impl Llama {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Block::load(m.pp(format!("layers.{i}")), cfg))
             .collect::<Result<_>>()?;
+        let embed_tokens = embedding(cfg.vocab_size, cfg.hidden_size, m.pp("embed_tokens"))?;
+        // The original checkpoints store a separate lm_head; a transformers export with tied
+        // embeddings omits it, and then the embedding matrix is the head.
+        let lm_head = if vb.contains_tensor("lm_head.weight") {
+            linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?
+        } else {
+            tracing::info!("no lm_head.weight in the checkpoint: using the tied token embeddings");
+            Linear::new(embed_tokens.embeddings().clone(), None)
+        };
         Ok(Self {
-            embed_tokens: embedding(cfg.vocab_size, cfg.hidden_size, m.pp("embed_tokens"))?,
+            embed_tokens,
             layers,
             norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?,
-            lm_head: linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?,
+            lm_head,
             rope: Rope::new(cfg, vb.dtype(), vb.device())?,
             cfg: cfg.clone(),
         })

@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::gen::{GenEmbed, GenHead};
 use crate::hub::ModelFiles;
 use crate::llm::Llama;
+use crate::preprocess::PreprocessConfig;
+use crate::vision::VisionEncoder;
 use crate::tokenizer::JanusTokenizer;
 use crate::vq::{VqConfig, VqDecoder};
 use crate::weights::Checkpoint;
@@ -47,6 +49,8 @@ pub struct Janus {
     pub(crate) gen_embed: GenEmbed,
     pub(crate) gen_head: GenHead,
     pub(crate) vq: VqDecoder,
+    pub(crate) vision: VisionEncoder,
+    pub preprocess: PreprocessConfig,
     device: Device,
     dtype: DType,
 }
@@ -86,6 +90,8 @@ impl Janus {
         let gen_embed = GenEmbed::load(vb.clone(), &cfg.gen, &cfg.gen_aligner)?;
         let gen_head = GenHead::load(vb.pp("gen_head"), cfg.llm.hidden_size, &cfg.gen)?;
         let vq = VqDecoder::load(vq_vb.pp("gen_vision_model"), &vq_cfg)?;
+        let vision = VisionEncoder::load(vb.clone(), &cfg.vision, &cfg.aligner)?;
+        let preprocess = PreprocessConfig::load(files.preprocessor.as_deref(), cfg.vision.image_size)?;
         tracing::info!(
             model = %files.name,
             format = ?ckpt.format(),
@@ -104,6 +110,8 @@ impl Janus {
             gen_embed,
             gen_head,
             vq,
+            vision,
+            preprocess,
             device: opts.device.clone(),
             dtype: opts.dtype,
         })

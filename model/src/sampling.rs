@@ -71,14 +71,14 @@ pub fn image_seed(seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Samples the image tokens of one image, one per step.
-pub struct ImageSampler {
+/// Picks tokens one step at a time with its own RNG (one per image, or per text reply).
+pub struct Sampler {
     params: SamplingParams,
     rng: ChaCha8Rng,
     scratch: Vec<f32>,
 }
 
-impl ImageSampler {
+impl Sampler {
     pub fn new(params: SamplingParams, seed: u64) -> Self {
         Self {
             params,
@@ -87,33 +87,43 @@ impl ImageSampler {
         }
     }
 
-    /// Picks the next token from the conditional and unconditional logits of this image.
+    /// Picks the next image token from the conditional and unconditional logits of one image.
     pub fn sample(&mut self, cond: &[f32], uncond: &[f32]) -> u32 {
         let w = self.params.cfg_weight;
-        let guided = &mut self.scratch;
+        let mut guided = std::mem::take(&mut self.scratch);
         guided.clear();
+        guided.extend(cond.iter().zip(uncond).map(|(&c, &u)| u + w * (c - u)));
+        let t = self.pick(&mut guided);
+        self.scratch = guided;
+        t
+    }
+
+    /// Picks the next token from plain logits (text decoding; no guidance).
+    pub fn sample_logits(&mut self, logits: &[f32]) -> u32 {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(logits);
+        let t = self.pick(&mut buf);
+        self.scratch = buf;
+        t
+    }
+
+    fn pick(&mut self, logits: &mut [f32]) -> u32 {
         // A NaN (e.g. -inf - -inf) must never win or poison the softmax: treat it as -inf.
-        guided.extend(cond.iter().zip(uncond).map(|(&c, &u)| {
-            let g = u + w * (c - u);
-            if g.is_nan() {
-                f32::NEG_INFINITY
-            } else {
-                g
-            }
-        }));
+        logits.iter_mut().filter(|x| x.is_nan()).for_each(|x| *x = f32::NEG_INFINITY);
         if self.params.is_greedy() {
-            return argmax(guided) as u32;
+            return argmax(logits) as u32;
         }
         let t = self.params.temperature;
-        guided.iter_mut().for_each(|x| *x /= t);
+        logits.iter_mut().for_each(|x| *x /= t);
         if let Some(k) = self.params.top_k {
-            keep_top_k(guided, k);
+            keep_top_k(logits, k);
         }
-        softmax_in_place(guided);
+        softmax_in_place(logits);
         if let Some(p) = self.params.top_p {
-            keep_top_p(guided, p);
+            keep_top_p(logits, p);
         }
-        sample_multinomial(guided, self.rng.random::<f64>()) as u32
+        sample_multinomial(logits, self.rng.random::<f64>()) as u32
     }
 }
 
@@ -195,10 +205,10 @@ mod tests {
     #[test]
     fn cfg_combines_as_reference() {
         // guided = u + w (c - u): with w = 5, cond favours 1 and uncond favours 0.
-        let mut s = ImageSampler::new(SamplingParams { greedy: true, ..Default::default() }, 0);
+        let mut s = Sampler::new(SamplingParams { greedy: true, ..Default::default() }, 0);
         assert_eq!(s.sample(&[0.0, 1.0, 0.5], &[1.0, 0.0, 0.5]), 1);
         // w = 0 → unconditional only.
-        let mut s = ImageSampler::new(
+        let mut s = Sampler::new(
             SamplingParams { greedy: true, cfg_weight: 0.0, ..Default::default() },
             0,
         );
@@ -214,7 +224,7 @@ mod tests {
     fn top_k_one_is_greedy() {
         let p = SamplingParams { top_k: Some(1), ..Default::default() };
         for seed in 0..20 {
-            let mut s = ImageSampler::new(p, seed);
+            let mut s = Sampler::new(p, seed);
             assert_eq!(s.sample(&[0.1, 0.3, 0.2], &[0.1, 0.3, 0.2]), 1);
         }
     }
@@ -232,7 +242,7 @@ mod tests {
     fn same_seed_same_draws_and_distribution_is_sane() {
         let logits = [0.0f32, (3.0f32).ln(), 0.0, -1e9];
         let draw = |seed| {
-            let mut s = ImageSampler::new(SamplingParams { cfg_weight: 1.0, ..Default::default() }, seed);
+            let mut s = Sampler::new(SamplingParams { cfg_weight: 1.0, ..Default::default() }, seed);
             (0..4000).map(|_| s.sample(&logits, &logits)).collect::<Vec<_>>()
         };
         assert!(draw(7) == draw(7), "same seed, different draws");
@@ -246,9 +256,9 @@ mod tests {
     #[test]
     fn nan_logits_never_win() {
         let inf = f32::NEG_INFINITY;
-        let mut s = ImageSampler::new(SamplingParams { greedy: true, ..Default::default() }, 0);
+        let mut s = Sampler::new(SamplingParams { greedy: true, ..Default::default() }, 0);
         assert_eq!(s.sample(&[inf, 0.5, 0.0], &[inf, 0.0, 0.0]), 1);
-        let mut s = ImageSampler::new(SamplingParams::default(), 0);
+        let mut s = Sampler::new(SamplingParams::default(), 0);
         for _ in 0..100 {
             assert_ne!(s.sample(&[inf, 0.5, 0.0], &[inf, 0.0, 0.0]), 0);
         }

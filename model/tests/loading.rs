@@ -178,3 +178,19 @@ fn bos_appears_once_without_a_post_processor() {
     assert_eq!(a, model.tokenizer.t2i_prompt_ids("a cat").unwrap());
     assert_eq!(a.iter().filter(|&&x| x == plain.special.bos).count(), 1);
 }
+
+#[test]
+fn tied_lm_head_falls_back_to_the_embeddings() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir("janus-pro-tiny-hf"), tmp.path());
+    let file = tmp.path().join("model.safetensors");
+    let mut ts = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    let embed = ts["model.language_model.embed_tokens.weight"].clone();
+    assert!(ts.remove("lm_head.weight").is_some());
+    candle_core::safetensors::save(&ts, &file).unwrap();
+    let files = ModelFiles::from_dir(tmp.path(), "tied").unwrap();
+    let model = Janus::load(&files, &LoadOptions::for_device(Device::Cpu)).unwrap();
+    let h = Tensor::ones((1, embed.dim(1).unwrap()), DType::F32, &Device::Cpu).unwrap();
+    let want = h.matmul(&embed.t().unwrap()).unwrap();
+    assert!(max_abs_diff(&model.llm().lm_logits(&h).unwrap(), &want) < 1e-5);
+}

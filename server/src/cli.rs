@@ -6,7 +6,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use janus::{parse_dtype, select_device, Janus, LoadOptions, ModelFiles, SamplingParams, DEFAULT_MODEL};
+use janus::understand::DEFAULT_QUESTION;
+use janus::{
+    parse_dtype, select_device, Conversation, Janus, LoadOptions, ModelFiles, SamplingParams, TextParams,
+    DEFAULT_MODEL,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "janus", version, about = "Janus-Pro text-to-image and image understanding")]
@@ -25,6 +29,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Turn image tokens (as written by `generate --tokens-out`) back into PNGs.
     DecodeTokens(DecodeArgs),
+    /// Describe an image, or answer a question about it (image understanding).
+    Describe(DescribeArgs),
 }
 
 /// Which model to load and where to run it.
@@ -126,6 +132,40 @@ pub struct DecodeArgs {
     pub decode_chunk: usize,
 }
 
+#[derive(Args, Debug)]
+pub struct DescribeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// The image: PNG, JPEG, WebP or GIF (first frame).
+    #[arg(long, env = "JANUS_IMAGE")]
+    pub image: PathBuf,
+
+    /// The question about the image.
+    #[arg(long, env = "JANUS_QUESTION", default_value = DEFAULT_QUESTION)]
+    pub question: String,
+
+    /// Most tokens to generate (default: 512, or what fits in the context).
+    #[arg(long, env = "JANUS_MAX_TOKENS")]
+    pub max_tokens: Option<usize>,
+
+    /// Sampling temperature; 0 (the default, as in the reference) is greedy.
+    #[arg(long, env = "JANUS_TEMPERATURE", default_value_t = 0.0)]
+    pub temperature: f32,
+
+    /// Nucleus sampling threshold (with a temperature above 0).
+    #[arg(long, env = "JANUS_TOP_P")]
+    pub top_p: Option<f32>,
+
+    /// Random seed for sampling.
+    #[arg(long, env = "JANUS_SEED", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Print `{"text": ..., "token_ids": [...], "finish_reason": ...}` instead of streaming text.
+    #[arg(long, env = "JANUS_JSON")]
+    pub json: bool,
+}
+
 pub fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -139,7 +179,49 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => generate(a),
         Command::DecodeTokens(a) => decode_tokens(a),
+        Command::Describe(a) => describe(a),
     }
+}
+
+fn describe(a: DescribeArgs) -> Result<()> {
+    use std::io::Write;
+    let params = TextParams {
+        max_new_tokens: a.max_tokens,
+        sampling: SamplingParams { temperature: a.temperature, top_p: a.top_p, ..Default::default() },
+        seed: a.seed,
+    };
+    params.sampling.validate()?;
+    if a.max_tokens == Some(0) {
+        bail!("--max-tokens must be at least 1");
+    }
+    let image = janus::preprocess::load_image(&a.image)?;
+    let model = a.model.load()?;
+    let conv = Conversation::single(image, &a.question);
+    let mut stdout = std::io::stdout().lock();
+    let out = model.answer(&conv, &params, |piece| {
+        if !a.json {
+            // A closed stdout (e.g. `| head`) stops the generation.
+            return write!(stdout, "{piece}").and_then(|_| stdout.flush()).is_ok();
+        }
+        true
+    })?;
+    if a.json {
+        let finish = match out.finish_reason {
+            janus::FinishReason::Stop => "stop",
+            janus::FinishReason::Length => "length",
+            janus::FinishReason::Cancelled => "cancelled",
+        };
+        let json = serde_json::json!({
+            "text": out.text,
+            "token_ids": out.token_ids,
+            "finish_reason": finish,
+            "prompt_tokens": out.prompt_tokens,
+        });
+        writeln!(stdout, "{json}")?;
+    } else {
+        writeln!(stdout)?;
+    }
+    Ok(())
 }
 
 fn generate(a: GenerateArgs) -> Result<()> {

@@ -92,3 +92,43 @@ fn bad_input_gives_one_line_and_nonzero_exit() {
     let e = run_err(janus().args(["decode-tokens", "--model", &tiny()]).arg("--tokens").arg(&bad).arg("--out").arg(tmp.path().join("d.png")));
     assert!(e.contains("JSON"), "{e}");
 }
+
+#[test]
+fn describe_answers_like_the_reference_and_reports_bad_images() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("assets/golden/und.json")).unwrap()).unwrap();
+    let case = &golden["cases"][1]; // the non-square image, an answer that ends with EOS
+    let image = root.join(golden["images"][case["image"].as_str().unwrap()]["file"].as_str().unwrap());
+    let out = janus()
+        .args(["describe", "--model", &tiny(), "--json", "--question", case["question"].as_str().unwrap()])
+        .arg("--image")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ids: Vec<u64> = got["token_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(got["finish_reason"], "stop");
+    ids.push(golden["special_token_ids"]["<｜end▁of▁sentence｜>"].as_u64().unwrap());
+    let want: Vec<u64> = case["generated_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(ids, want);
+
+    // Streaming text mode prints the same text.
+    let out = janus()
+        .args(["describe", "--model", &tiny(), "--question", case["question"].as_str().unwrap()])
+        .arg("--image")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n'), got["text"].as_str().unwrap());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    let e = run_err(janus().args(["describe", "--model", &tiny()]).arg("--image").arg(&empty));
+    assert!(e.contains("empty.png") && e.contains("empty"), "{e}");
+    let e = run_err(janus().args(["describe", "--model", &tiny(), "--image", "/no/such/file.png"]));
+    assert!(e.contains("/no/such/file.png"), "{e}");
+}

@@ -1,0 +1,345 @@
+//! Image understanding: a conversation with images → text, token by token.
+//!
+//! Reference: deepseek-ai/Janus `janus/models/processing_vlm.py` (`VLChatProcessor`: the
+//! "deepseek" template with the default system prompt, each `<image_placeholder>` expanded to
+//! `<begin_of_image>` + one placeholder per image token + `<end_of_image>`),
+//! `modeling_vlm.py` (`prepare_inputs_embeds`: image embeddings written over the placeholder
+//! positions) and `inference.py` (greedy decoding, stop at EOS). Multi-turn conversations and
+//! several images per conversation are supported.
+
+use candle_core::{DType, Tensor};
+use image::DynamicImage;
+
+use crate::error::{Error, Result};
+use crate::llm::{last_position, LlmCache};
+use crate::model::Janus;
+use crate::sampling::{Sampler, SamplingParams};
+use crate::tokenizer::{ASSISTANT, EOS, IMAGE_PLACEHOLDER, USER};
+
+/// `VLChatProcessor.system_prompt` of the released processor.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful language and vision assistant. You are able to understand the visual content that the user provides, and assist the user with a variety of tasks using natural language.";
+
+/// The question `janus describe` asks when none is given.
+pub const DEFAULT_QUESTION: &str = "Describe this image in detail.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One piece of a message: text, or an image (rendered as `<image_placeholder>`).
+#[derive(Debug, Clone)]
+pub enum Part {
+    Text(String),
+    Image(DynamicImage),
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub role: Role,
+    pub parts: Vec<Part>,
+}
+
+impl Message {
+    pub fn user(parts: Vec<Part>) -> Self {
+        Self { role: Role::User, parts }
+    }
+
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Self { role: Role::Assistant, parts: vec![Part::Text(text.into())] }
+    }
+}
+
+/// A conversation to answer: the system prompt (the reference's by default) and the turns.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    pub system: String,
+    pub messages: Vec<Message>,
+}
+
+impl Conversation {
+    pub fn new(messages: Vec<Message>) -> Self {
+        Self { system: DEFAULT_SYSTEM_PROMPT.to_string(), messages }
+    }
+
+    /// One user turn: the image, then the question (the reference's layout).
+    pub fn single(image: DynamicImage, question: &str) -> Self {
+        Self::new(vec![Message::user(vec![Part::Image(image), Part::Text(question.to_string())])])
+    }
+
+    /// The prompt text (placeholders not yet expanded) and the images in order of appearance.
+    pub fn render(&self) -> Result<(String, Vec<&DynamicImage>)> {
+        if self.messages.last().map(|m| m.role) != Some(Role::User) {
+            return Err(Error::InvalidInput("the conversation must end with a user message".into()));
+        }
+        let mut text = String::new();
+        if !self.system.trim().is_empty() {
+            text.push_str(self.system.trim());
+            text.push_str("\n\n");
+        }
+        let mut images = Vec::new();
+        for m in &self.messages {
+            let content = m
+                .parts
+                .iter()
+                .map(|p| match p {
+                    Part::Text(t) => t.as_str(),
+                    Part::Image(img) => {
+                        images.push(img);
+                        IMAGE_PLACEHOLDER
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let content = content.trim();
+            let (role, sep) = match m.role {
+                Role::User => (USER, "\n\n"),
+                Role::Assistant => (ASSISTANT, EOS),
+            };
+            if content.is_empty() {
+                return Err(Error::InvalidInput("a message has no content".into()));
+            }
+            text.push_str(&format!("{role}: {content}{sep}"));
+        }
+        text.push_str(&format!("{ASSISTANT}:"));
+        Ok((text, images))
+    }
+}
+
+/// Why decoding stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced EOS.
+    Stop,
+    /// `max_new_tokens` was reached.
+    Length,
+    /// The token callback asked to stop (e.g. the client went away).
+    Cancelled,
+}
+
+/// The reference's `max_new_tokens`.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct TextParams {
+    /// Most tokens to generate; `None`: the reference's 512, or what fits in the context.
+    pub max_new_tokens: Option<usize>,
+    /// Temperature 0 (the default) is greedy, as in the reference.
+    pub sampling: SamplingParams,
+    pub seed: u64,
+}
+
+impl Default for TextParams {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: None,
+            sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TextOutput {
+    pub text: String,
+    /// Generated ids, without the final EOS.
+    pub token_ids: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub finish_reason: FinishReason,
+}
+
+/// A conversation tokenized and with its images preprocessed.
+pub struct PreparedPrompt {
+    /// Token ids with every placeholder expanded.
+    pub ids: Vec<u32>,
+    /// Normalised pixels `[n_images, 3, S, S]`, if there are images.
+    pub pixels: Option<Tensor>,
+}
+
+impl Janus {
+    /// Tokenizes the conversation, expands the image placeholders and preprocesses the images.
+    pub fn prepare(&self, conv: &Conversation) -> Result<PreparedPrompt> {
+        let (text, images) = conv.render()?;
+        let sp = self.tokenizer.special;
+        let n_tok = self.cfg.vision.num_image_tokens();
+        let raw = self.tokenizer.encode(&text)?;
+        let placeholders = raw.iter().filter(|&&t| t == sp.image_placeholder).count();
+        if placeholders != images.len() {
+            return Err(Error::InvalidInput(format!(
+                "the text may not contain {IMAGE_PLACEHOLDER}: it marks where images go"
+            )));
+        }
+        let mut ids = Vec::with_capacity(raw.len() + images.len() * (n_tok + 1));
+        for t in raw {
+            if t == sp.image_placeholder {
+                ids.push(sp.begin_of_image);
+                ids.extend(std::iter::repeat_n(sp.image_placeholder, n_tok));
+                ids.push(sp.end_of_image);
+            } else {
+                ids.push(t);
+            }
+        }
+        let pixels = if images.is_empty() {
+            None
+        } else {
+            let dev = self.device();
+            let ts = images
+                .iter()
+                .map(|img| self.preprocess.pixels(img, dev))
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::stack(&ts, 0)?)
+        };
+        Ok(PreparedPrompt { ids, pixels })
+    }
+
+    /// SigLIP features `[n, N, C]` (after the final norm) for normalised pixels `[n, 3, S, S]`.
+    pub fn vision_features(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.vision.vit.forward(&pixels.to_dtype(self.dtype())?)
+    }
+
+    /// Image embeddings `[n, N, D]` for normalised pixels `[n, 3, S, S]`.
+    pub fn encode_images(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.vision.forward(&pixels.to_dtype(self.dtype())?)
+    }
+
+    /// LM input embeddings `[1, L, D]`: token embeddings with the image embeddings written over
+    /// the placeholder positions, in order.
+    pub fn prompt_embeds(&self, prompt: &PreparedPrompt) -> Result<Tensor> {
+        let dev = self.device();
+        let len = prompt.ids.len();
+        let ids = Tensor::from_vec(prompt.ids.clone(), (1, len), dev)?;
+        let text = self.llm.embed(&ids)?.squeeze(0)?;
+        let Some(pixels) = &prompt.pixels else {
+            return Ok(text.unsqueeze(0)?);
+        };
+        let images = self.encode_images(pixels)?;
+        let (n, s, d) = images.dims3()?;
+        let images = images.reshape((n * s, d))?;
+        let table = Tensor::cat(&[&text, &images], 0)?;
+        let ph = self.tokenizer.special.image_placeholder;
+        let mut next_image_row = len as u32;
+        let index: Vec<u32> = prompt
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                if t == ph {
+                    next_image_row += 1;
+                    next_image_row - 1
+                } else {
+                    i as u32
+                }
+            })
+            .collect();
+        let index = Tensor::from_vec(index, len, dev)?;
+        Ok(table.index_select(&index, 0)?.unsqueeze(0)?)
+    }
+
+    /// Answers the conversation, calling `on_text` with each new piece of text as it is decoded;
+    /// `on_text` returns false to stop early.
+    pub fn answer(
+        &self,
+        conv: &Conversation,
+        params: &TextParams,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<TextOutput> {
+        params.sampling.validate()?;
+        if params.max_new_tokens == Some(0) {
+            return Err(Error::InvalidInput("max_tokens must be at least 1".into()));
+        }
+        let prompt = self.prepare(conv)?;
+        let prompt_tokens = prompt.ids.len();
+        let max_ctx = self.cfg.llm.max_position_embeddings;
+        let room = max_ctx.saturating_sub(prompt_tokens);
+        let max_new = match params.max_new_tokens {
+            Some(n) if n > room => {
+                return Err(Error::InvalidInput(format!(
+                    "the prompt is {prompt_tokens} tokens and max_tokens is {n}; together they must fit in the context of {max_ctx}"
+                )))
+            }
+            Some(n) => n,
+            None if room == 0 => {
+                return Err(Error::InvalidInput(format!(
+                    "the prompt is {prompt_tokens} tokens and fills the context of {max_ctx}"
+                )))
+            }
+            None => room.min(DEFAULT_MAX_NEW_TOKENS),
+        };
+        let embeds = self.prompt_embeds(&prompt)?;
+        let mut cache = LlmCache::new(
+            &self.cfg.llm,
+            vec![0],
+            prompt_tokens + max_new,
+            self.dtype(),
+            self.device(),
+        )?;
+        let mut sampler = Sampler::new(params.sampling, params.seed);
+        let eos = self.tokenizer.special.eos;
+        let mut ids: Vec<u32> = Vec::new();
+        let mut emitted = 0usize; // bytes of text already handed to on_text
+        let mut input = embeds;
+        let mut finish = FinishReason::Length;
+        for _ in 0..max_new {
+            let hidden = last_position(&self.llm.forward(&input, &mut cache)?)?;
+            let logits = self.llm.lm_logits(&hidden)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            let t = sampler.sample_logits(&logits);
+            if t == eos {
+                finish = FinishReason::Stop;
+                break;
+            }
+            ids.push(t);
+            let text = self.tokenizer.decode(&ids)?;
+            // Hold back an incomplete UTF-8 sequence until the next token completes it.
+            if !text.ends_with('\u{FFFD}') && text.len() > emitted && text.is_char_boundary(emitted) {
+                let more = on_text(&text[emitted..]);
+                emitted = text.len();
+                if !more {
+                    finish = FinishReason::Cancelled;
+                    break;
+                }
+            }
+            let next = Tensor::new(&[[t]], self.device())?;
+            input = self.llm.embed(&next)?;
+        }
+        let text = self.tokenizer.decode(&ids)?;
+        if text.len() > emitted && text.is_char_boundary(emitted) && finish != FinishReason::Cancelled {
+            on_text(&text[emitted..]);
+        }
+        Ok(TextOutput { text, token_ids: ids, prompt_tokens, finish_reason: finish })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_reference_template() {
+        let img = DynamicImage::new_rgb8(2, 2);
+        let c = Conversation::single(img.clone(), "What is this?");
+        let (text, images) = c.render().unwrap();
+        assert_eq!(
+            text,
+            format!("{DEFAULT_SYSTEM_PROMPT}\n\n<|User|>: <image_placeholder>\nWhat is this?\n\n<|Assistant|>:")
+        );
+        assert_eq!(images.len(), 1);
+
+        let c = Conversation::new(vec![
+            Message::user(vec![Part::Image(img.clone()), Part::Text("Describe it.".into())]),
+            Message::assistant("A square."),
+            Message::user(vec![Part::Text("And the colour?".into()), Part::Image(img)]),
+        ]);
+        let (text, images) = c.render().unwrap();
+        assert!(text.ends_with(
+            "<|User|>: <image_placeholder>\nDescribe it.\n\n<|Assistant|>: A square.<｜end▁of▁sentence｜><|User|>: And the colour?\n<image_placeholder>\n\n<|Assistant|>:"
+        ), "{text}");
+        assert_eq!(images.len(), 2);
+    }
+
+    #[test]
+    fn refuses_conversations_not_ending_with_the_user() {
+        let c = Conversation::new(vec![Message::assistant("hi")]);
+        assert!(c.render().is_err());
+    }
+}
