@@ -633,6 +633,13 @@ def make_images(img_dir: Path) -> dict:
     Image.fromarray(pattern(24, 40, 2.0), "RGB").save(img_dir / "tall.jpg", quality=95, subsampling=0)
     # 64x29 -> 29 * 0.5 = 14.5 exactly: Python round() (half to even) gives 14, not 15
     Image.fromarray(pattern(64, 29, 3.0), "RGB").save(img_dir / "half.png")
+    # a CMYK JPEG (Adobe-style inverted CMYK, as Pillow writes it) of a plain gradient; the Rust
+    # test checks its decoded colours against the gradient (model/tests/images.rs)
+    grad = np.zeros((20, 30, 3), np.uint8)
+    grad[..., 0] = np.arange(30)[None, :] * 8
+    grad[..., 1] = np.arange(20)[:, None] * 12
+    grad[..., 2] = 90
+    Image.fromarray(grad).convert("CMYK").save(img_dir / "cmyk.jpg", quality=95)
     return {n: img_dir / n for n in ("square.png", "wide.png", "tall.jpg", "half.png")}
 
 

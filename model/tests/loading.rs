@@ -194,3 +194,24 @@ fn tied_lm_head_falls_back_to_the_embeddings() {
     let want = h.matmul(&embed.t().unwrap()).unwrap();
     assert!(max_abs_diff(&model.llm().lm_logits(&h).unwrap(), &want) < 1e-5);
 }
+
+#[test]
+fn f16_checkpoints_load() {
+    // Rewrite the sharded checkpoint in f16 and load it as f32: same model within f16 rounding.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir("janus-pro-tiny-sharded"), tmp.path());
+    for shard in ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"] {
+        let path = tmp.path().join(shard);
+        let ts = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+        let half: std::collections::HashMap<String, Tensor> =
+            ts.into_iter().map(|(k, v)| (k, v.to_dtype(DType::F16).unwrap())).collect();
+        candle_core::safetensors::save(&half, &path).unwrap();
+    }
+    let files = ModelFiles::from_dir(tmp.path(), "f16").unwrap();
+    assert_eq!(janus::weights::Checkpoint::open(&files.weights).unwrap().stored_dtype(), DType::F16);
+    let model = Janus::load(&files, &LoadOptions::for_device(Device::Cpu)).unwrap();
+    let reference = load_tiny("janus-pro-tiny-sharded");
+    let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
+    let d = max_abs_diff(&model.llm().embed(&ids).unwrap(), &reference.llm().embed(&ids).unwrap());
+    assert!(d < 1e-2, "f16 embeddings differ by {d}");
+}

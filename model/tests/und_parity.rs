@@ -132,3 +132,46 @@ fn text_decoding_with_the_cache_equals_recomputation() {
     let p = prompt.ids.len();
     assert_eq!(&argmax[p - 1..total - 1], out.token_ids.as_slice());
 }
+
+#[test]
+fn multi_turn_conversations_with_several_images() {
+    use janus::{Message, Part};
+    let model = load_tiny("janus-pro-tiny");
+    let g = Golden::load("und");
+    let a = load_image(&image_path(&g, "square.png")).unwrap();
+    let b = load_image(&image_path(&g, "wide.png")).unwrap();
+    let mut conv = Conversation::new(vec![
+        Message::user(vec![Part::Image(a), Part::Text("What is this?".into())]),
+        Message::assistant("A pattern."),
+        Message::user(vec![Part::Text("Compare it with this one.".into()), Part::Image(b)]),
+    ]);
+    conv.system.clear(); // the tiny model's context is 256 tokens
+    let prompt = model.prepare(&conv).unwrap();
+    let sp = model.tokenizer.special;
+    assert_eq!(prompt.ids.iter().filter(|&&t| t == sp.image_placeholder).count(), 2 * 64);
+    assert_eq!(prompt.ids.iter().filter(|&&t| t == sp.begin_of_image).count(), 2);
+    assert_eq!(prompt.ids.iter().filter(|&&t| t == sp.eos).count(), 1, "the assistant turn ends with EOS");
+    assert_eq!(prompt.pixels.as_ref().unwrap().dims(), &[2, 3, 32, 32]);
+    let out = model.answer(&conv, &TextParams { max_new_tokens: Some(8), ..Default::default() }, |_| true).unwrap();
+    assert!(!out.token_ids.is_empty());
+
+    // Sampling is reproducible from the seed, and the seed matters.
+    let sampled = |seed| {
+        let p = TextParams {
+            max_new_tokens: Some(16),
+            sampling: janus::SamplingParams { temperature: 1.0, top_p: Some(0.95), ..Default::default() },
+            seed,
+        };
+        model.answer(&conv, &p, |_| true).unwrap().token_ids
+    };
+    assert_eq!(sampled(1), sampled(1));
+    assert_ne!(sampled(1), sampled(2));
+
+    // A literal placeholder in user text is refused; a callback can stop early.
+    let bad = Conversation::new(vec![Message::user(vec![Part::Text("<image_placeholder> hi".into())])]);
+    assert!(model.answer(&bad, &TextParams::default(), |_| true).is_err());
+    let mut pieces = 0;
+    let out = model.answer(&conv, &TextParams { max_new_tokens: Some(8), ..Default::default() }, |_| { pieces += 1; false }).unwrap();
+    assert_eq!(out.finish_reason, FinishReason::Cancelled);
+    assert_eq!(pieces, 1);
+}
