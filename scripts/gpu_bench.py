@@ -737,9 +737,32 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def patch_static_cache_signature() -> None:
+    """transformers 5.17's Janus generate calls GenerationMixin._prepare_static_cache without the
+    `prefill_chunk_size` argument that this version made required (TypeError); give it its
+    neutral default so the reference runs unchanged otherwise."""
+    import inspect
+    from transformers.generation.utils import GenerationMixin
+
+    orig = GenerationMixin._prepare_static_cache
+    p = inspect.signature(orig).parameters.get("prefill_chunk_size")
+    if p is None or p.default is not inspect.Parameter.empty or getattr(orig, "_janus_patched", False):
+        return
+
+    def patched(self, *args, **kwargs):
+        kwargs.setdefault("prefill_chunk_size", None)
+        return orig(self, *args, **kwargs)
+
+    patched._janus_patched = True
+    GenerationMixin._prepare_static_cache = patched
+    log("patched GenerationMixin._prepare_static_cache: prefill_chunk_size defaults to None")
+
+
 def ref_generate(model, ids: list[int], n: int, device, seed: int) -> dict:
     """transformers' reference: generate(generation_mode="image") + decode_image_tokens, timed."""
     import torch
+
+    patch_static_cache_signature()
 
     input_ids = torch.tensor([ids], device=device)
     attn = torch.ones_like(input_ids)

@@ -337,5 +337,6 @@ impl Llama {
 /// The hidden state of the last position of each row, `[B, D]`.
 pub fn last_position(hidden: &Tensor) -> Result<Tensor> {
     let s = hidden.dim(1)?;
-    Ok(hidden.narrow(1, s - 1, 1)?.squeeze(1)?)
+    // Contiguous: CUDA matmuls need densely packed rows.
+    Ok(hidden.narrow(1, s - 1, 1)?.squeeze(1)?.contiguous()?)
 }
