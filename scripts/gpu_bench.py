@@ -959,6 +959,18 @@ def cmd_bench(a) -> int:
     # ours: warm-up (load, driver caches), then timed
     ours(big, f"n{big}_warmup", a.ours_timeout)
     ours(big, f"n{big}", a.ours_timeout)
+    # ours, broken down by `janus bench` (prefill, per-step latency, VQ decode, device memory)
+    if have_bin and not ours_broken[0] and clock.left() > 30:
+        r = run_cmd([binp, "bench", "--model", model_dir, "--device", a.device, "--dtype", a.dtype, "-n", str(big),
+                     "--json"], clock.timeout(a.ours_timeout), label="ours bench")
+        try:
+            r["report"] = json.loads(r["stdout"][r["stdout"].index("{"):])
+            log(f"  bench: {r['report']}")
+        except Exception as e:
+            r["report_error"] = repr(e)
+        r.pop("stdout", None)
+        rec["runs"]["ours_bench"] = r
+        save()
     # reference: warm-up then timed (skip the timed one if there is clearly no time for it)
     ref(big, f"n{big}_warmup")
     w = rec["runs"].get(f"ref_n{big}_warmup", {}).get("total_s")

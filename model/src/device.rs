@@ -51,6 +51,30 @@ fn cuda(_ordinal: usize) -> Result<Device> {
     ))
 }
 
+/// Memory in use, in bytes: on CUDA the device's used memory (all processes), on the CPU this
+/// process's peak resident set (Linux). `None` where it cannot be read.
+pub fn memory_in_use(device: &Device) -> Option<u64> {
+    if device.is_cuda() {
+        return cuda_used_memory(device);
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_used_memory(device: &Device) -> Option<u64> {
+    device.synchronize().ok()?;
+    let (free, total) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok()?;
+    Some((total - free) as u64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_used_memory(_device: &Device) -> Option<u64> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

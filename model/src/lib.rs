@@ -24,7 +24,7 @@ pub mod vq;
 pub mod weights;
 
 pub use config::{CheckpointFormat, JanusConfig};
-pub use device::{parse_dtype, select_device};
+pub use device::{memory_in_use, parse_dtype, select_device};
 pub use error::{Error, Result};
 pub use generate::{ImageJob, T2iBatch};
 pub use hub::{ModelFiles, DEFAULT_MODEL};

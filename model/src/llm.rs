@@ -187,9 +187,12 @@ impl Attention {
         let v = repeat_kv(kv.1.narrow(2, 0, t)?, self.num_heads / self.num_kv_heads)?;
 
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        // CUDA's softmax kernel accumulates in f32 whatever the input dtype; on the CPU a
+        // half-precision softmax would not, so there the scores go through f32.
+        let att_dtype = if x.device().is_cuda() { v.dtype() } else { DType::F32 };
+        let att = (q.matmul(&k.t()?)? * scale)?.to_dtype(att_dtype)?;
         let att = match mask {
-            Some(m) => att.broadcast_add(m)?,
+            Some(m) => att.broadcast_add(&m.to_dtype(att_dtype)?)?,
             None => att,
         };
         let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(v.dtype())?;
@@ -206,25 +209,31 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
     Ok(Tensor::cat(&vec![&x; n_rep], 2)?.reshape((b, h * n_rep, t, d))?)
 }
 
+/// SwiGLU MLP with `gate_proj` and `up_proj` fused into one matmul at load time.
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    gate_up: Linear,
     down_proj: Linear,
+    intermediate: usize,
 }
 
 impl Mlp {
     fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let gate = vb.pp("gate_proj").get((f, d), "weight")?;
+        let up = vb.pp("up_proj").get((f, d), "weight")?;
         Ok(Self {
-            gate_proj: linear_no_bias(d, f, vb.pp("gate_proj"))?,
-            up_proj: linear_no_bias(d, f, vb.pp("up_proj"))?,
+            gate_up: Linear::new(Tensor::cat(&[&gate, &up], 0)?, None),
             down_proj: linear_no_bias(f, d, vb.pp("down_proj"))?,
+            intermediate: f,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        Ok(self.down_proj.forward(&(g * self.up_proj.forward(x)?)?)?)
+        let gu = self.gate_up.forward(x)?;
+        let f = self.intermediate;
+        let gate = candle_nn::ops::silu(&gu.narrow(candle_core::D::Minus1, 0, f)?)?;
+        let up = gu.narrow(candle_core::D::Minus1, f, f)?;
+        Ok(self.down_proj.forward(&(gate * up)?)?)
     }
 }
 

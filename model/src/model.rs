@@ -24,19 +24,23 @@ pub struct LoadOptions {
     pub device: Device,
     /// dtype of the language model and heads; logits, CFG and sampling are always f32.
     pub dtype: DType,
-    /// dtype of the VQ decoder (f32 by default, for fidelity; it is small).
+    /// dtype of the VQ decoder.
     pub vq_dtype: DType,
 }
 
 impl LoadOptions {
-    /// The defaults for a device: bf16 on CUDA, f32 on CPU; the VQ decoder in f32.
+    /// The defaults for a device: everything in bf16 on CUDA (as the reference runs), f32 on CPU.
     pub fn for_device(device: Device) -> Self {
         let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
-        Self {
-            device,
-            dtype,
-            vq_dtype: DType::F32,
-        }
+        Self { device, dtype, vq_dtype: dtype }.with_dtype(dtype)
+    }
+
+    /// Sets the model dtype. On CUDA the VQ decoder follows it (except f16, whose range its
+    /// activations can exceed); on the CPU it stays in f32, where half precision is slower.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self.vq_dtype = if self.device.is_cuda() && dtype != DType::F16 { dtype } else { DType::F32 };
+        self
     }
 }
 

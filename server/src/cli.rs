@@ -31,6 +31,8 @@ pub enum Command {
     DecodeTokens(DecodeArgs),
     /// Describe an image, or answer a question about it (image understanding).
     Describe(DescribeArgs),
+    /// Time text-to-image generation (prefill, per-step latency, VQ decode, memory).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Which model to load and where to run it.
@@ -54,7 +56,7 @@ impl ModelArgs {
         let device = select_device(&self.device)?;
         let mut opts = LoadOptions::for_device(device);
         if let Some(d) = &self.dtype {
-            opts.dtype = parse_dtype(d)?;
+            opts = opts.with_dtype(parse_dtype(d)?);
         }
         let files = ModelFiles::resolve(&self.model)?;
         let t = Instant::now();
@@ -180,6 +182,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate(a),
         Command::DecodeTokens(a) => decode_tokens(a),
         Command::Describe(a) => describe(a),
+        Command::Bench(a) => crate::bench::run(a),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `janus`: run Janus-Pro from the command line (and, later, serve it over HTTP).
 
+mod bench;
 mod cli;
 
 use clap::Parser;

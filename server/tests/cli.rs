@@ -132,3 +132,14 @@ fn describe_answers_like_the_reference_and_reports_bad_images() {
     let e = run_err(janus().args(["describe", "--model", &tiny(), "--image", "/no/such/file.png"]));
     assert!(e.contains("/no/such/file.png"), "{e}");
 }
+
+#[test]
+fn bench_reports_json() {
+    let out = janus().args(["bench", "--model", &tiny(), "-n", "2", "--steps", "8", "--warmup", "2", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["n"], 2);
+    assert_eq!(r["timed_steps"], 8);
+    assert!(r["step_ms_median"].as_f64().unwrap() > 0.0);
+    assert!(r["vq_decode_s"].as_f64().unwrap() > 0.0);
+}

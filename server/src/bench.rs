@@ -1,0 +1,139 @@
+//! `janus bench`: text-to-image speed of one batch, broken down (prefill, per-step latency,
+//! VQ decode, memory), after a warm-up. Numbers for docs/PERF.md; never asserted in tests.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use janus::{memory_in_use, SamplingParams, T2iBatch};
+use serde::Serialize;
+
+use crate::cli::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Images in the batch (CFG doubles the rows).
+    #[arg(long, short = 'n', env = "JANUS_N", default_value_t = 16)]
+    pub n: usize,
+
+    /// Image-token steps to time (default: a whole image); shorter runs extrapolate.
+    #[arg(long, env = "JANUS_BENCH_STEPS")]
+    pub steps: Option<usize>,
+
+    /// Warm-up steps before timing (kernels, allocator).
+    #[arg(long, env = "JANUS_BENCH_WARMUP", default_value_t = 16)]
+    pub warmup: usize,
+
+    #[arg(long, env = "JANUS_PROMPT", default_value = "a photo of a red bicycle leaning against a brick wall")]
+    pub prompt: String,
+
+    /// Images decoded at once by the VQ decoder.
+    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = 4)]
+    pub decode_chunk: usize,
+
+    /// Print the report as JSON.
+    #[arg(long, env = "JANUS_JSON")]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    device: String,
+    dtype: String,
+    n: usize,
+    prompt_tokens: usize,
+    image_tokens: usize,
+    timed_steps: usize,
+    load_s: f64,
+    prefill_ms: f64,
+    step_ms_median: f64,
+    step_ms_p90: f64,
+    step_ms_mean: f64,
+    /// Prefill + all image-token steps (measured, or extrapolated from `timed_steps`).
+    tokens_s: f64,
+    image_tokens_per_s: f64,
+    vq_decode_s: f64,
+    images_per_s: f64,
+    peak_memory_gib: Option<f64>,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let t = Instant::now();
+    let model = a.model.load()?;
+    let load_s = t.elapsed().as_secs_f64();
+    let total = model.num_image_tokens();
+    let steps = a.steps.unwrap_or(total).clamp(1, total);
+    let params = SamplingParams::default();
+
+    // Warm-up: a few steps of a same-sized batch and one decode.
+    let jobs = model.t2i_jobs(&a.prompt, a.n, 0, params)?;
+    let mut warm = T2iBatch::new(&model, jobs)?;
+    for _ in 0..a.warmup.min(total) {
+        warm.step()?;
+    }
+    drop(warm);
+    model.decode_images(&[vec![0; total]], 1)?;
+
+    let jobs = model.t2i_jobs(&a.prompt, a.n, 1, params)?;
+    let prompt_tokens = jobs[0].prompt_ids.len();
+    let mut batch = T2iBatch::new(&model, jobs)?;
+    let mut times = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let t = Instant::now();
+        batch.step()?; // ends with the logits copied to the host: the step is complete
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let prefill = times[0];
+    let mut decode_steps: Vec<f64> = times[1..].to_vec();
+    decode_steps.sort_by(f64::total_cmp);
+    let pick = |q: f64| decode_steps.get(((decode_steps.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(prefill);
+    let mean = if decode_steps.is_empty() { prefill } else { decode_steps.iter().sum::<f64>() / decode_steps.len() as f64 };
+    let tokens_s = prefill + mean * (total - 1) as f64;
+
+    // Decode full grids (unfinished images padded with token 0).
+    let tokens: Vec<Vec<u32>> = batch
+        .tokens()
+        .iter()
+        .map(|t| t.iter().copied().chain(std::iter::repeat(0)).take(total).collect())
+        .collect();
+    let t = Instant::now();
+    model.decode_images(&tokens, a.decode_chunk)?;
+    let vq_decode_s = t.elapsed().as_secs_f64();
+
+    let r = Report {
+        model: a.model.model.clone(),
+        device: format!("{:?}", model.device()),
+        dtype: format!("{:?}", model.dtype()),
+        n: a.n,
+        prompt_tokens,
+        image_tokens: total,
+        timed_steps: steps,
+        load_s,
+        prefill_ms: prefill * 1e3,
+        step_ms_median: pick(0.5) * 1e3,
+        step_ms_p90: pick(0.9) * 1e3,
+        step_ms_mean: mean * 1e3,
+        tokens_s,
+        image_tokens_per_s: (a.n * total) as f64 / tokens_s,
+        vq_decode_s,
+        images_per_s: a.n as f64 / (tokens_s + vq_decode_s),
+        peak_memory_gib: memory_in_use(model.device()).map(|b| b as f64 / (1u64 << 30) as f64),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{} on {} ({}), n = {}, prompt {} tokens, {} image tokens ({} timed)\n\
+             load {:.2} s | prefill {:.1} ms | step median {:.2} ms, p90 {:.2} ms\n\
+             tokens {:.2} s ({:.0} image tokens/s) | VQ decode {:.2} s | {:.2} images/s | memory {}",
+            r.model, r.device, r.dtype, r.n, r.prompt_tokens, r.image_tokens, r.timed_steps, r.load_s, r.prefill_ms,
+            r.step_ms_median, r.step_ms_p90, r.tokens_s, r.image_tokens_per_s, r.vq_decode_s, r.images_per_s,
+            r.peak_memory_gib.map_or("n/a".into(), |g| format!("{g:.2} GiB")),
+        );
+    }
+    Ok(())
+}
