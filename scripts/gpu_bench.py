@@ -492,7 +492,8 @@ def cmd_parity(a) -> int:
             continue
         png = work / f"vq-{variant}-{a.device}-main.png"
         png.unlink(missing_ok=True)
-        r = janus(["decode-tokens", "--model", TINY / variant, "--device", a.device, "--tokens", tok_file,
+        # f32: the goldens are f32 (on CUDA the VQ decoder otherwise follows the default bf16)
+        r = janus(["decode-tokens", "--model", TINY / variant, "--device", a.device, "--dtype", "f32", "--tokens", tok_file,
                    "--out", png], f"decode {variant}", a.run_timeout)
         item = {"variant": variant, "rc": r["rc"], "wall_s": r["wall_s"]}
         if r["rc"] == 0:
