@@ -30,6 +30,6 @@ pub use generate::{ImageJob, T2iBatch};
 pub use hub::{ModelFiles, DEFAULT_MODEL};
 pub use model::{Janus, LoadOptions};
 pub use sampling::SamplingParams;
-pub use understand::{Conversation, FinishReason, Message, Part, Role, TextOutput, TextParams};
+pub use understand::{Conversation, FinishReason, Message, Part, Role, TextOutput, TextParams, TextSession};
 
 pub use candle_core::{DType, Device, Tensor};

@@ -244,13 +244,44 @@ impl Janus {
         params: &TextParams,
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<TextOutput> {
+        let mut session = TextSession::new(self, conv, params)?;
+        while !session.is_done() {
+            if let Some(piece) = session.step()? {
+                if !on_text(&piece) {
+                    session.cancel();
+                }
+            }
+        }
+        Ok(session.into_output())
+    }
+}
+
+/// One answer being decoded, a token per [`TextSession::step`] (so a scheduler can interleave
+/// it with other work).
+pub struct TextSession<'m> {
+    model: &'m Janus,
+    cache: LlmCache,
+    sampler: Sampler,
+    /// LM input for the next step (the prompt embeddings first).
+    next: Option<Tensor>,
+    ids: Vec<u32>,
+    /// Bytes of the decoded text already returned by `step`.
+    emitted: usize,
+    max_new: usize,
+    prompt_tokens: usize,
+    finish: Option<FinishReason>,
+}
+
+impl<'m> TextSession<'m> {
+    /// Validates, tokenizes and embeds the conversation (the prefill runs on the first step).
+    pub fn new(model: &'m Janus, conv: &Conversation, params: &TextParams) -> Result<Self> {
         params.sampling.validate()?;
         if params.max_new_tokens == Some(0) {
             return Err(Error::InvalidInput("max_tokens must be at least 1".into()));
         }
-        let prompt = self.prepare(conv)?;
+        let prompt = model.prepare(conv)?;
         let prompt_tokens = prompt.ids.len();
-        let max_ctx = self.cfg.llm.max_position_embeddings;
+        let max_ctx = model.cfg.llm.max_position_embeddings;
         let room = max_ctx.saturating_sub(prompt_tokens);
         let max_new = match params.max_new_tokens {
             Some(n) if n > room => {
@@ -266,47 +297,74 @@ impl Janus {
             }
             None => room.min(DEFAULT_MAX_NEW_TOKENS),
         };
-        let embeds = self.prompt_embeds(&prompt)?;
-        let mut cache = LlmCache::new(
-            &self.cfg.llm,
-            vec![0],
-            prompt_tokens + max_new,
-            self.dtype(),
-            self.device(),
-        )?;
-        let mut sampler = Sampler::new(params.sampling, params.seed);
-        let eos = self.tokenizer.special.eos;
-        let mut ids: Vec<u32> = Vec::new();
-        let mut emitted = 0usize; // bytes of text already handed to on_text
-        let mut input = embeds;
-        let mut finish = FinishReason::Length;
-        for _ in 0..max_new {
-            let hidden = last_position(&self.llm.forward(&input, &mut cache)?)?;
-            let logits = self.llm.lm_logits(&hidden)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-            let t = sampler.sample_logits(&logits);
-            if t == eos {
-                finish = FinishReason::Stop;
-                break;
+        let embeds = model.prompt_embeds(&prompt)?;
+        let cache = LlmCache::new(&model.cfg.llm, vec![0], prompt_tokens + max_new, model.dtype(), model.device())?;
+        Ok(Self {
+            model,
+            cache,
+            sampler: Sampler::new(params.sampling, params.seed),
+            next: Some(embeds),
+            ids: Vec::new(),
+            emitted: 0,
+            max_new,
+            prompt_tokens,
+            finish: None,
+        })
+    }
+
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    /// Stops decoding (the caller went away or asked to stop).
+    pub fn cancel(&mut self) {
+        self.finish.get_or_insert(FinishReason::Cancelled);
+        self.next = None;
+    }
+
+    /// Decodes one token; returns the new text it completes, if any (an incomplete UTF-8
+    /// sequence is held back until a later token completes it, and flushed at the end).
+    pub fn step(&mut self) -> Result<Option<String>> {
+        let Some(input) = self.next.take() else {
+            return Ok(None);
+        };
+        let llm = &self.model.llm;
+        let hidden = last_position(&llm.forward(&input, &mut self.cache)?)?;
+        let logits = llm.lm_logits(&hidden)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let t = self.sampler.sample_logits(&logits);
+        if t == self.model.tokenizer.special.eos {
+            self.finish = Some(FinishReason::Stop);
+        } else {
+            self.ids.push(t);
+            if self.ids.len() == self.max_new {
+                self.finish = Some(FinishReason::Length);
+            } else {
+                self.next = Some(llm.embed(&Tensor::new(&[[t]], self.model.device())?)?);
             }
-            ids.push(t);
-            let text = self.tokenizer.decode(&ids)?;
-            // Hold back an incomplete UTF-8 sequence until the next token completes it.
-            if !text.ends_with('\u{FFFD}') && text.len() > emitted && text.is_char_boundary(emitted) {
-                let more = on_text(&text[emitted..]);
-                emitted = text.len();
-                if !more {
-                    finish = FinishReason::Cancelled;
-                    break;
-                }
-            }
-            let next = Tensor::new(&[[t]], self.device())?;
-            input = self.llm.embed(&next)?;
         }
-        let text = self.tokenizer.decode(&ids)?;
-        if text.len() > emitted && text.is_char_boundary(emitted) && finish != FinishReason::Cancelled {
-            on_text(&text[emitted..]);
+        let text = self.model.tokenizer.decode(&self.ids)?;
+        let complete = !text.ends_with('\u{FFFD}') || self.is_done();
+        if complete && text.len() > self.emitted && text.is_char_boundary(self.emitted) {
+            let piece = text[self.emitted..].to_string();
+            self.emitted = text.len();
+            return Ok(Some(piece));
         }
-        Ok(TextOutput { text, token_ids: ids, prompt_tokens, finish_reason: finish })
+        Ok(None)
+    }
+
+    /// The answer so far (all of it once `is_done`).
+    pub fn into_output(self) -> TextOutput {
+        let text = self.model.tokenizer.decode(&self.ids).unwrap_or_default();
+        TextOutput {
+            text,
+            token_ids: self.ids,
+            prompt_tokens: self.prompt_tokens,
+            finish_reason: self.finish.unwrap_or(FinishReason::Cancelled),
+        }
     }
 }
 
