@@ -1,6 +1,7 @@
 //! `janus`: run Janus-Pro from the command line (and, later, serve it over HTTP).
 
 mod bench;
+mod engine;
 mod cli;
 
 use clap::Parser;
