@@ -121,6 +121,16 @@ impl Janus {
         })
     }
 
+    /// Resolves `model` (directory or hub id), picks the device (`auto`, `cpu`, `cuda[:N]`) and
+    /// dtype (`f32`, `bf16`, `f16`, or the device default) and loads.
+    pub fn open(model: &str, device: &str, dtype: Option<&str>) -> Result<Self> {
+        let mut opts = LoadOptions::for_device(crate::device::select_device(device)?);
+        if let Some(d) = dtype {
+            opts = opts.with_dtype(crate::device::parse_dtype(d)?);
+        }
+        Self::load(&ModelFiles::resolve(model)?, &opts)
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

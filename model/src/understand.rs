@@ -320,6 +320,16 @@ impl<'m> TextSession<'m> {
         self.finish.is_some()
     }
 
+    /// Tokens generated so far (without the final EOS).
+    pub fn completion_tokens(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Why decoding stopped (`Cancelled` while it has not).
+    pub fn finish_reason(&self) -> FinishReason {
+        self.finish.unwrap_or(FinishReason::Cancelled)
+    }
+
     /// Stops decoding (the caller went away or asked to stop).
     pub fn cancel(&mut self) {
         self.finish.get_or_insert(FinishReason::Cancelled);

@@ -37,6 +37,11 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long, env = "JANUS_JSON")]
     pub json: bool,
+
+    /// Instead: send this many one-image requests through the serving engine at once, then
+    /// one by one, and report the batching speed-up.
+    #[arg(long, env = "JANUS_BENCH_REQUESTS")]
+    pub requests: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -62,6 +67,9 @@ struct Report {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if let Some(r) = a.requests {
+        return run_engine_batching(&a, r);
+    }
     let t = Instant::now();
     let model = a.model.load()?;
     let load_s = t.elapsed().as_secs_f64();
@@ -135,5 +143,55 @@ pub fn run(a: BenchArgs) -> Result<()> {
             r.peak_memory_gib.map_or("n/a".into(), |g| format!("{g:.2} GiB")),
         );
     }
+    Ok(())
+}
+
+/// `janus bench --requests R`: R one-image requests through the serving engine, all at once
+/// (batched) and then one after another, with the same seeds.
+pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
+    use crate::engine::runner::{EngineOptions, ModelEngine};
+    use crate::engine::{Engine, EngineStatus, ImageEvent, ImageRequest};
+
+    let engine = ModelEngine::start(EngineOptions {
+        model: a.model.model.clone(),
+        device: a.model.device.clone(),
+        dtype: a.model.dtype.clone(),
+        max_batch_images: requests.max(1),
+        queue_capacity: requests.max(1) * 2,
+        decode_chunk: a.decode_chunk,
+        batch_wait: std::time::Duration::from_millis(50),
+    });
+    while engine.status() == EngineStatus::Loading {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if let EngineStatus::Failed(m) = engine.status() {
+        anyhow::bail!("{m}");
+    }
+    let req = |seed: u64| ImageRequest { prompt: a.prompt.clone(), n: 1, seed, params: SamplingParams::default(), partial_images: 0 };
+    let wait = |mut rx: tokio::sync::mpsc::Receiver<ImageEvent>| -> Result<()> {
+        while let Some(ev) = rx.blocking_recv() {
+            match ev {
+                ImageEvent::Done { .. } => return Ok(()),
+                ImageEvent::Failed(e) => anyhow::bail!("{e}"),
+                _ => {}
+            }
+        }
+        anyhow::bail!("the engine closed the request")
+    };
+    wait(engine.submit_images(req(0))?)?; // warm-up
+    let t = Instant::now();
+    let rxs = (0..requests).map(|i| engine.submit_images(req(i as u64))).collect::<Result<Vec<_>, _>>()?;
+    rxs.into_iter().try_for_each(&wait)?;
+    let together = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for i in 0..requests {
+        wait(engine.submit_images(req(i as u64))?)?;
+    }
+    let sequential = t.elapsed().as_secs_f64();
+    println!(
+        "{requests} one-image requests: concurrent {together:.2} s (largest batch {}), one by one {sequential:.2} s, speed-up {:.2}x",
+        engine.largest_batch(),
+        sequential / together
+    );
     Ok(())
 }
