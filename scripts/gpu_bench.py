@@ -563,6 +563,8 @@ SIZES = {
     "7b": dict(hidden=4096, inter=11008, layers=30, heads=32),
     # dry-run size: small LM and SigLIP, VQ at 32 px (64 image tokens) so it runs on a CPU in seconds
     "tiny": dict(hidden=64, inter=128, layers=2, heads=4),
+    # the CPU comparison of issue 5: real vocabulary, VQ and SigLIP, a mid-sized LM
+    "mid": dict(hidden=1024, inter=2816, layers=8, heads=8),
 }
 
 
