@@ -257,14 +257,14 @@ impl LlmConfig {
         if j.attention_bias || j.mlp_bias {
             return Err(bad("attention/mlp biases are not supported".into()));
         }
-        if j.num_attention_heads == 0 || j.hidden_size % j.num_attention_heads != 0 {
+        if j.num_attention_heads == 0 || !j.hidden_size.is_multiple_of(j.num_attention_heads) {
             return Err(bad(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 j.hidden_size, j.num_attention_heads
             )));
         }
         let kv = j.num_key_value_heads.unwrap_or(j.num_attention_heads);
-        if kv == 0 || j.num_attention_heads % kv != 0 {
+        if kv == 0 || !j.num_attention_heads.is_multiple_of(kv) {
             return Err(bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {kv}",
                 j.num_attention_heads

@@ -84,7 +84,7 @@ fn vq_decode_of_fixed_grid_matches() {
         let raw = model.decode_raw(&t).unwrap();
         let d = max_abs_diff(&raw, g.t("vq.decoded"));
         assert!(d <= 1e-4, "{variant}: VQ decoder output max abs diff {d}");
-        let img = &model.decode_images(&[toks.clone()], 1).unwrap()[0];
+        let img = &model.decode_images(std::slice::from_ref(&toks), 1).unwrap()[0];
         let want = g.t("vq.pixels").flatten_all().unwrap().to_vec1::<u8>().unwrap();
         let worst = img.as_raw().iter().zip(&want).map(|(&a, &b)| (a as i16 - b as i16).abs()).max().unwrap();
         assert!(worst <= 1, "{variant}: pixels differ by {worst}");
