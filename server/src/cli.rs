@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use janus::understand::DEFAULT_QUESTION;
 use janus::{
@@ -15,9 +16,14 @@ use janus::{
 #[derive(Parser, Debug)]
 #[command(name = "janus", version, about = "Janus-Pro text-to-image and image understanding")]
 pub struct Cli {
-    /// Log filter (tracing env-filter syntax), e.g. `info` or `janus=debug`.
-    #[arg(long, env = "JANUS_LOG", default_value = "warn", global = true)]
-    pub log: String,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `janus=debug` (default: `info` for
+    /// `serve`, `warn` otherwise).
+    #[arg(long, env = "JANUS_LOG", global = true)]
+    pub log: Option<String>,
+
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, env = "JANUS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -33,6 +39,93 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Time text-to-image generation (prefill, per-step latency, VQ decode, memory).
     Bench(crate::bench::BenchArgs),
+    /// Serve the OpenAI-compatible HTTP API (image generation, chat with images, describe).
+    Serve(ServeArgs),
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    /// The `--log` filter, or the subcommand's default.
+    pub fn log_filter(&self) -> &str {
+        match (&self.log, &self.command) {
+            (Some(f), _) => f,
+            (None, Command::Serve(_)) => "info",
+            (None, _) => "warn",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Address to listen on (`0.0.0.0` for all interfaces).
+    #[arg(long, env = "JANUS_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, env = "JANUS_PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// When set, `/v1/*` requests need `Authorization: Bearer <key>` (compared in constant time).
+    #[arg(long, env = "JANUS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Largest request body in bytes (413 above); the default fits a base64 image of ~12 MB.
+    #[arg(long, env = "JANUS_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most images generated together in one CFG batch (also caps `n`).
+    #[arg(long, env = "JANUS_MAX_BATCH_IMAGES", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=256).map(|v| v as usize))]
+    pub max_batch_images: usize,
+
+    /// Most requests waiting to start; beyond that, 429 with Retry-After.
+    #[arg(long, env = "JANUS_QUEUE_CAPACITY", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub queue_capacity: usize,
+
+    /// When idle, how long to wait for more image requests to batch with the first (ms).
+    #[arg(long, env = "JANUS_BATCH_WAIT_MS", default_value_t = 20)]
+    pub batch_wait_ms: u64,
+
+    /// Images decoded at once by the VQ decoder (bounds memory).
+    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub decode_chunk: usize,
+
+    /// Accept http(s) image URLs in chat messages (fetching them is not implemented in this
+    /// build: they are refused with a clear message either way; send data: URLs).
+    #[arg(long, env = "JANUS_ALLOW_REMOTE_IMAGES")]
+    pub allow_remote_images: bool,
+
+    /// How long `response_format=url` images stay downloadable, in seconds.
+    #[arg(long, env = "JANUS_FILE_TTL_SECS", default_value_t = 3600)]
+    pub file_ttl_secs: u64,
+
+    /// Most `response_format=url` images kept in memory (the oldest go first).
+    #[arg(long, env = "JANUS_MAX_FILES", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_files: usize,
+
+    /// Base of the image URLs handed out, e.g. `https://janus.example.com` behind a proxy
+    /// (default: `http://` + the request's Host header).
+    #[arg(long, env = "JANUS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish, in seconds.
+    #[arg(long, env = "JANUS_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// Allow browsers from these origins (comma-separated, `*` for any); CORS is off by default.
+    #[arg(long = "cors-origin", env = "JANUS_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
 }
 
 /// Which model to load and where to run it.
@@ -168,13 +261,14 @@ pub struct DescribeArgs {
     pub json: bool,
 }
 
-pub fn init_logging(filter: &str) {
+pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).init(),
+    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -183,6 +277,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::DecodeTokens(a) => decode_tokens(a),
         Command::Describe(a) => describe(a),
         Command::Bench(a) => crate::bench::run(a),
+        Command::Serve(a) => crate::http::run(a),
     }
 }
 

@@ -1,14 +1,15 @@
-//! `janus`: run Janus-Pro from the command line (and, later, serve it over HTTP).
+//! `janus`: run Janus-Pro from the command line, or serve it over HTTP (`janus serve`).
 
 mod bench;
-mod engine;
 mod cli;
+mod engine;
+mod http;
 
 use clap::Parser;
 
 fn main() {
     let args = cli::Cli::parse();
-    cli::init_logging(&args.log);
+    cli::init_logging(args.log_filter(), args.log_format);
     if let Err(e) = cli::run(args) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -1,0 +1,215 @@
+//! The OpenAI-compatible HTTP service (`janus serve`), on axum.
+//!
+//! Handlers validate requests, hand them to an [`Engine`] and turn its events into OpenAI's
+//! responses; they never touch tensors and never block the runtime (image decoding, PNG
+//! encoding and base64 run in `spawn_blocking`). Dropping a handler's event receiver cancels the
+//! request in the engine: this happens when a client disconnects, for plain and streamed
+//! responses alike.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `mod.rs` | [`HttpConfig`], [`State`], [`router`]: routes and layers |
+//! | `error.rs` | [`ApiError`]: the one mapping from failures to statuses, OpenAI's envelope; the JSON extractor |
+//! | `types.rs` | OpenAI request/response bodies |
+//! | `images.rs` | `/v1/images/generations` (JSON and SSE), `/v1/images/describe` (multipart) |
+//! | `chat.rs` | `/v1/chat/completions` (JSON and SSE), data-URL images |
+//! | `files.rs` | the bounded, expiring in-memory store behind `/v1/files/{id}/content` |
+//! | `probes.rs` | `/health`, `/ready`, `/v1/models`, `/metrics`, `/openapi.json`, fallbacks |
+//! | `observe.rs` | request ids, access logs, request metrics, the Prometheus recorder; API-key check |
+//! | `openapi.rs` | the OpenAPI document, from the handlers' annotations |
+//! | `serve.rs` | `janus serve`: runtime, engine, listener, graceful shutdown |
+
+mod chat;
+mod error;
+mod files;
+mod images;
+mod observe;
+mod openapi;
+mod probes;
+mod serve;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method};
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use error::ApiError;
+pub use openapi::ApiDoc;
+pub use serve::run;
+
+use crate::engine::{Engine, EngineError, EngineStatus, ModelInfo};
+
+/// Most images per request (OpenAI allows 10 for dall-e-2; Janus batches up to 16).
+pub const MAX_IMAGES_PER_REQUEST: usize = 16;
+/// Most previews per image while streaming (as OpenAI).
+pub const MAX_PARTIAL_IMAGES: usize = 3;
+/// Most images in one chat request (each takes 576 tokens of the 4096-token context).
+pub const MAX_CHAT_IMAGES: usize = 8;
+
+/// What the HTTP layer needs to know beyond the engine (the `janus serve` flags that concern it).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// When set, `/v1/*` requests need `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    pub max_body_bytes: usize,
+    /// The engine's batch limit; `n` may not exceed it.
+    pub max_batch_images: usize,
+    /// Whether http(s) image URLs in chat messages are allowed (fetching is not implemented in
+    /// this build, so they are refused either way, with different messages).
+    pub allow_remote_images: bool,
+    /// How long `response_format=url` images stay downloadable.
+    pub file_ttl: Duration,
+    /// Most images kept for `response_format=url`; the oldest go first.
+    pub max_files: usize,
+    /// Base of the URLs handed out (e.g. behind a proxy); default `http://{Host header}`.
+    pub public_url: Option<String>,
+    /// Origins allowed by CORS (`*` for any); empty: CORS off.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            max_batch_images: 16,
+            allow_remote_images: false,
+            file_ttl: Duration::from_secs(3600),
+            max_files: 256,
+            public_url: None,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// Shared by all handlers.
+pub struct State {
+    pub engine: Arc<dyn Engine>,
+    pub cfg: HttpConfig,
+    pub files: files::FileStore,
+    /// Set when shutdown starts: `/ready` answers 503.
+    pub draining: AtomicBool,
+}
+
+pub type AppState = Arc<State>;
+
+impl State {
+    pub fn new(engine: Arc<dyn Engine>, cfg: HttpConfig) -> AppState {
+        let files = files::FileStore::new(cfg.max_files, cfg.file_ttl);
+        Arc::new(Self { engine, cfg, files, draining: AtomicBool::new(false) })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The model's description, or the 503 that says why there is none yet.
+    pub fn model_info(&self) -> Result<ModelInfo, ApiError> {
+        if self.is_draining() {
+            return Err(EngineError::ShuttingDown.into());
+        }
+        match self.engine.status() {
+            EngineStatus::Ready => {
+                self.engine.info().ok_or_else(|| ApiError::internal("the engine is ready but describes no model"))
+            }
+            EngineStatus::Loading => Err(EngineError::Loading.into()),
+            EngineStatus::Failed(m) => Err(EngineError::LoadFailed(m).into()),
+        }
+    }
+}
+
+/// The whole service for an engine, without binding a port (tests drive it with `oneshot`).
+#[allow(dead_code)] // for tests and embedders; `serve` builds the state itself
+pub fn router(engine: Arc<dyn Engine>, cfg: HttpConfig) -> Router {
+    app(State::new(engine, cfg))
+}
+
+/// Routes and layers over existing state.
+///
+/// Auth: every `/v1/*` route needs the key when `--api-key` is set, except
+/// `/v1/files/{id}/content`, whose unguessable id is itself the credential (as OpenAI's image
+/// URLs are signed links that a browser can open). `/health`, `/ready`, `/metrics` and
+/// `/openapi.json` are open, for probes and scrapers.
+pub fn app(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/images/generations", post(images::generate))
+        .route("/v1/images/describe", post(images::describe))
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(probes::models))
+        .route("/v1/models/{*id}", get(probes::model))
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe::require_api_key));
+    let open = Router::new()
+        .route("/health", get(probes::health))
+        .route("/ready", get(probes::ready))
+        .route("/metrics", get(probes::metrics))
+        .route("/openapi.json", get(probes::openapi))
+        .route("/v1/files/{id}/content", get(files::content));
+    let mut app = Router::new()
+        .merge(protected)
+        .merge(open)
+        .fallback(probes::not_found)
+        .method_not_allowed_fallback(probes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(CatchPanicLayer::custom(observe::panic_response))
+        .layer(middleware::from_fn(observe::track));
+    if let Some(cors) = cors_layer(&state.cfg.cors_origins) {
+        app = app.layer(cors);
+    }
+    app.with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                axum::http::HeaderName::from_static("x-request-id"),
+                axum::http::HeaderName::from_static("x-seed"),
+            ]),
+    )
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A random 128-bit id in hex, after `prefix` (unguessable: file ids are credentials).
+pub fn random_id(prefix: &str) -> String {
+    format!("{prefix}{:032x}", rand::random::<u128>())
+}
+
+/// A random seed, exactly representable as a JSON number (53 bits).
+pub fn random_seed() -> u64 {
+    rand::random::<u64>() >> 11
+}
+
+/// Runs blocking work (image decode, PNG encode) off the async runtime.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("a worker task failed: {e}")))
+}
