@@ -8,10 +8,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use janus::understand::DEFAULT_QUESTION;
-use janus::{
-    parse_dtype, select_device, Conversation, Janus, LoadOptions, ModelFiles, SamplingParams, TextParams,
-    DEFAULT_MODEL,
-};
+use janus::{Conversation, Janus, SamplingParams, TextParams, DEFAULT_MODEL};
 
 #[derive(Parser, Debug)]
 #[command(name = "janus", version, about = "Janus-Pro text-to-image and image understanding")]
@@ -100,8 +97,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub decode_chunk: usize,
 
-    /// Accept http(s) image URLs in chat messages (fetching them is not implemented in this
-    /// build: they are refused with a clear message either way; send data: URLs).
+    /// Fetch http(s) image URLs in chat messages (public addresses only, no redirects, 10 s,
+    /// at most --max-body-bytes); off by default, when only data: URLs are accepted.
     #[arg(long, env = "JANUS_ALLOW_REMOTE_IMAGES")]
     pub allow_remote_images: bool,
 
@@ -146,14 +143,8 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Janus> {
-        let device = select_device(&self.device)?;
-        let mut opts = LoadOptions::for_device(device);
-        if let Some(d) = &self.dtype {
-            opts = opts.with_dtype(parse_dtype(d)?);
-        }
-        let files = ModelFiles::resolve(&self.model)?;
         let t = Instant::now();
-        let model = Janus::load(&files, &opts).with_context(|| format!("loading {}", self.model))?;
+        let model = Janus::open(&self.model, &self.device, self.dtype.as_deref())?;
         tracing::info!(secs = t.elapsed().as_secs_f32(), "loaded");
         Ok(model)
     }

@@ -80,15 +80,24 @@ fn decode_base64(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
 /// A part before its image is decoded.
 enum Pending {
     Text(String),
-    /// Base64 payload of a data URL, and the JSON path for errors.
+    /// An image, and the JSON path for errors.
     Image {
-        b64: String,
+        source: ImageSource,
         param: String,
     },
 }
 
-/// The base64 payload of a `data:image/...;base64,` URL, or the 400 that explains what to send.
-fn image_payload(url: &str, param: &str, allow_remote: bool) -> Result<String, ApiError> {
+/// Where a chat image comes from.
+enum ImageSource {
+    /// The base64 payload of a data URL.
+    Base64(String),
+    /// An http(s) URL to fetch (only with `--allow-remote-images`).
+    Remote(String),
+}
+
+/// The image behind a `data:image/...;base64,` URL (or, when allowed, an http(s) URL), or the
+/// 400 that explains what to send.
+fn image_source(url: &str, param: &str, allow_remote: bool) -> Result<ImageSource, ApiError> {
     const HOW: &str = "send the image inline as a `data:image/<format>;base64,<data>` URL";
     if let Some(rest) = url.strip_prefix("data:") {
         let Some((meta, data)) = rest.split_once(',') else {
@@ -102,18 +111,17 @@ fn image_payload(url: &str, param: &str, allow_remote: bool) -> Result<String, A
         if !meta.any(|p| p.trim().eq_ignore_ascii_case("base64")) {
             return Err(ApiError::field(param, format!("the data URL is not base64-encoded; {HOW}")));
         }
-        return Ok(data.to_string());
+        return Ok(ImageSource::Base64(data.to_string()));
     }
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
-        return Err(if allow_remote {
-            ApiError::unsupported(param, format!("fetching remote image URLs is not supported in this build; {HOW}"))
-        } else {
-            ApiError::unsupported(
-                param,
-                format!("remote image URLs are refused by this server (see --allow-remote-images); {HOW}"),
-            )
-        });
+        if allow_remote {
+            return Ok(ImageSource::Remote(url.to_string()));
+        }
+        return Err(ApiError::unsupported(
+            param,
+            format!("remote image URLs are refused by this server (see --allow-remote-images); {HOW}"),
+        ));
     }
     Err(ApiError::field(param, format!("not an image URL; {HOW}")))
 }
@@ -175,8 +183,8 @@ fn content_parts(
                     }
                     _ => return Err(ApiError::field(&url_param, "required: a string")),
                 };
-                let b64 = image_payload(&url, &url_param, allow_remote)?;
-                ("image_url", Pending::Image { b64, param: url_param })
+                let source = image_source(&url, &url_param, allow_remote)?;
+                ("image_url", Pending::Image { source, param: url_param })
             }
             other => {
                 return Err(ApiError::unsupported(
@@ -269,17 +277,27 @@ fn plan(req: ChatCompletionRequest, allow_remote: bool) -> Result<ChatPlan, ApiE
 }
 
 /// Decodes every image (blocking) and builds the conversation.
-fn conversation(system: Option<String>, turns: Vec<(Role, Vec<Pending>)>) -> Result<Conversation, ApiError> {
+/// Decodes (and, for remote URLs, fetches, at most `max_bytes`) the images: blocking work.
+fn conversation(
+    system: Option<String>,
+    turns: Vec<(Role, Vec<Pending>)>,
+    max_bytes: usize,
+) -> Result<Conversation, ApiError> {
     let mut messages = Vec::with_capacity(turns.len());
     for (role, pending) in turns {
         let mut parts = Vec::with_capacity(pending.len());
         for p in pending {
             parts.push(match p {
                 Pending::Text(t) => Part::Text(t),
-                Pending::Image { b64, param } => {
-                    let bytes = decode_base64(&b64).map_err(|e| {
-                        ApiError::invalid_image(&param, format!("the data URL is not valid base64: {e}"))
-                    })?;
+                Pending::Image { source, param } => {
+                    let bytes = match source {
+                        ImageSource::Base64(b64) => decode_base64(&b64).map_err(|e| {
+                            ApiError::invalid_image(&param, format!("the data URL is not valid base64: {e}"))
+                        })?,
+                        ImageSource::Remote(url) => {
+                            super::remote::fetch(&url, max_bytes).map_err(|m| ApiError::invalid_image(&param, m))?
+                        }
+                    };
                     Part::Image(decode_image(&bytes, &param)?)
                 }
             });
@@ -354,7 +372,8 @@ pub async fn completions(
     let info = state.model_info()?;
     let max_new_tokens = max_tokens(given, param, info.context_length)?;
     let (system, turns) = (plan.system, plan.turns);
-    let conversation = blocking(move || conversation(system, turns)).await??;
+    let max_bytes = state.cfg.max_body_bytes;
+    let conversation = blocking(move || conversation(system, turns, max_bytes)).await??;
     let params = TextParams {
         max_new_tokens,
         sampling: SamplingParams { temperature: plan.temperature, top_p: plan.top_p, ..SamplingParams::default() },

@@ -26,6 +26,7 @@ mod images;
 mod observe;
 mod openapi;
 mod probes;
+mod remote;
 mod serve;
 mod types;
 

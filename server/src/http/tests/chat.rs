@@ -263,11 +263,13 @@ async fn remote_image_urls_are_refused_with_a_clear_message() {
         "--allow-remote-images",
     );
     assert!(e["message"].as_str().unwrap().contains("data:image/<format>;base64,"));
+    // Allowed, but a loopback (or private) destination is still refused, before connecting.
     let h = harness(HttpConfig { allow_remote_images: true, ..HttpConfig::default() });
+    let body = json!({"messages": [image_message("http://127.0.0.1:9/cat.png", "q")]});
     send(&h.app, post_json(CHAT, &body)).await.assert_error(
         400,
         Some("messages[0].content[0].image_url.url"),
-        "not supported in this build",
+        "non-public",
     );
 }
 
