@@ -411,7 +411,7 @@ struct Ids {
 }
 
 impl Ids {
-    fn chunk(&self, delta: ChunkDelta, finish: Option<&str>) -> Event {
+    fn event(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Event {
         sse_json(
             None,
             &ChatCompletionChunk {
@@ -419,29 +419,19 @@ impl Ids {
                 object: "chat.completion.chunk".into(),
                 created: self.created,
                 model: self.model.clone(),
-                choices: vec![ChunkChoice {
-                    index: 0,
-                    delta,
-                    finish_reason: finish.map(str::to_string),
-                    logprobs: None,
-                }],
-                usage: None,
+                choices,
+                usage,
             },
         )
     }
 
+    fn chunk(&self, delta: ChunkDelta, finish: Option<&str>) -> Event {
+        let choice = ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_string), logprobs: None };
+        self.event(vec![choice], None)
+    }
+
     fn usage_chunk(&self, usage: Usage) -> Event {
-        sse_json(
-            None,
-            &ChatCompletionChunk {
-                id: self.id.clone(),
-                object: "chat.completion.chunk".into(),
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![],
-                usage: Some(usage),
-            },
-        )
+        self.event(vec![], Some(usage))
     }
 }
 
