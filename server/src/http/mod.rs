@@ -18,6 +18,7 @@
 //! | `observe.rs` | request ids, access logs, request metrics, the Prometheus recorder; API-key check |
 //! | `openapi.rs` | the OpenAPI document, from the handlers' annotations |
 //! | `serve.rs` | `janus serve`: runtime, engine, listener, graceful shutdown |
+//! | `web.rs` | the browser playground at `/` (`assets/web/`, embedded) |
 
 mod chat;
 mod error;
@@ -29,6 +30,7 @@ mod probes;
 mod remote;
 mod serve;
 mod types;
+mod web;
 
 #[cfg(test)]
 mod tests;
@@ -159,6 +161,7 @@ pub fn app(state: AppState) -> Router {
     let mut app = Router::new()
         .merge(protected)
         .merge(open)
+        .merge(web::routes())
         .fallback(probes::not_found)
         .method_not_allowed_fallback(probes::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
