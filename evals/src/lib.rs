@@ -1,0 +1,10 @@
+//! GenEval-style evaluation for Janus-Pro (and any OpenAI-compatible image endpoint).
+//!
+//! * [`data`]: the GenEval and DPG-Bench prompts, embedded with their attribution.
+//! * [`generate`]: `geneval generate`, writing the folder layout the official evaluator reads.
+//! * [`rules`]: GenEval's correctness rules and summary, behind `Detector` / `ColorClassifier`
+//!   traits.
+
+pub mod data;
+pub mod generate;
+pub mod rules;

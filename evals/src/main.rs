@@ -1,0 +1,192 @@
+//! `janus-eval`: benchmark generation for Janus-Pro and OpenAI-compatible image endpoints.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use janus_evals::data;
+use janus_evals::generate::{generate_geneval, Endpoint, GenerateOptions, ImageBackend, InProcess};
+
+#[derive(Parser, Debug)]
+#[command(name = "janus-eval", version, about = "GenEval-style evaluation for Janus-Pro")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The GenEval benchmark (553 prompts, 6 tasks).
+    Geneval {
+        #[command(subcommand)]
+        command: GenevalCommand,
+    },
+    /// Print the provenance and licence notes of the embedded benchmark data.
+    Licenses,
+}
+
+#[derive(Subcommand, Debug)]
+enum GenevalCommand {
+    /// Generate images in the official layout (<out>/<00000..00552>/{metadata.jsonl,samples/}).
+    Generate(Box<GenerateArgs>),
+    /// Print the selected prompts' metadata lines (as in evaluation_metadata.jsonl).
+    Prompts(SelectArgs),
+}
+
+#[derive(Args, Debug)]
+struct SelectArgs {
+    /// Only the first N selected prompts.
+    #[arg(long, env = "JANUS_EVAL_LIMIT")]
+    limit: Option<usize>,
+
+    /// Only these tasks (comma-separated): single_object, two_object, counting, colors,
+    /// position, color_attr.
+    #[arg(long, env = "JANUS_EVAL_TAGS", value_delimiter = ',')]
+    tags: Vec<String>,
+}
+
+impl SelectArgs {
+    fn prompts(&self) -> Result<Vec<data::GenevalPrompt>> {
+        for t in &self.tags {
+            if !janus_evals::rules::TAGS.contains(&t.as_str()) {
+                bail!("unknown tag {t:?}; the tags are {}", janus_evals::rules::TAGS.join(", "));
+            }
+        }
+        Ok(data::select(data::geneval_prompts(), &self.tags, self.limit))
+    }
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Output folder (created; an existing run there is resumed).
+    #[arg(long, env = "JANUS_EVAL_OUT")]
+    out: PathBuf,
+
+    /// Images per prompt (the standard protocol is 4).
+    #[arg(long, env = "JANUS_EVAL_SAMPLES", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    samples: u32,
+
+    #[command(flatten)]
+    select: SelectArgs,
+
+    /// Seed; every prompt starts from it, as in the official generator.
+    #[arg(long, env = "JANUS_EVAL_SEED", default_value_t = 42)]
+    seed: u64,
+
+    /// Classifier-free guidance weight (in-process default 5; sent to endpoints only when given).
+    #[arg(long, env = "JANUS_EVAL_CFG")]
+    cfg: Option<f32>,
+
+    /// Sampling temperature (in-process default 1; sent to endpoints only when given).
+    #[arg(long, env = "JANUS_EVAL_TEMPERATURE")]
+    temperature: Option<f32>,
+
+    /// In-process: a local model directory or hub id (`id@revision`).
+    #[arg(long, env = "JANUS_EVAL_MODEL", conflicts_with = "endpoint", required_unless_present = "endpoint")]
+    model: Option<String>,
+
+    /// In-process: `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "JANUS_EVAL_DEVICE", default_value = "auto")]
+    device: String,
+
+    /// In-process: `f32`, `bf16` or `f16` (default: bf16 on CUDA, f32 on CPU).
+    #[arg(long, env = "JANUS_EVAL_DTYPE")]
+    dtype: Option<String>,
+
+    /// In-process: images decoded at once by the VQ decoder.
+    #[arg(long, env = "JANUS_EVAL_DECODE_CHUNK", default_value_t = 4)]
+    decode_chunk: usize,
+
+    /// An OpenAI-compatible server root, e.g. http://127.0.0.1:8000 or https://api.openai.com.
+    #[arg(long, env = "JANUS_EVAL_ENDPOINT")]
+    endpoint: Option<String>,
+
+    /// Endpoint: bearer API key.
+    #[arg(long, env = "JANUS_EVAL_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// Endpoint: the `model` field of the request (e.g. dall-e-3); omitted when not given.
+    #[arg(long, env = "JANUS_EVAL_ENDPOINT_MODEL")]
+    endpoint_model: Option<String>,
+
+    /// Endpoint: send only OpenAI's own fields (no seed, guidance_scale, temperature).
+    #[arg(long, env = "JANUS_EVAL_NO_EXTENSIONS")]
+    no_extensions: bool,
+
+    /// Endpoint: prompts in flight at once.
+    #[arg(long, env = "JANUS_EVAL_CONCURRENCY", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    concurrency: u32,
+
+    /// No progress bar.
+    #[arg(long, env = "JANUS_EVAL_QUIET")]
+    quiet: bool,
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let prompts = a.select.prompts()?;
+    if prompts.is_empty() {
+        bail!("no prompt selected");
+    }
+    let (backend, settings, concurrency): (Box<dyn ImageBackend>, _, usize) = match (&a.model, &a.endpoint) {
+        (Some(model), None) => {
+            let params = janus::SamplingParams {
+                cfg_weight: a.cfg.unwrap_or(5.0),
+                temperature: a.temperature.unwrap_or(1.0),
+                ..Default::default()
+            };
+            let settings = json!({ "cfg": params.cfg_weight, "temperature": params.temperature });
+            let b = InProcess::open(model, &a.device, a.dtype.as_deref(), params, a.decode_chunk)?;
+            (Box::new(b), settings, 1)
+        }
+        (None, Some(endpoint)) => {
+            let ext = !a.no_extensions;
+            let settings = json!({
+                "cfg": if ext { a.cfg } else { None },
+                "temperature": if ext { a.temperature } else { None },
+                "note": "values not given are the endpoint's defaults",
+            });
+            let b = Endpoint::new(endpoint, a.api_key.clone(), a.endpoint_model.clone(), a.cfg, a.temperature, ext);
+            (Box::new(b), settings, a.concurrency as usize)
+        }
+        _ => bail!("give exactly one of --model and --endpoint"),
+    };
+    let opts = GenerateOptions {
+        out: a.out.clone(),
+        samples: a.samples as usize,
+        seed: a.seed,
+        concurrency,
+        settings,
+        selection: json!({ "tags": a.select.tags, "limit": a.select.limit, "prompts": prompts.len() }),
+        progress: !a.quiet,
+    };
+    let t = std::time::Instant::now();
+    let r = generate_geneval(&prompts, backend.as_ref(), &opts)?;
+    eprintln!(
+        "{}: {} prompt(s) generated, {} already complete ({:.1}s)",
+        a.out.display(),
+        r.generated,
+        r.skipped,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Geneval { command: GenevalCommand::Generate(a) } => generate(*a),
+        Command::Geneval { command: GenevalCommand::Prompts(s) } => {
+            for p in s.prompts()? {
+                println!("{}", p.line);
+            }
+            Ok(())
+        }
+        Command::Licenses => {
+            println!("{}\n\n{}", data::GENEVAL_SOURCE, data::DPG_SOURCE);
+            Ok(())
+        }
+    }
+}
