@@ -13,7 +13,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,8 @@ enum Work {
 struct Shared {
     status: Mutex<EngineStatus>,
     info: Mutex<Option<ModelInfo>>,
-    /// Requests in the queue, not yet taken by the engine thread.
+    /// Requests accepted but not started yet (in the channel or the scheduler's waiting lists);
+    /// `--queue-capacity` bounds it.
     queued: AtomicUsize,
     /// Requests the engine thread holds (waiting for a cohort slot or running).
     active: AtomicUsize,
@@ -63,15 +64,17 @@ struct Shared {
 }
 
 pub struct ModelEngine {
-    tx: SyncSender<Work>,
+    tx: Sender<Work>,
     shared: Arc<Shared>,
     max_batch_images: usize,
+    queue_capacity: usize,
 }
 
 impl ModelEngine {
     /// Starts the engine thread, which loads the model in the background (status `Loading`).
     pub fn start(opts: EngineOptions) -> Arc<Self> {
-        let (tx, rx) = sync_channel(opts.queue_capacity.max(1));
+        let (tx, rx) = channel();
+        let queue_capacity = opts.queue_capacity.max(1);
         let shared = Arc::new(Shared {
             status: Mutex::new(EngineStatus::Loading),
             info: Mutex::new(None),
@@ -86,7 +89,7 @@ impl ModelEngine {
             .name("janus-engine".into())
             .spawn(move || engine_thread(opts, thread_shared, rx))
             .expect("spawn the engine thread");
-        Arc::new(Self { tx, shared, max_batch_images })
+        Arc::new(Self { tx, shared, max_batch_images, queue_capacity })
     }
 
     /// The most images a single CFG batch has held so far.
@@ -103,17 +106,16 @@ impl ModelEngine {
             EngineStatus::Loading => return Err(EngineError::Loading),
             EngineStatus::Failed(m) => return Err(EngineError::LoadFailed(m)),
         }
-        self.shared.queued.fetch_add(1, Ordering::SeqCst);
-        match self.tx.try_send(work) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let queued = self.shared.queued.fetch_sub(1, Ordering::SeqCst) - 1;
-                Err(match e {
-                    TrySendError::Full(_) => EngineError::QueueFull { queued, retry_after_s: 1 + queued as u64 / 4 },
-                    TrySendError::Disconnected(_) => EngineError::Internal("the engine thread has stopped".into()),
-                })
-            }
+        let cap = self.queue_capacity;
+        if let Err(queued) =
+            self.shared.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| (q < cap).then_some(q + 1))
+        {
+            return Err(EngineError::QueueFull { queued, retry_after_s: 1 + queued as u64 / 4 });
         }
+        self.tx.send(work).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            EngineError::Internal("the engine thread has stopped".into())
+        })
     }
 }
 
@@ -279,7 +281,6 @@ impl<'m> Scheduler<'m> {
     }
 
     fn take(&mut self, work: Work) {
-        self.shared.queued.fetch_sub(1, Ordering::SeqCst);
         self.shared.active.fetch_add(1, Ordering::SeqCst);
         match work {
             Work::Images { req, tx } => self.waiting.push_back((req, tx)),
@@ -289,6 +290,11 @@ impl<'m> Scheduler<'m> {
 
     fn finish_one(&self) {
         self.shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// A request leaves the queue (it starts, fails or was abandoned).
+    fn dequeued(&self) {
+        self.shared.queued.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn run(mut self, rx: Receiver<Work>) {
@@ -343,6 +349,7 @@ impl<'m> Scheduler<'m> {
                 break;
             }
             let (req, tx) = self.waiting.pop_front().expect("front exists");
+            self.dequeued();
             if tx.is_closed() {
                 self.finish_one();
                 continue;
@@ -394,6 +401,7 @@ impl<'m> Scheduler<'m> {
         }
         while self.texts.len() < MAX_TEXT_SESSIONS {
             let Some((req, tx)) = self.waiting_text.pop_front() else { break };
+            self.dequeued();
             if tx.is_closed() {
                 self.finish_one();
                 continue;
@@ -696,20 +704,21 @@ mod tests {
     #[test]
     fn full_queue_refuses_and_shutdown_stops_accepting() {
         let e = engine_with(1, 0);
-        // Keep the engine busy, then fill the one queue slot.
+        // Keep the engine busy (16 images fill the batch), then fill the one queue slot: the
+        // next request must be refused, however quickly the engine drains its channel.
         let busy = e.submit_images(image_req("a", 16, 0, 0)).unwrap();
-        let mut results = Vec::new();
-        for i in 0..4 {
-            results.push(e.submit_images(image_req("b", 16, i, 0)));
+        let t = Instant::now();
+        while e.queue_depth() > 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "the first request never started");
+            std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(
-            results.iter().any(|r| matches!(r, Err(EngineError::QueueFull { .. }))),
-            "a one-slot queue must overflow"
-        );
+        let queued = e.submit_images(image_req("b", 16, 1, 0)).unwrap();
+        let refused = e.submit_images(image_req("c", 16, 2, 0));
+        assert!(matches!(refused, Err(EngineError::QueueFull { queued: 1, .. })), "{refused:?}");
         e.shutdown();
         assert!(matches!(e.submit_images(image_req("c", 1, 0, 0)), Err(EngineError::ShuttingDown)));
         drop(busy);
-        drop(results);
+        drop(queued);
         wait_idle(&e);
     }
 
