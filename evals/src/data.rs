@@ -72,7 +72,8 @@ pub fn dpg_prompts() -> Vec<DpgPrompt> {
         .lines()
         .enumerate()
         .map(|(i, line)| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("embedded dpg_bench_prompts.jsonl line {}: {e}", i + 1))
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("embedded dpg_bench_prompts.jsonl line {}: {e}", i + 1))
         })
         .collect()
 }
@@ -101,7 +102,10 @@ mod tests {
             [80, 99, 80, 94, 100, 100],
             "single_object, two_object, counting, colors, position, color_attr"
         );
-        assert_eq!(p[0].line, r#"{"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}"#);
+        assert_eq!(
+            p[0].line,
+            r#"{"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}"#
+        );
         assert_eq!(p[552].folder_name(), "00552");
     }
 

@@ -119,7 +119,11 @@ fn manifest_settings(backend: &dyn ImageBackend, opts: &GenerateOptions) -> Valu
 }
 
 /// Generates every prompt in `prompts` not already complete under `opts.out`.
-pub fn generate_geneval(prompts: &[GenevalPrompt], backend: &dyn ImageBackend, opts: &GenerateOptions) -> Result<RunReport> {
+pub fn generate_geneval(
+    prompts: &[GenevalPrompt],
+    backend: &dyn ImageBackend,
+    opts: &GenerateOptions,
+) -> Result<RunReport> {
     if opts.samples == 0 {
         bail!("--samples must be at least 1");
     }
@@ -128,7 +132,8 @@ pub fn generate_geneval(prompts: &[GenevalPrompt], backend: &dyn ImageBackend, o
     let settings = manifest_settings(backend, opts);
     let mut manifest = match fs::read(&manifest_path) {
         Ok(bytes) => {
-            let m: Value = serde_json::from_slice(&bytes).with_context(|| format!("reading {}", manifest_path.display()))?;
+            let m: Value =
+                serde_json::from_slice(&bytes).with_context(|| format!("reading {}", manifest_path.display()))?;
             if m.get("settings") != Some(&settings) {
                 bail!(
                     "{} was made with other settings:\n  there: {}\n  now:   {}\nuse another --out, or the same settings to resume",
@@ -170,8 +175,10 @@ pub fn generate_geneval(prompts: &[GenevalPrompt], backend: &dyn ImageBackend, o
         if opts.progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
     )
     .with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} images ({per_sec}, eta {eta}) {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} images ({per_sec}, eta {eta}) {msg}",
+        )
+        .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(250));
 
@@ -246,7 +253,13 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    pub fn open(model: &str, device: &str, dtype: Option<&str>, params: janus::SamplingParams, decode_chunk: usize) -> Result<Self> {
+    pub fn open(
+        model: &str,
+        device: &str,
+        dtype: Option<&str>,
+        params: janus::SamplingParams,
+        decode_chunk: usize,
+    ) -> Result<Self> {
         params.validate()?;
         let m = janus::Janus::open(model, device, dtype).with_context(|| format!("loading {model}"))?;
         Ok(Self { model: Mutex::new(m), model_id: model.to_string(), params, decode_chunk: decode_chunk.max(1) })

@@ -81,7 +81,10 @@ fn layout_is_the_official_one_and_runs_resume() {
     assert_eq!(lines.len(), 553);
     // a single_object, a counting and the last (color_attr) prompt
     let prompts = pick(&[0, 200, 552]);
-    assert_eq!(prompts.iter().map(|p| p.metadata.tag.as_str()).collect::<Vec<_>>(), ["single_object", "counting", "color_attr"]);
+    assert_eq!(
+        prompts.iter().map(|p| p.metadata.tag.as_str()).collect::<Vec<_>>(),
+        ["single_object", "counting", "color_attr"]
+    );
     let fake = Fake::default();
     let r = generate_geneval(&prompts, &fake, &opts(&out, 4, 42)).unwrap();
     assert_eq!(r, RunReport { generated: 3, skipped: 0 });
@@ -215,14 +218,18 @@ fn endpoint_backend_posts_openai_requests() {
         .collect();
     expected.sort_by_key(|b| b["prompt"].as_str().unwrap().to_string());
     assert_eq!(bodies, expected);
-    assert!(seen.iter().all(|(h, _)| h.contains("POST /v1/images/generations") && h.to_ascii_lowercase().contains("authorization: bearer sk-test")));
+    assert!(seen.iter().all(|(h, _)| h.contains("POST /v1/images/generations")
+        && h.to_ascii_lowercase().contains("authorization: bearer sk-test")));
     for d in ["00003", "00004"] {
         assert_eq!(entries(&tmp.path().join(d).join("samples")), ["0000.png", "0001.png"].map(String::from).into());
     }
 
     // plain OpenAI: only its own fields
     let ep = Endpoint::new(&addr, None, Some("dall-e-3".into()), Some(5.0), Some(1.0), false);
-    assert_eq!(ep.body("x", 1, 3), json!({ "prompt": "x", "n": 1, "response_format": "b64_json", "model": "dall-e-3" }));
+    assert_eq!(
+        ep.body("x", 1, 3),
+        json!({ "prompt": "x", "n": 1, "response_format": "b64_json", "model": "dall-e-3" })
+    );
 }
 
 fn tiny() -> PathBuf {
@@ -276,7 +283,10 @@ fn in_process_on_the_tiny_model_through_the_cli() {
 #[test]
 fn cli_rejects_bad_selections_and_prints_prompts() {
     let bin = env!("CARGO_BIN_EXE_janus-eval");
-    let o = std::process::Command::new(bin).args(["geneval", "prompts", "--tags", "counting", "--limit", "2"]).output().unwrap();
+    let o = std::process::Command::new(bin)
+        .args(["geneval", "prompts", "--tags", "counting", "--limit", "2"])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let text = String::from_utf8(o.stdout).unwrap();
     let lines = source_lines();

@@ -28,10 +28,7 @@ fn painted(colours: &[([f32; 4], Colour)]) -> Painted {
 impl ColourOracle for Painted {
     fn colours(&self, class_name: &str, objects: &[&Detection]) -> Vec<Colour> {
         self.asked.borrow_mut().push((class_name.to_string(), objects.len()));
-        objects
-            .iter()
-            .map(|d| self.colours.iter().find(|(b, _)| *b == d.bbox).expect("a painted box").1)
-            .collect()
+        objects.iter().map(|d| self.colours.iter().find(|(b, _)| *b == d.bbox).expect("a painted box").1).collect()
     }
 }
 
@@ -53,7 +50,9 @@ const C: [f32; 4] = [0.0, 50.0, 10.0, 60.0];
 
 #[test]
 fn single_object_passes_above_0_3_and_fails_at_exactly_0_3() {
-    let m = meta(r#"{"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}"#);
+    let m = meta(
+        r#"{"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}"#,
+    );
     let none = painted(&[]);
     assert_eq!(judge(&m, &[det("bench", 0.31, A)], &none), (true, String::new()));
     assert_eq!(judge(&m, &[det("bench", 0.3, A)], &none), (false, "expected bench>=1, found 0".into()));
@@ -67,28 +66,33 @@ fn single_object_passes_above_0_3_and_fails_at_exactly_0_3() {
 
 #[test]
 fn two_object_needs_both_classes() {
-    let m = meta(r#"{"tag": "two_object", "include": [{"class": "bench", "count": 1}, {"class": "sports ball", "count": 1}], "prompt": "a photo of a bench and a sports ball"}"#);
+    let m = meta(
+        r#"{"tag": "two_object", "include": [{"class": "bench", "count": 1}, {"class": "sports ball", "count": 1}], "prompt": "a photo of a bench and a sports ball"}"#,
+    );
     let none = painted(&[]);
     assert!(judge(&m, &[det("bench", 0.4, A), det("sports ball", 0.301, B)], &none).0);
     assert_eq!(
         judge(&m, &[det("bench", 0.4, A), det("sports ball", 0.29, B)], &none),
         (false, "expected sports ball>=1, found 0".into())
     );
-    assert_eq!(
-        judge(&m, &[], &none),
-        (false, "expected bench>=1, found 0\nexpected sports ball>=1, found 0".into())
-    );
+    assert_eq!(judge(&m, &[], &none), (false, "expected bench>=1, found 0\nexpected sports ball>=1, found 0".into()));
 }
 
 // ------------------------------------------------------------------ counting
 
 fn clocks(scores: &[f32]) -> Vec<Detection> {
-    scores.iter().enumerate().map(|(i, &s)| det("clock", s, [i as f32 * 20.0, 0.0, i as f32 * 20.0 + 10.0, 10.0])).collect()
+    scores
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| det("clock", s, [i as f32 * 20.0, 0.0, i as f32 * 20.0 + 10.0, 10.0]))
+        .collect()
 }
 
 #[test]
 fn counting_needs_exactly_n_above_0_9() {
-    let m = meta(r#"{"tag": "counting", "include": [{"class": "clock", "count": 2}], "exclude": [{"class": "clock", "count": 3}], "prompt": "a photo of two clocks"}"#);
+    let m = meta(
+        r#"{"tag": "counting", "include": [{"class": "clock", "count": 2}], "exclude": [{"class": "clock", "count": 3}], "prompt": "a photo of two clocks"}"#,
+    );
     let none = painted(&[]);
     assert_eq!(judge(&m, &clocks(&[0.95, 0.91]), &none), (true, String::new()));
     // a third one at exactly 0.9 is not kept (strict >), so it does not count
@@ -99,15 +103,14 @@ fn counting_needs_exactly_n_above_0_9() {
     assert_eq!(judge(&m, &clocks(&[0.89, 0.8]), &none), (false, "expected clock>=2, found 0".into()));
     // one too many fires the exclude clause
     assert_eq!(judge(&m, &clocks(&[0.95, 0.91, 0.93]), &none), (false, "expected clock<3, found 3".into()));
-    assert_eq!(
-        judge(&m, &clocks(&[0.95, 0.91, 0.93, 0.99, 0.97]), &none),
-        (false, "expected clock<3, found 5".into())
-    );
+    assert_eq!(judge(&m, &clocks(&[0.95, 0.91, 0.93, 0.99, 0.97]), &none), (false, "expected clock<3, found 5".into()));
 }
 
 #[test]
 fn counting_threshold_applies_to_every_class_of_a_counting_prompt() {
-    let m = meta(r#"{"tag": "counting", "include": [{"class": "clock", "count": 2}], "exclude": [{"class": "clock", "count": 3}], "prompt": "a photo of two clocks"}"#);
+    let m = meta(
+        r#"{"tag": "counting", "include": [{"class": "clock", "count": 2}], "exclude": [{"class": "clock", "count": 3}], "prompt": "a photo of two clocks"}"#,
+    );
     let kept = keep(&[det("cow", 0.5, A), det("cow", 0.95, B)], &object_names(), &m.tag, &RuleOptions::default());
     assert_eq!(kept["cow"].len(), 1);
     let kept = keep(&[det("cow", 0.5, A), det("cow", 0.95, B)], &object_names(), "two_object", &RuleOptions::default());
@@ -116,7 +119,8 @@ fn counting_threshold_applies_to_every_class_of_a_counting_prompt() {
 
 #[test]
 fn at_most_16_per_class_highest_first() {
-    let dets: Vec<Detection> = (0..20).map(|i| det("apple", 0.4 + i as f32 * 0.01, [i as f32, 0.0, i as f32 + 1.0, 1.0])).collect();
+    let dets: Vec<Detection> =
+        (0..20).map(|i| det("apple", 0.4 + i as f32 * 0.01, [i as f32, 0.0, i as f32 + 1.0, 1.0])).collect();
     let kept = keep(&dets, &object_names(), "single_object", &RuleOptions::default());
     let apples = &kept["apple"];
     assert_eq!(apples.len(), 16);
@@ -124,24 +128,34 @@ fn at_most_16_per_class_highest_first() {
     assert_eq!(apples[0].bbox[0], 19.0, "the best one first");
     assert_eq!(apples[15].bbox[0], 4.0, "the four weakest are dropped");
     // an exclude count of 17 can therefore never fire
-    let m = meta(r#"{"tag": "counting", "include": [{"class": "apple", "count": 1}], "exclude": [{"class": "apple", "count": 17}], "prompt": "x"}"#);
+    let m = meta(
+        r#"{"tag": "counting", "include": [{"class": "apple", "count": 1}], "exclude": [{"class": "apple", "count": 17}], "prompt": "x"}"#,
+    );
     let many: Vec<Detection> = (0..30).map(|i| det("apple", 0.95, [i as f32, 0.0, i as f32 + 1.0, 1.0])).collect();
     assert!(judge(&m, &many, &painted(&[])).0);
     // no NMS by default: identical boxes are all kept
-    let kept = keep(&[det("apple", 0.5, A), det("apple", 0.6, A)], &object_names(), "single_object", &RuleOptions::default());
+    let kept =
+        keep(&[det("apple", 0.5, A), det("apple", 0.6, A)], &object_names(), "single_object", &RuleOptions::default());
     assert_eq!(kept["apple"].len(), 2);
     // ties: the later detection comes first (numpy argsort reversed)
-    let kept = keep(&[det("apple", 0.5, A), det("apple", 0.5, B)], &object_names(), "single_object", &RuleOptions::default());
+    let kept =
+        keep(&[det("apple", 0.5, A), det("apple", 0.5, B)], &object_names(), "single_object", &RuleOptions::default());
     assert_eq!(kept["apple"][0].bbox, B);
     // classes out of range are ignored, absent classes are absent
-    let kept = keep(&[Detection { class: 80, score: 1.0, bbox: A, mask: None }], &object_names(), "x", &RuleOptions::default());
+    let kept = keep(
+        &[Detection { class: 80, score: 1.0, bbox: A, mask: None }],
+        &object_names(),
+        "x",
+        &RuleOptions::default(),
+    );
     assert!(kept.is_empty());
 }
 
 #[test]
 fn nms_when_switched_on_uses_the_plus_one_iou() {
     let opts = RuleOptions { max_overlap: 0.5, ..Default::default() };
-    let overlapping = [det("apple", 0.9, [0.0, 0.0, 9.0, 9.0]), det("apple", 0.8, [1.0, 0.0, 10.0, 9.0]), det("apple", 0.7, B)];
+    let overlapping =
+        [det("apple", 0.9, [0.0, 0.0, 9.0, 9.0]), det("apple", 0.8, [1.0, 0.0, 10.0, 9.0]), det("apple", 0.7, B)];
     let kept = keep(&overlapping, &object_names(), "single_object", &opts);
     assert_eq!(kept["apple"].iter().map(|d| d.score).collect::<Vec<_>>(), [0.9, 0.7]);
     // +1 convention: a 10x10 box [0,0,9,9] has area 100; these two overlap in 9x10 → IoU 90/110
@@ -153,7 +167,9 @@ fn nms_when_switched_on_uses_the_plus_one_iou() {
 
 #[test]
 fn colors_judges_the_top_detection_only() {
-    let m = meta(r#"{"tag": "colors", "include": [{"class": "fire hydrant", "count": 1, "color": "blue"}], "prompt": "a photo of a blue fire hydrant"}"#);
+    let m = meta(
+        r#"{"tag": "colors", "include": [{"class": "fire hydrant", "count": 1, "color": "blue"}], "prompt": "a photo of a blue fire hydrant"}"#,
+    );
     let p = painted(&[(A, Colour::Blue), (B, Colour::Red)]);
     assert!(judge(&m, &[det("fire hydrant", 0.9, A), det("fire hydrant", 0.5, B)], &p).0);
     assert_eq!(*p.asked.borrow(), [("fire hydrant".to_string(), 1)], "only the top-1 is classified");
@@ -183,7 +199,9 @@ fn colour_clause_with_count_needs_every_top_k_in_that_colour() {
 // ------------------------------------------------------------------ position
 
 fn position_meta() -> Metadata {
-    meta(r#"{"tag": "position", "include": [{"class": "teddy bear", "count": 1}, {"class": "dog", "count": 1, "position": ["right of", 0]}], "prompt": "a photo of a dog right of a teddy bear"}"#)
+    meta(
+        r#"{"tag": "position", "include": [{"class": "teddy bear", "count": 1}, {"class": "dog", "count": 1, "position": ["right of", 0]}], "prompt": "a photo of a dog right of a teddy bear"}"#,
+    )
 }
 
 #[test]
@@ -252,7 +270,9 @@ fn position_boundary_with_the_0_1_margin() {
 
 #[test]
 fn color_attr_checks_each_class_colour() {
-    let m = meta(r#"{"tag": "color_attr", "include": [{"class": "wine glass", "count": 1, "color": "purple"}, {"class": "apple", "count": 1, "color": "black"}], "prompt": "a photo of a purple wine glass and a black apple"}"#);
+    let m = meta(
+        r#"{"tag": "color_attr", "include": [{"class": "wine glass", "count": 1, "color": "purple"}, {"class": "apple", "count": 1, "color": "black"}], "prompt": "a photo of a purple wine glass and a black apple"}"#,
+    );
     let dets = [det("wine glass", 0.8, A), det("apple", 0.7, B)];
     assert!(judge(&m, &dets, &painted(&[(A, Colour::Purple), (B, Colour::Black)])).0);
     assert_eq!(
@@ -364,13 +384,22 @@ fn evaluate_image_masks_the_background_before_classifying() {
             mask.put_pixel(x, y, Luma([255]));
         }
     }
-    let m = meta(r#"{"tag": "colors", "include": [{"class": "cup", "count": 1, "color": "blue"}], "prompt": "a photo of a blue cup"}"#);
+    let m = meta(
+        r#"{"tag": "colors", "include": [{"class": "cup", "count": 1, "color": "blue"}], "prompt": "a photo of a blue cup"}"#,
+    );
     let d = Detection { class: class("cup"), score: 0.8, bbox: [2.0, 2.0, 15.0, 15.0], mask: Some(mask) };
     let v = evaluate_image(&img, &m, &Scripted(vec![d.clone()]), &Dominant, &object_names(), &RuleOptions::default());
     assert!(v.correct, "{}", v.reason);
     assert_eq!(v.kept["cup"].len(), 1);
     // without a mask the red background wins
-    let v = evaluate_image(&img, &m, &Scripted(vec![Detection { mask: None, ..d }]), &Dominant, &object_names(), &RuleOptions::default());
+    let v = evaluate_image(
+        &img,
+        &m,
+        &Scripted(vec![Detection { mask: None, ..d }]),
+        &Dominant,
+        &object_names(),
+        &RuleOptions::default(),
+    );
     assert!(!v.correct);
     assert_eq!(v.reason, "expected blue cup>=1, found 0 blue; and 1 red");
 }

@@ -31,7 +31,8 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let tokens = Tensor::from_vec((0..n_tok as u32).map(|i| i % 7).collect::<Vec<_>>(), (1, n_tok), &Device::Cpu).unwrap();
+    let tokens =
+        Tensor::from_vec((0..n_tok as u32).map(|i| i % 7).collect::<Vec<_>>(), (1, n_tok), &Device::Cpu).unwrap();
     c.bench_function("VQ decode (1 image)", |b| b.iter(|| m.decode_raw(&tokens).unwrap()));
 
     let s = m.image_size();

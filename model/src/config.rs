@@ -244,10 +244,7 @@ pub struct LlmConfig {
 
 impl LlmConfig {
     fn from_json(j: &LlamaJson, path: &Path) -> Result<Self> {
-        let bad = |msg: String| Error::Config {
-            path: path.to_path_buf(),
-            msg,
-        };
+        let bad = |msg: String| Error::Config { path: path.to_path_buf(), msg };
         if j.hidden_act != "silu" {
             return Err(bad(format!("unsupported hidden_act {:?}", j.hidden_act)));
         }
@@ -383,31 +380,23 @@ impl JanusConfig {
     }
 
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        let bad = |e: serde_json::Error| Error::Config {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        };
+        let bad = |e: serde_json::Error| Error::Config { path: path.to_path_buf(), msg: e.to_string() };
         let probe: ModelTypeProbe = serde_json::from_str(text).map_err(bad)?;
         match probe.model_type.as_deref() {
             Some("janus") => Self::from_hf(&serde_json::from_str(text).map_err(bad)?, path),
-            Some("multi_modality") | None => {
-                Self::from_original(&serde_json::from_str(text).map_err(bad)?, path)
-            }
+            Some("multi_modality") | None => Self::from_original(&serde_json::from_str(text).map_err(bad)?, path),
             Some(other) => Err(Error::Config {
                 path: path.to_path_buf(),
-                msg: format!(
-                    "model_type {other:?} is not a Janus model (expected \"multi_modality\" or \"janus\")"
-                ),
+                msg: format!("model_type {other:?} is not a Janus model (expected \"multi_modality\" or \"janus\")"),
             }),
         }
     }
 
     fn from_original(c: &OriginalConfig, path: &Path) -> Result<Self> {
         let llm = LlmConfig::from_json(&c.language_config, path)?;
-        for (name, p) in [
-            ("aligner_config", &c.aligner_config.params),
-            ("gen_aligner_config", &c.gen_aligner_config.params),
-        ] {
+        for (name, p) in
+            [("aligner_config", &c.aligner_config.params), ("gen_aligner_config", &c.gen_aligner_config.params)]
+        {
             if p.projector_type != "mlp_gelu" || p.depth != 2 {
                 return Err(Error::Config {
                     path: path.to_path_buf(),
@@ -440,9 +429,10 @@ impl JanusConfig {
 
     fn from_hf(c: &HfConfig, path: &Path) -> Result<Self> {
         let llm = LlmConfig::from_json(&c.text_config, path)?;
-        let v = c.vision_config.clone().unwrap_or_else(|| {
-            serde_json::from_str("{}").expect("all vision fields have defaults")
-        });
+        let v = c
+            .vision_config
+            .clone()
+            .unwrap_or_else(|| serde_json::from_str("{}").expect("all vision fields have defaults"));
         let d = llm.hidden_size;
         // The transformers format stores the remaining sizes only implicitly (they follow from
         // the LM width and the VQ codebook); the codebook size and embed dim are checked
@@ -457,10 +447,7 @@ impl JanusConfig {
                 mlp_ratio: v.mlp_ratio,
                 layer_norm_eps: v.layer_norm_eps,
             },
-            aligner: ProjectorConfig {
-                input_dim: v.hidden_size,
-                n_embed: d,
-            },
+            aligner: ProjectorConfig { input_dim: v.hidden_size, n_embed: d },
             gen_aligner: ProjectorConfig {
                 input_dim: 0, // from the tensors (vq embed_dim)
                 n_embed: d,
@@ -535,9 +522,7 @@ mod tests {
 
     #[test]
     fn unknown_model_type_is_refused() {
-        let err = JanusConfig::from_json_str(r#"{"model_type": "bert"}"#, Path::new("c.json"))
-            .unwrap_err()
-            .to_string();
+        let err = JanusConfig::from_json_str(r#"{"model_type": "bert"}"#, Path::new("c.json")).unwrap_err().to_string();
         assert!(err.contains("bert"), "{err}");
     }
 }

@@ -10,9 +10,7 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         "f32" | "float32" => Ok(DType::F32),
         "bf16" | "bfloat16" => Ok(DType::BF16),
         "f16" | "float16" => Ok(DType::F16),
-        other => Err(Error::InvalidInput(format!(
-            "unknown dtype {other:?}; expected f32, bf16 or f16"
-        ))),
+        other => Err(Error::InvalidInput(format!("unknown dtype {other:?}; expected f32, bf16 or f16"))),
     }
 }
 

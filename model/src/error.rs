@@ -9,10 +9,7 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     /// `config.json` is missing a field, has a wrong type or describes an unsupported model.
     #[error("invalid config {}: {msg}", path.display())]
@@ -40,10 +37,7 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }
 

@@ -49,8 +49,7 @@ impl GenHead {
 
 impl Module for GenHead {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.vision_head
-            .forward(&self.output_mlp_projector.forward(x)?.gelu_erf()?)
+        self.vision_head.forward(&self.output_mlp_projector.forward(x)?.gelu_erf()?)
     }
 }
 

@@ -54,11 +54,7 @@ impl Janus {
         }
         let prompt_ids = self.tokenizer.t2i_prompt_ids(prompt)?;
         Ok((0..n)
-            .map(|i| ImageJob {
-                prompt_ids: prompt_ids.clone(),
-                params,
-                seed: image_seed(seed, i as u64),
-            })
+            .map(|i| ImageJob { prompt_ids: prompt_ids.clone(), params, seed: image_seed(seed, i as u64) })
             .collect())
     }
 
@@ -89,9 +85,7 @@ impl<'m> T2iBatch<'m> {
             j.params.validate()?;
             let ids = &j.prompt_ids;
             if ids.len() < 2 || ids[0] != tok.special.bos || *ids.last().unwrap() != tok.special.begin_of_image {
-                return Err(Error::InvalidInput(
-                    "prompt ids must start with BOS and end with <begin_of_image>".into(),
-                ));
+                return Err(Error::InvalidInput("prompt ids must start with BOS and end with <begin_of_image>".into()));
             }
             if ids.len() > max_prompt {
                 return Err(Error::InvalidInput(format!(
@@ -155,10 +149,7 @@ impl<'m> T2iBatch<'m> {
 
     /// Runs the LM once (the prefill first, then one token) and samples one token per image.
     pub fn step(&mut self) -> Result<StepOutput> {
-        let input = self
-            .next
-            .take()
-            .ok_or_else(|| Error::InvalidInput("generation is already finished".into()))?;
+        let input = self.next.take().ok_or_else(|| Error::InvalidInput("generation is already finished".into()))?;
         let hidden = last_position(&self.model.llm.forward(&input, &mut self.cache)?)?;
         let logits = self.model.gen_logits(&hidden)?;
         let rows = logits.to_vec2::<f32>()?;

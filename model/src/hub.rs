@@ -63,10 +63,7 @@ impl ModelFiles {
             if p.is_file() {
                 Ok(p)
             } else {
-                Err(Error::ModelFiles(format!(
-                    "model directory {} has no {f}",
-                    dir.display()
-                )))
+                Err(Error::ModelFiles(format!("model directory {} has no {f}", dir.display())))
             }
         };
         let pre = dir.join("preprocessor_config.json");
@@ -109,13 +106,7 @@ impl ModelFiles {
                     Ok(vec![p])
                 }
             })?;
-        Ok(Self {
-            name: name.to_string(),
-            config,
-            tokenizer,
-            preprocessor,
-            weights,
-        })
+        Ok(Self { name: name.to_string(), config, tokenizer, preprocessor, weights })
     }
 
     fn from_hub(name: &str, repo: Repo) -> Result<Self> {
@@ -127,9 +118,8 @@ impl ModelFiles {
         if token.is_some() {
             builder = builder.with_token(token);
         }
-        let api = builder
-            .build()
-            .map_err(|e| Error::ModelFiles(format!("{name}: cannot set up the hub client: {e}")))?;
+        let api =
+            builder.build().map_err(|e| Error::ModelFiles(format!("{name}: cannot set up the hub client: {e}")))?;
         let repo = api.repo(repo);
         let get = |f: &str| fetch(&repo, name, f);
         let siblings: Vec<String> = repo
@@ -141,37 +131,23 @@ impl ModelFiles {
             .collect();
         let has = |f: &str| siblings.iter().any(|s| s == f);
         let weights_file = WEIGHT_CANDIDATES.iter().find(|c| has(c)).ok_or_else(|| {
-            Error::ModelFiles(format!(
-                "{name}: the repository has none of {}",
-                WEIGHT_CANDIDATES.join(", ")
-            ))
+            Error::ModelFiles(format!("{name}: the repository has none of {}", WEIGHT_CANDIDATES.join(", ")))
         })?;
         let config = get("config.json")?;
         let tokenizer = get("tokenizer.json")?;
-        let preprocessor = if has("preprocessor_config.json") {
-            Some(get("preprocessor_config.json")?)
-        } else {
-            None
-        };
+        let preprocessor = if has("preprocessor_config.json") { Some(get("preprocessor_config.json")?) } else { None };
         let first = get(weights_file)?;
         let weights = if weights_file.ends_with(".index.json") {
             shard_names(&first)?.iter().map(|s| get(s)).collect::<Result<_>>()?
         } else {
             vec![first]
         };
-        Ok(Self {
-            name: name.to_string(),
-            config,
-            tokenizer,
-            preprocessor,
-            weights,
-        })
+        Ok(Self { name: name.to_string(), config, tokenizer, preprocessor, weights })
     }
 }
 
 fn fetch(repo: &ApiRepo, name: &str, file: &str) -> Result<PathBuf> {
-    repo.get(file)
-        .map_err(|e| Error::ModelFiles(format!("{name}: cannot download {file}: {e}")))
+    repo.get(file).map_err(|e| Error::ModelFiles(format!("{name}: cannot download {file}: {e}")))
 }
 
 /// The hub cache as the Python `huggingface_hub` finds it: `HF_HUB_CACHE`, else `$HF_HOME/hub`,

@@ -14,11 +14,7 @@ pub fn to_rgb(pixels: &Tensor) -> Result<Vec<RgbImage>> {
     if c != 3 {
         return Err(Error::InvalidInput(format!("expected 3 channels, got {c}")));
     }
-    let data = pixels
-        .to_dtype(DType::F32)?
-        .permute((0, 2, 3, 1))?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let data = pixels.to_dtype(DType::F32)?.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?;
     let per = h * w * 3;
     Ok((0..n)
         .map(|i| {
@@ -34,7 +30,6 @@ pub fn to_rgb(pixels: &Tensor) -> Result<Vec<RgbImage>> {
 /// PNG bytes of an RGB image (the `image` crate's fast default compression).
 pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, ImageFormat::Png)
-        .map_err(|e| Error::Image(e.to_string()))?;
+    img.write_to(&mut out, ImageFormat::Png).map_err(|e| Error::Image(e.to_string()))?;
     Ok(out.into_inner())
 }

@@ -33,12 +33,7 @@ impl LlmCache {
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| Ok((Tensor::zeros(shape, dtype, dev)?, Tensor::zeros(shape, dtype, dev)?)))
             .collect::<Result<_>>()?;
-        Ok(Self {
-            layers,
-            pads,
-            len: 0,
-            capacity,
-        })
+        Ok(Self { layers, pads, len: 0, capacity })
     }
 
     pub fn len(&self) -> usize {
@@ -73,11 +68,8 @@ impl LlmCache {
         let (b, start, t) = (self.pads.len(), self.len, self.len + s);
         let padded = self.pads.iter().any(|&p| p > 0);
         let positions = if padded {
-            let ids: Vec<u32> = self
-                .pads
-                .iter()
-                .flat_map(|&p| (start..t).map(move |j| j.saturating_sub(p) as u32))
-                .collect();
+            let ids: Vec<u32> =
+                self.pads.iter().flat_map(|&p| (start..t).map(move |j| j.saturating_sub(p) as u32)).collect();
             Some(Tensor::from_vec(ids, (b, s), dev)?)
         } else {
             None
@@ -106,17 +98,13 @@ struct Rope {
 impl Rope {
     fn new(cfg: &LlmConfig, dtype: DType, dev: &Device) -> Result<Self> {
         let half = cfg.head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32)
-            .collect();
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32).collect();
         let n = cfg.max_position_embeddings;
         let inv_freq = Tensor::from_vec(inv_freq, (1, half), dev)?;
         let t = Tensor::arange(0u32, n as u32, dev)?.to_dtype(DType::F32)?.reshape((n, 1))?;
         let freqs = t.broadcast_mul(&inv_freq)?;
-        Ok(Self {
-            cos: freqs.cos()?.to_dtype(dtype)?,
-            sin: freqs.sin()?.to_dtype(dtype)?,
-        })
+        Ok(Self { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
     }
 
     /// cos/sin for positions `start..start+s` (shared by all rows) or per-row `positions`.
@@ -249,11 +237,7 @@ impl Block {
         Ok(Self {
             input_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
-            post_attention_layernorm: rms_norm(
-                cfg.hidden_size,
-                cfg.rms_norm_eps,
-                vb.pp("post_attention_layernorm"),
-            )?,
+            post_attention_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
             mlp: Mlp::load(vb.pp("mlp"), cfg)?,
         })
     }
@@ -273,9 +257,8 @@ impl Llama {
     /// `vb` points at `language_model`.
     pub fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
         let m = vb.pp("model");
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Block::load(m.pp(format!("layers.{i}")), cfg))
-            .collect::<Result<_>>()?;
+        let layers =
+            (0..cfg.num_hidden_layers).map(|i| Block::load(m.pp(format!("layers.{i}")), cfg)).collect::<Result<_>>()?;
         let embed_tokens = embedding(cfg.vocab_size, cfg.hidden_size, m.pp("embed_tokens"))?;
         // The original checkpoints store a separate lm_head; a transformers export with tied
         // embeddings omits it, and then the embedding matrix is the head.
@@ -309,10 +292,7 @@ impl Llama {
     pub fn forward(&self, embeds: &Tensor, cache: &mut LlmCache) -> Result<Tensor> {
         let (b, s, _) = embeds.dims3()?;
         if b != cache.batch_size() {
-            return Err(Error::InvalidInput(format!(
-                "batch of {b} rows for a cache of {} rows",
-                cache.batch_size()
-            )));
+            return Err(Error::InvalidInput(format!("batch of {b} rows for a cache of {} rows", cache.batch_size())));
         }
         let offset = cache.len;
         if offset + s > cache.capacity || offset + s > self.cfg.max_position_embeddings {

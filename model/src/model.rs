@@ -13,8 +13,8 @@ use crate::gen::{GenEmbed, GenHead};
 use crate::hub::ModelFiles;
 use crate::llm::Llama;
 use crate::preprocess::PreprocessConfig;
-use crate::vision::VisionEncoder;
 use crate::tokenizer::JanusTokenizer;
+use crate::vision::VisionEncoder;
 use crate::vq::{VqConfig, VqDecoder};
 use crate::weights::Checkpoint;
 
@@ -64,9 +64,9 @@ impl Janus {
         let mut cfg = JanusConfig::from_file(&files.config)?;
         let tokenizer = JanusTokenizer::from_file(&files.tokenizer)?;
         let ckpt = Arc::new(Checkpoint::open(&files.weights)?);
-        let ge = ckpt.shape_of("gen_embed.weight").ok_or_else(|| {
-            Error::Weights("tensor gen_embed.weight is missing from the checkpoint".into())
-        })?;
+        let ge = ckpt
+            .shape_of("gen_embed.weight")
+            .ok_or_else(|| Error::Weights("tensor gen_embed.weight is missing from the checkpoint".into()))?;
         if ge.len() != 2 {
             return Err(Error::Weights(format!("gen_embed.weight has shape {ge:?}, expected 2-D")));
         }
@@ -181,9 +181,7 @@ impl Janus {
                 )));
             }
             if let Some(bad) = t.iter().find(|&&x| x >= k) {
-                return Err(Error::InvalidInput(format!(
-                    "image {i} has token {bad}, outside the codebook (0..{k})"
-                )));
+                return Err(Error::InvalidInput(format!("image {i} has token {bad}, outside the codebook (0..{k})")));
             }
         }
         let mut out = Vec::with_capacity(tokens.len());

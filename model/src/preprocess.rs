@@ -54,14 +54,7 @@ struct SizeJson {
 impl PreprocessConfig {
     /// Janus-Pro's released values for a model whose vision input is `image_size`.
     pub fn janus_default(image_size: usize) -> Self {
-        Self {
-            image_size,
-            min_size: 14,
-            mean: [0.5; 3],
-            std: [0.5; 3],
-            background: [127; 3],
-            normalize: true,
-        }
+        Self { image_size, min_size: 14, mean: [0.5; 3], std: [0.5; 3], background: [127; 3], normalize: true }
     }
 
     /// Reads `preprocessor_config.json` when there is one; the image size must agree with the
@@ -70,10 +63,8 @@ impl PreprocessConfig {
         let mut cfg = Self::janus_default(image_size);
         let Some(path) = path else { return Ok(cfg) };
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let j: PreprocessJson = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+        let j: PreprocessJson =
+            serde_json::from_str(&text).map_err(|e| Error::Config { path: path.to_path_buf(), msg: e.to_string() })?;
         let size = j.image_size.or(j.size.and_then(|s| s.height.or(s.width))).unwrap_or(image_size);
         if size != image_size {
             return Err(Error::Config {
@@ -90,9 +81,7 @@ impl PreprocessConfig {
         if let Some(s) = j.image_std {
             cfg.std = s;
         }
-        cfg.background = j
-            .background_color
-            .unwrap_or_else(|| cfg.mean.map(|m| (m * 255.0) as u8));
+        cfg.background = j.background_color.unwrap_or_else(|| cfg.mean.map(|m| (m * 255.0) as u8));
         if let Some(n) = j.do_normalize {
             cfg.normalize = n;
         }
@@ -207,9 +196,7 @@ fn pil_coeffs(in_size: usize, out_size: usize) -> (Vec<(usize, usize)>, Vec<i32>
         let center = (xx as f64 + 0.5) * scale;
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
-        let ws: Vec<f64> = (0..xmax)
-            .map(|x| bicubic((x as f64 + xmin as f64 - center + 0.5) / filterscale))
-            .collect();
+        let ws: Vec<f64> = (0..xmax).map(|x| bicubic((x as f64 + xmin as f64 - center + 0.5) / filterscale)).collect();
         let total: f64 = ws.iter().sum();
         for (x, w) in ws.iter().enumerate() {
             let w = if total != 0.0 { w / total } else { *w };
@@ -227,34 +214,25 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(Error::Image("the image is empty (0 bytes)".into()));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::Image(e.to_string()))?;
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::Image(e.to_string()))?;
     let Some(format) = reader.format() else {
-        return Err(Error::Image(
-            "unrecognised image format; send PNG, JPEG, WebP or GIF".into(),
-        ));
+        return Err(Error::Image("unrecognised image format; send PNG, JPEG, WebP or GIF".into()));
     };
     if !matches!(
         format,
         image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP | image::ImageFormat::Gif
     ) {
-        return Err(Error::Image(format!(
-            "{format:?} images are not supported; send PNG, JPEG, WebP or GIF"
-        )));
+        return Err(Error::Image(format!("{format:?} images are not supported; send PNG, JPEG, WebP or GIF")));
     }
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| Error::Image(format!("cannot read the {format:?} header: {e}")))?;
+    let (w, h) =
+        reader.into_dimensions().map_err(|e| Error::Image(format!("cannot read the {format:?} header: {e}")))?;
     check_size(w, h)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| Error::Image(format!("cannot decode the {format:?} image: {e}")))?;
+    let img = reader.decode().map_err(|e| Error::Image(format!("cannot decode the {format:?} image: {e}")))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::Image("the image has no pixels".into()));
     }

@@ -27,13 +27,7 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self {
-            cfg_weight: 5.0,
-            temperature: 1.0,
-            top_k: None,
-            top_p: None,
-            greedy: false,
-        }
+        Self { cfg_weight: 5.0, temperature: 1.0, top_k: None, top_p: None, greedy: false }
     }
 }
 
@@ -80,11 +74,7 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(params: SamplingParams, seed: u64) -> Self {
-        Self {
-            params,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            scratch: Vec::new(),
-        }
+        Self { params, rng: ChaCha8Rng::seed_from_u64(seed), scratch: Vec::new() }
     }
 
     /// Picks the next image token from the conditional and unconditional logits of one image.
@@ -208,10 +198,7 @@ mod tests {
         let mut s = Sampler::new(SamplingParams { greedy: true, ..Default::default() }, 0);
         assert_eq!(s.sample(&[0.0, 1.0, 0.5], &[1.0, 0.0, 0.5]), 1);
         // w = 0 → unconditional only.
-        let mut s = Sampler::new(
-            SamplingParams { greedy: true, cfg_weight: 0.0, ..Default::default() },
-            0,
-        );
+        let mut s = Sampler::new(SamplingParams { greedy: true, cfg_weight: 0.0, ..Default::default() }, 0);
         assert_eq!(s.sample(&[0.0, 1.0, 0.5], &[1.0, 0.0, 0.5]), 0);
     }
 

@@ -38,8 +38,7 @@ pub struct JanusTokenizer {
 
 impl JanusTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let inner = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         Self::new(inner, path)
     }
 
@@ -63,10 +62,7 @@ impl JanusTokenizer {
     /// Tokenizes `text` with exactly one leading BOS, whether or not the tokenizer's
     /// post-processor adds one (special-token strings inside `text` map to their ids).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         ids.push(self.special.bos);
         ids.extend_from_slice(enc.get_ids());
@@ -75,9 +71,7 @@ impl JanusTokenizer {
 
     /// Decodes ids to text, dropping special tokens.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))
+        self.inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     pub fn inner(&self) -> &Tokenizer {
@@ -93,9 +87,7 @@ impl JanusTokenizer {
     /// ends, everything in between replaced by the pad token (the reference's layout).
     pub fn uncond_ids(&self, cond: &[u32]) -> Vec<u32> {
         let n = cond.len();
-        (0..n)
-            .map(|i| if i == 0 || i + 1 == n { cond[i] } else { self.special.pad })
-            .collect()
+        (0..n).map(|i| if i == 0 || i + 1 == n { cond[i] } else { self.special.pad }).collect()
     }
 }
 
@@ -111,9 +103,6 @@ mod tests {
 
     #[test]
     fn template_matches_reference() {
-        assert_eq!(
-            t2i_prompt("  a cat "),
-            "<|User|>: a cat\n\n<|Assistant|>:<begin_of_image>"
-        );
+        assert_eq!(t2i_prompt("  a cat "), "<|User|>: a cat\n\n<|Assistant|>:<begin_of_image>");
     }
 }

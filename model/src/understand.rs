@@ -132,11 +132,7 @@ pub struct TextParams {
 
 impl Default for TextParams {
     fn default() -> Self {
-        Self {
-            max_new_tokens: None,
-            sampling: SamplingParams { temperature: 0.0, ..Default::default() },
-            seed: 0,
-        }
+        Self { max_new_tokens: None, sampling: SamplingParams { temperature: 0.0, ..Default::default() }, seed: 0 }
     }
 }
 
@@ -184,10 +180,7 @@ impl Janus {
             None
         } else {
             let dev = self.device();
-            let ts = images
-                .iter()
-                .map(|img| self.preprocess.pixels(img, dev))
-                .collect::<Result<Vec<_>>>()?;
+            let ts = images.iter().map(|img| self.preprocess.pixels(img, dev)).collect::<Result<Vec<_>>>()?;
             Some(Tensor::stack(&ts, 0)?)
         };
         Ok(PreparedPrompt { ids, pixels })

@@ -100,9 +100,7 @@ impl SiglipVit {
         let (_b, _c, h, w) = pixels.dims4()?;
         let s = self.cfg.image_size;
         if h != s || w != s {
-            return Err(crate::Error::InvalidInput(format!(
-                "vision input must be {s}x{s}, got {w}x{h}"
-            )));
+            return Err(crate::Error::InvalidInput(format!("vision input must be {s}x{s}, got {w}x{h}")));
         }
         let x = self.patch_embed.forward(pixels)?.flatten_from(2)?.transpose(1, 2)?; // [b, n, c]
         let mut x = x.broadcast_add(&self.pos_embed)?;

@@ -48,9 +48,7 @@ impl VqConfig {
         let p = "gen_vision_model.";
         let shape = |n: &str| ckpt.shape_of(&format!("{p}{n}"));
         let need = |n: &str| {
-            shape(n).ok_or_else(|| {
-                Error::Weights(format!("VQ decoder tensor {p}{n} is missing from the checkpoint"))
-            })
+            shape(n).ok_or_else(|| Error::Weights(format!("VQ decoder tensor {p}{n} is missing from the checkpoint")))
         };
         let cb = need("quantize.embedding.weight")?;
         let pq = need("post_quant_conv.weight")?;
@@ -90,10 +88,7 @@ impl VqConfig {
 }
 
 fn conv(cin: usize, cout: usize, k: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: k / 2,
-        ..Default::default()
-    };
+    let cfg = Conv2dConfig { padding: k / 2, ..Default::default() };
     Ok(conv2d(cin, cout, k, cfg, vb)?)
 }
 
@@ -116,11 +111,7 @@ impl ResnetBlock {
             conv1: conv(cin, cout, 3, vb.pp("conv1"))?,
             norm2: group_norm(GROUPS, cout, EPS, vb.pp("norm2"))?,
             conv2: conv(cout, cout, 3, vb.pp("conv2"))?,
-            nin_shortcut: if cin != cout {
-                Some(conv(cin, cout, 1, vb.pp("nin_shortcut"))?)
-            } else {
-                None
-            },
+            nin_shortcut: if cin != cout { Some(conv(cin, cout, 1, vb.pp("nin_shortcut"))?) } else { None },
         })
     }
 
@@ -190,9 +181,7 @@ pub struct VqDecoder {
 impl VqDecoder {
     /// `vb` points at `gen_vision_model`.
     pub fn load(vb: VarBuilder, cfg: &VqConfig) -> Result<Self> {
-        let cb = vb
-            .pp("quantize.embedding")
-            .get((cfg.codebook_size, cfg.embed_dim), "weight")?;
+        let cb = vb.pp("quantize.embedding").get((cfg.codebook_size, cfg.embed_dim), "weight")?;
         // F.normalize: x / max(‖x‖₂, 1e-12), done once instead of at every lookup.
         let norm = cb.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
         let codebook = cb.broadcast_div(&norm)?;
@@ -211,14 +200,9 @@ impl VqDecoder {
                     .map(|(j, &(cin, cout))| ResnetBlock::load(lb.pp(format!("res.{j}")), cin, cout))
                     .collect::<Result<Vec<_>>>()?;
                 let out_c = l.res.last().map(|r| r.1).unwrap_or(m);
-                let attn = (0..l.attn)
-                    .map(|j| AttnBlock::load(lb.pp(format!("attn.{j}")), out_c))
-                    .collect::<Result<_>>()?;
-                let upsample = if l.upsample {
-                    Some(conv(out_c, out_c, 3, lb.pp("upsample.conv"))?)
-                } else {
-                    None
-                };
+                let attn =
+                    (0..l.attn).map(|j| AttnBlock::load(lb.pp(format!("attn.{j}")), out_c)).collect::<Result<_>>()?;
+                let upsample = if l.upsample { Some(conv(out_c, out_c, 3, lb.pp("upsample.conv"))?) } else { None };
                 Ok(Level { res, attn, upsample })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -249,9 +233,7 @@ impl VqDecoder {
         let (n, len) = tokens.dims2()?;
         let g = (len as f64).sqrt() as usize;
         if g * g != len {
-            return Err(Error::InvalidInput(format!(
-                "{len} image tokens do not form a square grid"
-            )));
+            return Err(Error::InvalidInput(format!("{len} image tokens do not form a square grid")));
         }
         let z = self
             .codebook

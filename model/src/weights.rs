@@ -41,12 +41,8 @@ pub struct Checkpoint {
 }
 
 /// The weight files of a model directory, in the order we look for them.
-pub const WEIGHT_CANDIDATES: [&str; 4] = [
-    "model.safetensors.index.json",
-    "model.safetensors",
-    "pytorch_model.bin.index.json",
-    "pytorch_model.bin",
-];
+pub const WEIGHT_CANDIDATES: [&str; 4] =
+    ["model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin"];
 
 /// Reads an HF `*.index.json` and returns its shard file names, in first-seen order.
 pub fn shard_names(index: &Path) -> Result<Vec<String>> {
@@ -55,9 +51,8 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
         weight_map: HashMap<String, String>,
     }
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let idx: Index = serde_json::from_str(&text).map_err(|e| {
-        Error::ModelFiles(format!("{}: not a valid weight index: {e}", index.display()))
-    })?;
+    let idx: Index = serde_json::from_str(&text)
+        .map_err(|e| Error::ModelFiles(format!("{}: not a valid weight index: {e}", index.display())))?;
     let mut names: Vec<String> = idx.weight_map.into_values().collect();
     names.sort();
     names.dedup();
@@ -85,11 +80,7 @@ pub fn find_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         }
         return Ok(vec![p]);
     }
-    Err(Error::ModelFiles(format!(
-        "no weights in {}: expected one of {}",
-        dir.display(),
-        WEIGHT_CANDIDATES.join(", ")
-    )))
+    Err(Error::ModelFiles(format!("no weights in {}: expected one of {}", dir.display(), WEIGHT_CANDIDATES.join(", "))))
 }
 
 impl Checkpoint {
@@ -105,31 +96,16 @@ impl Checkpoint {
                 let st = unsafe { MmapedSafetensors::new(p) }
                     .map_err(|e| Error::Weights(format!("{}: {e}", p.display())))?;
                 for (name, view) in st.tensors() {
-                    let dtype = DType::try_from(view.dtype()).map_err(|e| {
-                        Error::Weights(format!("{}: tensor {name}: {e}", p.display()))
-                    })?;
-                    entries.insert(
-                        name,
-                        Entry {
-                            file: i,
-                            shape: view.shape().to_vec(),
-                            dtype,
-                        },
-                    );
+                    let dtype = DType::try_from(view.dtype())
+                        .map_err(|e| Error::Weights(format!("{}: tensor {name}: {e}", p.display())))?;
+                    entries.insert(name, Entry { file: i, shape: view.shape().to_vec(), dtype });
                 }
                 File::Safetensors(st)
             } else {
-                let pth = PthTensors::new(p, None)
-                    .map_err(|e| Error::Weights(format!("{}: {e}", p.display())))?;
+                let pth = PthTensors::new(p, None).map_err(|e| Error::Weights(format!("{}: {e}", p.display())))?;
                 for (name, info) in pth.tensor_infos() {
-                    entries.insert(
-                        name.clone(),
-                        Entry {
-                            file: i,
-                            shape: info.layout.dims().to_vec(),
-                            dtype: info.dtype,
-                        },
-                    );
+                    entries
+                        .insert(name.clone(), Entry { file: i, shape: info.layout.dims().to_vec(), dtype: info.dtype });
                 }
                 File::Pth(pth)
             };
@@ -146,12 +122,7 @@ impl Checkpoint {
                 paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
             )));
         };
-        Ok(Self {
-            paths: paths.to_vec(),
-            files,
-            entries,
-            format,
-        })
+        Ok(Self { paths: paths.to_vec(), files, entries, format })
     }
 
     pub fn format(&self) -> CheckpointFormat {
@@ -160,11 +131,7 @@ impl Checkpoint {
 
     /// The stored dtype of the language model (what the checkpoint was saved in).
     pub fn stored_dtype(&self) -> DType {
-        self.entries
-            .values()
-            .map(|e| e.dtype)
-            .find(|d| d.is_float())
-            .unwrap_or(DType::F32)
+        self.entries.values().map(|e| e.dtype).find(|d| d.is_float()).unwrap_or(DType::F32)
     }
 
     /// The shape of a tensor, asked for by its original name.
@@ -194,9 +161,10 @@ impl Checkpoint {
     }
 
     fn load_stored(&self, name: &str, dev: &Device) -> Result<Tensor> {
-        let entry = self.entries.get(name).ok_or_else(|| {
-            Error::Weights(format!("tensor {name} is missing from the checkpoint"))
-        })?;
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| Error::Weights(format!("tensor {name} is missing from the checkpoint")))?;
         let path = &self.paths[entry.file];
         let t = match &self.files[entry.file] {
             File::Safetensors(st) => st.load(name, dev),
@@ -229,10 +197,7 @@ impl Checkpoint {
                 check_shape(t, shape, &n, &self.file_of(&n))?
             }
             Stored::Fused(parts) => {
-                let ts = parts
-                    .iter()
-                    .map(|n| self.load_stored(n, dev))
-                    .collect::<Result<Vec<_>>>()?;
+                let ts = parts.iter().map(|n| self.load_stored(n, dev)).collect::<Result<Vec<_>>>()?;
                 let t = Tensor::cat(&ts, 0)?;
                 check_shape(t, shape, &parts.join(" + "), &self.file_of(&parts[0]))?
             }
@@ -268,9 +233,7 @@ struct Backend(Arc<Checkpoint>);
 
 impl SimpleBackend for Backend {
     fn get(&self, s: Shape, name: &str, _h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0
-            .load(name, &s, dtype, dev)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        self.0.load(name, &s, dtype, dev).map_err(|e| candle_core::Error::Msg(e.to_string()))
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -302,10 +265,7 @@ fn to_transformers_name(orig: &str) -> Stored {
             let layer = format!("{vm}encoder.layers.{idx}.");
             if let Some(suffix) = tail.strip_prefix("attn.qkv.") {
                 return Stored::Fused(
-                    ["q_proj", "k_proj", "v_proj"]
-                        .iter()
-                        .map(|p| format!("{layer}self_attn.{p}.{suffix}"))
-                        .collect(),
+                    ["q_proj", "k_proj", "v_proj"].iter().map(|p| format!("{layer}self_attn.{p}.{suffix}")).collect(),
                 );
             }
             let tail = tail

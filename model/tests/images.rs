@@ -66,12 +66,7 @@ fn cmyk_jpeg_decodes_to_the_right_colours() {
     let img = load_image(&assets().join("tiny/images/cmyk.jpg")).unwrap().to_rgb8();
     let src = gradient(30, 20);
     assert_eq!(img.dimensions(), src.dimensions());
-    let mean_err: f64 = img
-        .as_raw()
-        .iter()
-        .zip(src.as_raw())
-        .map(|(&a, &b)| (a as f64 - b as f64).abs())
-        .sum::<f64>()
+    let mean_err: f64 = img.as_raw().iter().zip(src.as_raw()).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>()
         / src.as_raw().len() as f64;
     assert!(mean_err < 8.0, "CMYK colours are off by {mean_err:.1} on average (inverted?)");
 }

@@ -57,7 +57,8 @@ fn batch_rows_equal_single_runs_with_different_prompt_lengths() {
         SamplingParams::default(),
         SamplingParams { top_k: Some(20), top_p: Some(0.9), temperature: 0.8, ..Default::default() },
     ] {
-        let jobs: Vec<ImageJob> = prompts.iter().enumerate().map(|(i, p)| job(&model, p, params, 100 + i as u64)).collect();
+        let jobs: Vec<ImageJob> =
+            prompts.iter().enumerate().map(|(i, p)| job(&model, p, params, 100 + i as u64)).collect();
         let (batched, batched_hidden) = run(&model, jobs.clone());
         for (i, j) in jobs.into_iter().enumerate() {
             let (alone, alone_hidden) = run(&model, vec![j]);

@@ -169,7 +169,8 @@ fn bos_appears_once_without_a_post_processor() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("tokenizer.json");
     let mut tok: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny_dir("janus-pro-tiny").join("tokenizer.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(tiny_dir("janus-pro-tiny").join("tokenizer.json")).unwrap())
+            .unwrap();
     tok["post_processor"] = serde_json::Value::Null;
     std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
     let plain = janus::tokenizer::JanusTokenizer::from_file(&path).unwrap();

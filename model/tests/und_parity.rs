@@ -96,7 +96,12 @@ fn prompts_prefill_and_greedy_answers_match() {
             let max = case["generated_ids"].as_array().unwrap().len();
             let params = TextParams { max_new_tokens: Some(max), ..Default::default() };
             let mut streamed = String::new();
-            let out = model.answer(&conv, &params, |t| { streamed.push_str(t); true }).unwrap();
+            let out = model
+                .answer(&conv, &params, |t| {
+                    streamed.push_str(t);
+                    true
+                })
+                .unwrap();
             let mut got = out.token_ids.clone();
             if case["hit_eos"].as_bool().unwrap() {
                 assert_eq!(out.finish_reason, FinishReason::Stop);
@@ -171,7 +176,12 @@ fn multi_turn_conversations_with_several_images() {
     let bad = Conversation::new(vec![Message::user(vec![Part::Text("<image_placeholder> hi".into())])]);
     assert!(model.answer(&bad, &TextParams::default(), |_| true).is_err());
     let mut pieces = 0;
-    let out = model.answer(&conv, &TextParams { max_new_tokens: Some(8), ..Default::default() }, |_| { pieces += 1; false }).unwrap();
+    let out = model
+        .answer(&conv, &TextParams { max_new_tokens: Some(8), ..Default::default() }, |_| {
+            pieces += 1;
+            false
+        })
+        .unwrap();
     assert_eq!(out.finish_reason, FinishReason::Cancelled);
     assert_eq!(pieces, 1);
 }

@@ -98,16 +98,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let prefill = times[0];
     let mut decode_steps: Vec<f64> = times[1..].to_vec();
     decode_steps.sort_by(f64::total_cmp);
-    let pick = |q: f64| decode_steps.get(((decode_steps.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(prefill);
-    let mean = if decode_steps.is_empty() { prefill } else { decode_steps.iter().sum::<f64>() / decode_steps.len() as f64 };
+    let pick =
+        |q: f64| decode_steps.get(((decode_steps.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(prefill);
+    let mean =
+        if decode_steps.is_empty() { prefill } else { decode_steps.iter().sum::<f64>() / decode_steps.len() as f64 };
     let tokens_s = prefill + mean * (total - 1) as f64;
 
     // Decode full grids (unfinished images padded with token 0).
-    let tokens: Vec<Vec<u32>> = batch
-        .tokens()
-        .iter()
-        .map(|t| t.iter().copied().chain(std::iter::repeat(0)).take(total).collect())
-        .collect();
+    let tokens: Vec<Vec<u32>> =
+        batch.tokens().iter().map(|t| t.iter().copied().chain(std::iter::repeat(0)).take(total).collect()).collect();
     let t = Instant::now();
     model.decode_images(&tokens, a.decode_chunk)?;
     let vq_decode_s = t.elapsed().as_secs_f64();
@@ -138,8 +137,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "{} on {} ({}), n = {}, prompt {} tokens, {} image tokens ({} timed)\n\
              load {:.2} s | prefill {:.1} ms | step median {:.2} ms, p90 {:.2} ms\n\
              tokens {:.2} s ({:.0} image tokens/s) | VQ decode {:.2} s | {:.2} images/s | memory {}",
-            r.model, r.device, r.dtype, r.n, r.prompt_tokens, r.image_tokens, r.timed_steps, r.load_s, r.prefill_ms,
-            r.step_ms_median, r.step_ms_p90, r.tokens_s, r.image_tokens_per_s, r.vq_decode_s, r.images_per_s,
+            r.model,
+            r.device,
+            r.dtype,
+            r.n,
+            r.prompt_tokens,
+            r.image_tokens,
+            r.timed_steps,
+            r.load_s,
+            r.prefill_ms,
+            r.step_ms_median,
+            r.step_ms_p90,
+            r.tokens_s,
+            r.image_tokens_per_s,
+            r.vq_decode_s,
+            r.images_per_s,
             r.peak_memory_gib.map_or("n/a".into(), |g| format!("{g:.2} GiB")),
         );
     }
@@ -167,7 +179,13 @@ pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
     if let EngineStatus::Failed(m) = engine.status() {
         anyhow::bail!("{m}");
     }
-    let req = |seed: u64| ImageRequest { prompt: a.prompt.clone(), n: 1, seed, params: SamplingParams::default(), partial_images: 0 };
+    let req = |seed: u64| ImageRequest {
+        prompt: a.prompt.clone(),
+        n: 1,
+        seed,
+        params: SamplingParams::default(),
+        partial_images: 0,
+    };
     let wait = |mut rx: tokio::sync::mpsc::Receiver<ImageEvent>| -> Result<()> {
         while let Some(ev) = rx.blocking_recv() {
             match ev {

@@ -253,8 +253,8 @@ pub struct DescribeArgs {
 }
 
 pub fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => fmt.init(),
@@ -327,13 +327,12 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let seed = a.seed.unwrap_or_else(rand_seed);
     let model = a.model.load()?;
     let jobs = model.t2i_jobs(&a.prompt, n, seed, params)?;
-    eprintln!(
-        "generating {n} image(s) of {0}x{0} with seed {seed}",
-        model.image_size()
-    );
+    eprintln!("generating {n} image(s) of {0}x{0} with seed {seed}", model.image_size());
     let bar = ProgressBar::new(model.num_image_tokens() as u64).with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tokens ({per_sec}, eta {eta})")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tokens ({per_sec}, eta {eta})",
+        )
+        .expect("valid template"),
     );
     let t = Instant::now();
     let tokens = model.generate_tokens(jobs, |done, _| bar.set_position(done as u64))?;

@@ -10,10 +10,7 @@ fn janus() -> Command {
 }
 
 fn tiny() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../assets/tiny/janus-pro-tiny")
-        .display()
-        .to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/janus-pro-tiny").display().to_string()
 }
 
 fn run_ok(c: &mut Command) -> String {
@@ -37,8 +34,14 @@ fn generates_pngs_of_native_size_and_decodes_tokens_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("imgs");
     let tokens = tmp.path().join("tokens.json");
-    let stderr = run_ok(janus().args(["generate", "--model", &tiny(), "--prompt", "a red fox", "-n", "2", "--seed", "3"])
-        .arg("--out").arg(&dir).arg("--tokens-out").arg(&tokens));
+    let stderr = run_ok(
+        janus()
+            .args(["generate", "--model", &tiny(), "--prompt", "a red fox", "-n", "2", "--seed", "3"])
+            .arg("--out")
+            .arg(&dir)
+            .arg("--tokens-out")
+            .arg(&tokens),
+    );
     assert!(stderr.contains("seed 3"), "{stderr}");
     let a = std::fs::read(dir.join("0000.png")).unwrap();
     let b = std::fs::read(dir.join("0001.png")).unwrap();
@@ -57,9 +60,20 @@ fn generates_pngs_of_native_size_and_decodes_tokens_back() {
 
     // Same seed, same bytes; one image goes to a file; env vars work as flags.
     let one = tmp.path().join("one.png");
-    run_ok(janus().args(["generate", "--prompt", "a red fox", "--greedy"]).env("JANUS_MODEL", tiny()).arg("--out").arg(&one));
+    run_ok(
+        janus()
+            .args(["generate", "--prompt", "a red fox", "--greedy"])
+            .env("JANUS_MODEL", tiny())
+            .arg("--out")
+            .arg(&one),
+    );
     let one_again = tmp.path().join("one-again.png");
-    run_ok(janus().args(["generate", "--model", &tiny(), "--prompt", "a red fox", "--greedy"]).arg("--out").arg(&one_again));
+    run_ok(
+        janus()
+            .args(["generate", "--model", &tiny(), "--prompt", "a red fox", "--greedy"])
+            .arg("--out")
+            .arg(&one_again),
+    );
     assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&one_again).unwrap());
 }
 
@@ -69,14 +83,23 @@ fn bad_input_gives_one_line_and_nonzero_exit() {
     let out = tmp.path().join("x.png");
     let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "  "]).arg("--out").arg(&out));
     assert!(e.contains("empty"), "{e}");
-    let e = run_err(janus().args(["generate", "--model", "/nonexistent/model", "--prompt", "a"]).arg("--out").arg(&out));
+    let e =
+        run_err(janus().args(["generate", "--model", "/nonexistent/model", "--prompt", "a"]).arg("--out").arg(&out));
     assert!(e.contains("/nonexistent/model"), "{e}");
-    let e = run_err(janus().args(["generate", "--model", "acme/not-cached", "--prompt", "a"]).arg("--out").arg(&out)
-        .env("HF_HUB_CACHE", tmp.path()));
+    let e = run_err(
+        janus()
+            .args(["generate", "--model", "acme/not-cached", "--prompt", "a"])
+            .arg("--out")
+            .arg(&out)
+            .env("HF_HUB_CACHE", tmp.path()),
+    );
     assert!(e.contains("config.json"), "{e}");
-    let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "a", "--top-p", "2"]).arg("--out").arg(&out));
+    let e =
+        run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "a", "--top-p", "2"]).arg("--out").arg(&out));
     assert!(e.contains("top_p"), "{e}");
-    let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "a", "--device", "cuda"]).arg("--out").arg(&out));
+    let e = run_err(
+        janus().args(["generate", "--model", &tiny(), "--prompt", "a", "--device", "cuda"]).arg("--out").arg(&out),
+    );
     assert!(e.to_lowercase().contains("cuda"), "{e}");
     let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "a", "-n", "2"]).arg("--out").arg(&out));
     assert!(e.contains("directory"), "{e}");
@@ -86,10 +109,24 @@ fn bad_input_gives_one_line_and_nonzero_exit() {
     assert!(e.contains("directory"), "{e}");
     let bad = tmp.path().join("bad.json");
     std::fs::write(&bad, "[[1,2,3]]").unwrap();
-    let e = run_err(janus().args(["decode-tokens", "--model", &tiny()]).arg("--tokens").arg(&bad).arg("--out").arg(tmp.path().join("d.png")));
+    let e = run_err(
+        janus()
+            .args(["decode-tokens", "--model", &tiny()])
+            .arg("--tokens")
+            .arg(&bad)
+            .arg("--out")
+            .arg(tmp.path().join("d.png")),
+    );
     assert!(e.contains("64"), "{e}");
     std::fs::write(&bad, "not json").unwrap();
-    let e = run_err(janus().args(["decode-tokens", "--model", &tiny()]).arg("--tokens").arg(&bad).arg("--out").arg(tmp.path().join("d.png")));
+    let e = run_err(
+        janus()
+            .args(["decode-tokens", "--model", &tiny()])
+            .arg("--tokens")
+            .arg(&bad)
+            .arg("--out")
+            .arg(tmp.path().join("d.png")),
+    );
     assert!(e.contains("JSON"), "{e}");
 }
 
@@ -135,7 +172,10 @@ fn describe_answers_like_the_reference_and_reports_bad_images() {
 
 #[test]
 fn bench_reports_json() {
-    let out = janus().args(["bench", "--model", &tiny(), "-n", "2", "--steps", "8", "--warmup", "2", "--json"]).output().unwrap();
+    let out = janus()
+        .args(["bench", "--model", &tiny(), "-n", "2", "--steps", "8", "--warmup", "2", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["n"], 2);

@@ -202,7 +202,9 @@ fn refuse_all(shared: &Shared, rx: Receiver<Work>, reason: String) {
 
 fn engine_error(e: janus::Error) -> EngineError {
     match e {
-        janus::Error::InvalidInput(m) | janus::Error::Image(m) | janus::Error::Tokenizer(m) => EngineError::InvalidRequest(m),
+        janus::Error::InvalidInput(m) | janus::Error::Image(m) | janus::Error::Tokenizer(m) => {
+            EngineError::InvalidRequest(m)
+        }
         other => {
             let m = other.to_string();
             if m.to_ascii_lowercase().contains("out of memory") {
@@ -626,8 +628,18 @@ mod tests {
     #[test]
     fn concurrent_requests_batch_and_match_sequential_ones() {
         let e = engine_with(64, 300);
-        let prompts = ["a cat", "a red bicycle", "two dogs on a beach", "a lighthouse", "snow", "a bowl of fruit", "a city at night", "an owl"];
-        let rxs: Vec<_> = prompts.iter().enumerate().map(|(i, p)| e.submit_images(image_req(p, 1, i as u64, 0)).unwrap()).collect();
+        let prompts = [
+            "a cat",
+            "a red bicycle",
+            "two dogs on a beach",
+            "a lighthouse",
+            "snow",
+            "a bowl of fruit",
+            "a city at night",
+            "an owl",
+        ];
+        let rxs: Vec<_> =
+            prompts.iter().enumerate().map(|(i, p)| e.submit_images(image_req(p, 1, i as u64, 0)).unwrap()).collect();
         let together: Vec<RgbImage> = rxs.into_iter().map(|rx| collect(rx).1.remove(0)).collect();
         assert_eq!(e.largest_batch(), 8, "the 8 concurrent requests run as one CFG batch");
         for (i, p) in prompts.iter().enumerate() {

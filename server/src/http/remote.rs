@@ -53,10 +53,8 @@ pub fn fetch(url: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
     let host = parsed.host().ok_or("the URL has no host")?;
     let port = parsed.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<_> = (host_for_dns, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
+    let addrs: Vec<_> =
+        (host_for_dns, port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
     if addrs.is_empty() || addrs.iter().any(|a| !is_public(a.ip())) {
         return Err(format!("{host} resolves to a non-public address; only public hosts can be fetched"));
     }
@@ -84,8 +82,23 @@ mod tests {
 
     #[test]
     fn only_public_addresses_pass() {
-        for bad in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-                    "224.0.0.1", "255.255.255.255", "::1", "::", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"] {
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(!is_public(bad.parse().unwrap()), "{bad} must be refused");
         }
         for good in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"] {
