@@ -12,18 +12,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -c "import openai" 2>/dev/null || "$VENV/bin/pip" install -q "openai>=1.40"
 PORT=$("$VENV/bin/python" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
-LOG=$(mktemp)
-"$BIN" serve --model assets/tiny/janus-pro-tiny --device cpu --host 127.0.0.1 --port "$PORT" \
-  --api-key e2e-key >"$LOG" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
-for _ in $(seq 1 300); do
-  if curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1; then break; fi
-  if ! kill -0 $PID 2>/dev/null; then echo "janus serve exited:"; cat "$LOG"; exit 1; fi
-  sleep 0.1
-done
+# shellcheck source=scripts/tiny-server.sh
+source scripts/tiny-server.sh
+start_tiny_server --api-key e2e-key
 "$VENV/bin/python" scripts/e2e_openai.py "http://127.0.0.1:$PORT/v1" assets/tiny/images/wide.png
 # SIGTERM drains and exits 0.
-kill -TERM $PID
-for _ in $(seq 1 100); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
-wait $PID && echo "janus serve exited 0 on SIGTERM"
+stop_tiny_server && echo "janus serve exited 0 on SIGTERM"

@@ -44,16 +44,9 @@ if [ "$want" != "$have" ]; then
 fi
 
 PORT=$(node -e "const s = require('net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })")
-LOG=$(mktemp)
-"$BIN" serve --model assets/tiny/janus-pro-tiny --device cpu --host 127.0.0.1 --port "$PORT" \
-  --api-key "$KEY" --max-batch-images "$MAX_BATCH" >"$LOG" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
-for _ in $(seq 1 300); do
-  if curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1; then break; fi
-  if ! kill -0 $PID 2>/dev/null; then echo "janus serve exited:"; cat "$LOG"; exit 1; fi
-  sleep 0.1
-done
+# shellcheck source=scripts/tiny-server.sh
+source scripts/tiny-server.sh
+start_tiny_server --api-key "$KEY" --max-batch-images "$MAX_BATCH"
 
 status=0
 WEB_E2E_URL="http://127.0.0.1:$PORT/" WEB_E2E_KEY="$KEY" WEB_E2E_MAX_BATCH="$MAX_BATCH" \
@@ -61,9 +54,7 @@ WEB_E2E_URL="http://127.0.0.1:$PORT/" WEB_E2E_KEY="$KEY" WEB_E2E_MAX_BATCH="$MAX
   CHROMIUM="$CHROMIUM" node scripts/web_e2e.mjs || status=$?
 if [ $status -ne 0 ]; then
   echo "--- janus serve log (last 40 lines)"
-  tail -n 40 "$LOG" | sed 's/\x1b\[[0-9;]*m//g'
+  tail -n 40 "$JANUS_LOG_FILE" | sed 's/\x1b\[[0-9;]*m//g'
 fi
-kill -TERM $PID
-for _ in $(seq 1 100); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
-wait $PID || true
+stop_tiny_server || true
 exit $status
