@@ -108,25 +108,21 @@ fn bad_input_gives_one_line_and_nonzero_exit() {
     let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "a", "-n", "2"]).arg("--out").arg(&out));
     assert!(e.contains("directory"), "{e}");
     let bad = tmp.path().join("bad.json");
+    let decode_err = || {
+        run_err(
+            janus()
+                .args(["decode-tokens", "--model", &tiny()])
+                .arg("--tokens")
+                .arg(&bad)
+                .arg("--out")
+                .arg(tmp.path().join("d.png")),
+        )
+    };
     std::fs::write(&bad, "[[1,2,3]]").unwrap();
-    let e = run_err(
-        janus()
-            .args(["decode-tokens", "--model", &tiny()])
-            .arg("--tokens")
-            .arg(&bad)
-            .arg("--out")
-            .arg(tmp.path().join("d.png")),
-    );
+    let e = decode_err();
     assert!(e.contains("64"), "{e}");
     std::fs::write(&bad, "not json").unwrap();
-    let e = run_err(
-        janus()
-            .args(["decode-tokens", "--model", &tiny()])
-            .arg("--tokens")
-            .arg(&bad)
-            .arg("--out")
-            .arg(tmp.path().join("d.png")),
-    );
+    let e = decode_err();
     assert!(e.contains("JSON"), "{e}");
 }
 

@@ -248,6 +248,20 @@ struct Cohort<'m> {
     members: Vec<Member>,
 }
 
+impl Cohort<'_> {
+    /// Each member's images in the batch's image list (members hold consecutive images).
+    fn ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let mut first = 0;
+        self.members
+            .iter()
+            .map(|m| {
+                first += m.images;
+                first - m.images..first
+            })
+            .collect()
+    }
+}
+
 struct TextWork<'m> {
     session: TextSession<'m>,
     tx: mpsc::Sender<ChatEvent>,
@@ -438,12 +452,10 @@ impl<'m> Scheduler<'m> {
         // Drop members whose client went away.
         if c.members.iter().any(|m| m.tx.is_closed()) {
             let mut keep = Vec::new();
-            let mut first = 0;
-            for m in &c.members {
+            for (m, range) in c.members.iter().zip(c.ranges()) {
                 if !m.tx.is_closed() {
-                    keep.extend(first..first + m.images);
+                    keep.extend(range);
                 }
-                first += m.images;
             }
             let gone = c.members.iter().filter(|m| m.tx.is_closed()).count();
             (0..gone).for_each(|_| self.finish_one());
@@ -470,10 +482,8 @@ impl<'m> Scheduler<'m> {
             return true;
         }
         // Finished: decode each member's images and hand them over.
-        let mut first = 0;
-        for m in &c.members {
-            let tokens = c.batch.tokens()[first..first + m.images].to_vec();
-            first += m.images;
+        for (m, range) in c.members.iter().zip(c.ranges()) {
+            let tokens = c.batch.tokens()[range].to_vec();
             let model = self.model;
             match guarded(|| model.decode_images(&tokens, self.opts.decode_chunk)) {
                 Ok(images) => {
@@ -495,10 +505,8 @@ impl<'m> Scheduler<'m> {
     }
 
     fn send_partials(&self, c: &mut Cohort<'m>, done: usize) {
-        let mut first = 0;
-        for m in c.members.iter_mut() {
-            let range = first..first + m.images;
-            first += m.images;
+        let ranges = c.ranges();
+        for (m, range) in c.members.iter_mut().zip(ranges) {
             if m.partial_at.get(m.partials_sent) != Some(&done) {
                 continue;
             }
