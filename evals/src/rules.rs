@@ -388,7 +388,7 @@ pub struct ResultRow {
 }
 
 /// Per-task result: image-level accuracy.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskScore {
     pub tag: String,
     pub correct: usize,
@@ -397,7 +397,7 @@ pub struct TaskScore {
 }
 
 /// §1.9, as summary_scores.py computes it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub images: usize,
     pub prompts: usize,
