@@ -1,11 +1,7 @@
 //! `janus`: run Janus-Pro from the command line, or serve it over HTTP (`janus serve`).
 
-mod bench;
-mod cli;
-mod engine;
-mod http;
-
 use clap::Parser;
+use janus_server::cli;
 
 fn main() {
     let args = cli::Cli::parse();

@@ -61,6 +61,10 @@ struct Shared {
     accepting: AtomicBool,
     /// The most images one cohort has held (for tests and the batching bench).
     largest_batch: AtomicUsize,
+    /// Test-only fault injection: this many upcoming image-batch steps fail as a CUDA
+    /// out-of-memory would.
+    #[cfg(test)]
+    fail_steps: AtomicUsize,
 }
 
 pub struct ModelEngine {
@@ -82,6 +86,8 @@ impl ModelEngine {
             active: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             largest_batch: AtomicUsize::new(0),
+            #[cfg(test)]
+            fail_steps: AtomicUsize::new(0),
         });
         let max_batch_images = opts.max_batch_images.max(1);
         let thread_shared = shared.clone();
@@ -188,7 +194,8 @@ fn engine_thread(opts: EngineOptions, shared: Arc<Shared>, rx: Receiver<Work>) {
 
 /// After a failed load: answer every request with the reason, forever.
 fn refuse_all(shared: &Shared, rx: Receiver<Work>, reason: String) {
-    tracing::error!(%reason, "model failed to load");
+    // `janus serve` reports the reason and exits; embedders see it in `status()`.
+    tracing::debug!(%reason, "model failed to load");
     *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = EngineStatus::Failed(reason.clone());
     for work in rx {
         shared.queued.fetch_sub(1, Ordering::SeqCst);
@@ -207,13 +214,35 @@ fn engine_error(e: janus::Error) -> EngineError {
         }
         other => {
             let m = other.to_string();
-            if m.to_ascii_lowercase().contains("out of memory") {
+            if is_out_of_memory(&m) {
                 EngineError::OutOfMemory(m)
             } else {
                 EngineError::Internal(m)
             }
         }
     }
+}
+
+/// Whether a failure's text says a device or host allocation failed: CUDA's
+/// `CUDA_ERROR_OUT_OF_MEMORY` / "out of memory" (driver), `CUBLAS_STATUS_ALLOC_FAILED`, the
+/// runtime's `cudaErrorMemoryAllocation`, Metal's and the allocator's "failed to allocate" /
+/// "memory allocation of N bytes failed" / ENOMEM's "Cannot allocate memory". candle has no error
+/// kind for it, so this is the one place that reads the text; such a batch fails with 503 and the
+/// server goes on (its tensors are freed when it is dropped).
+pub fn is_out_of_memory(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "out of memory",
+        "out_of_memory",
+        "outofmemory",
+        "alloc_failed",
+        "cudaerrormemoryallocation",
+        "failed to allocate",
+        "memory allocation of",
+        "cannot allocate memory",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 /// Runs `f`, turning a panic into an internal error.
@@ -227,6 +256,9 @@ fn guarded<T>(f: impl FnOnce() -> janus::Result<T>) -> Result<T, EngineError> {
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
             tracing::error!(%msg, "a step panicked");
+            if is_out_of_memory(&msg) {
+                return Err(EngineError::OutOfMemory(msg));
+            }
             Err(EngineError::Internal(format!("the request's work panicked: {msg}")))
         }
     }
@@ -470,7 +502,10 @@ impl<'m> Scheduler<'m> {
         }
         let t = Instant::now();
         let n = c.batch.num_images();
-        if let Err(e) = guarded(|| c.batch.step().map(|_| ())) {
+        if let Err(e) = guarded(|| {
+            self.injected_fault()?;
+            c.batch.step().map(|_| ())
+        }) {
             self.fail_cohort(c, e);
             return false;
         }
@@ -502,6 +537,24 @@ impl<'m> Scheduler<'m> {
             self.finish_one();
         }
         false
+    }
+
+    /// Test builds: fails this step if the test asked for it, with the error candle's CUDA
+    /// backend gives when the device is out of memory.
+    #[cfg(test)]
+    fn injected_fault(&self) -> janus::Result<()> {
+        if self.shared.fail_steps.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            let cuda: Box<dyn std::error::Error + Send + Sync> =
+                "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into();
+            return Err(janus::Error::Candle(candle_core::Error::Cuda(cuda)));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn injected_fault(&self) -> janus::Result<()> {
+        Ok(())
     }
 
     fn send_partials(&self, c: &mut Cohort<'m>, done: usize) {
@@ -740,6 +793,79 @@ mod tests {
         drop(busy);
         drop(queued);
         wait_idle(&e);
+    }
+
+    #[test]
+    fn out_of_memory_texts_are_recognised() {
+        for oom in [
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")",
+            "CUDA out of memory. Tried to allocate 2.00 GiB",
+            "cublas error: CUBLAS_STATUS_ALLOC_FAILED",
+            "cudaErrorMemoryAllocation",
+            "Metal error: failed to allocate buffer",
+            "memory allocation of 17179869184 bytes failed",
+            "Cannot allocate memory (os error 12)",
+        ] {
+            assert!(is_out_of_memory(oom), "{oom}");
+        }
+        for other in [
+            "shape mismatch in matmul, lhs: [2, 3], rhs: [4, 5]",
+            "room for more",
+            "DriverError(CUDA_ERROR_ILLEGAL_ADDRESS)",
+        ] {
+            assert!(!is_out_of_memory(other), "{other}");
+        }
+        let candle = candle_core::Error::Cuda("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into());
+        assert!(matches!(engine_error(janus::Error::Candle(candle)), EngineError::OutOfMemory(_)));
+        let shape = candle_core::Error::Msg("shape mismatch".into());
+        assert!(matches!(engine_error(janus::Error::Candle(shape)), EngineError::Internal(_)));
+    }
+
+    /// A batch step that fails with CUDA's out-of-memory error: every request of that batch gets
+    /// a 503 (OpenAI envelope, Retry-After) through the real router, and the next request runs
+    /// and gives the same images as before the fault.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_out_of_memory_batch_fails_with_503_and_the_engine_recovers() {
+        use axum::body::Body;
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+
+        let e = tokio::task::spawn_blocking(|| engine_with(8, 300)).await.unwrap();
+        let app = crate::http::router(e.clone(), crate::http::HttpConfig::default());
+        let post = |prompt: &str, seed: u64| {
+            let body = serde_json::json!({"prompt": prompt, "n": 2, "seed": seed});
+            let req = axum::http::Request::post("/v1/images/generations")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(req).await.unwrap();
+                let (parts, body) = resp.into_parts();
+                let bytes = body.collect().await.unwrap().to_bytes();
+                let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                (parts.status.as_u16(), parts.headers, json)
+            }
+        };
+        let (status, _, reference) = post("a red fox", 7).await;
+        assert_eq!(status, 200, "{reference}");
+
+        // Two requests that share one batch; its first step runs out of memory.
+        e.shared.fail_steps.store(1, Ordering::SeqCst);
+        let ((s1, h1, b1), (s2, _, b2)) = tokio::join!(post("a red fox", 7), post("a blue bird", 8));
+        for (s, b) in [(s1, &b1), (s2, &b2)] {
+            assert_eq!(s, 503, "{b}");
+            assert_eq!(b["error"]["code"], "out_of_memory", "{b}");
+            assert_eq!(b["error"]["type"], "server_error", "{b}");
+            assert!(b["error"]["message"].as_str().unwrap().contains("out of memory"), "{b}");
+        }
+        assert_eq!(h1.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+        assert_eq!(e.shared.fail_steps.load(Ordering::SeqCst), 0, "exactly one step failed");
+
+        let (status, _, again) = post("a red fox", 7).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["data"], reference["data"], "the images after the fault equal those before it");
+        tokio::task::spawn_blocking(move || wait_idle(&e)).await.unwrap();
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub struct ApiError {
     pub kind: &'static str,
     pub param: Option<String>,
     pub code: Option<&'static str>,
-    /// Seconds for `Retry-After` (429).
+    /// Seconds for `Retry-After` (429 queue full, 503 out of memory).
     pub retry_after: Option<u64>,
 }
 
@@ -151,7 +151,7 @@ impl From<EngineError> for ApiError {
             },
             EngineError::Loading => unavailable("model_loading"),
             EngineError::LoadFailed(_) => unavailable("model_load_failed"),
-            EngineError::OutOfMemory(_) => unavailable("out_of_memory"),
+            EngineError::OutOfMemory(_) => Self { retry_after: Some(1), ..unavailable("out_of_memory") },
             EngineError::ShuttingDown => unavailable("shutting_down"),
             EngineError::InvalidRequest(_) => Self::bad_request(msg),
             EngineError::Internal(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal_error", msg),

@@ -1,6 +1,9 @@
 //! `janus serve`: a tokio runtime (for this subcommand only), the engine, the listener, and
 //! graceful shutdown: on SIGTERM or Ctrl-C stop accepting, tell the engine to drain, let
-//! in-flight requests finish within `--shutdown-grace-secs`, and exit 0.
+//! in-flight requests finish within `--shutdown-grace-secs`, and exit 0. A model that fails to
+//! load (missing shard, truncated file, wrong shape, missing tensor...) ends the process at once
+//! with one error line naming the file and tensor, and a non-zero status: a server that can never
+//! answer should not pass for a live one.
 
 use std::future::IntoFuture;
 use std::sync::atomic::Ordering;
@@ -13,7 +16,7 @@ use tokio::sync::watch;
 use super::{app, HttpConfig, State};
 use crate::cli::ServeArgs;
 use crate::engine::runner::{EngineOptions, ModelEngine};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineStatus};
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -80,6 +83,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             let _ = signalled_tx.send(Some(Instant::now()));
         }
     };
+    let load_failed = load_failure(engine.clone());
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(on_signal);
     let deadline = async {
         let at = *signalled.wait_for(Option::is_some).await.expect("the sender lives until the signal");
@@ -88,6 +92,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tokio::select! {
         r = server.into_future() => r.context("serving HTTP")?,
         _ = deadline => tracing::warn!("grace period over; closing the connections still open"),
+        reason = load_failed => anyhow::bail!("the model failed to load: {reason}"),
     }
     // Connections are closed; let the engine finish (or cancel) what it still holds.
     let until = signalled.borrow().map_or_else(Instant::now, |at| at + grace);
@@ -99,6 +104,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves with the reason if the engine's model fails to load; never resolves once it is ready.
+async fn load_failure(engine: Arc<dyn Engine>) -> String {
+    loop {
+        match engine.status() {
+            EngineStatus::Loading => tokio::time::sleep(Duration::from_millis(20)).await,
+            EngineStatus::Ready => return std::future::pending().await,
+            EngineStatus::Failed(reason) => return reason,
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, not
