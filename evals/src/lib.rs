@@ -5,8 +5,13 @@
 //! * [`rules`]: GenEval's correctness rules and summary, behind `Detector` / `ColorClassifier`
 //!   traits.
 //! * [`scores`]: the files a scored run leaves (`results.jsonl`, `scores.json`).
+//! * [`detector`] (DETR ResNet-50) and [`clip`] (CLIP ViT-L/14 colours): the scoring models on
+//!   candle; [`score`]: `geneval score` and `geneval import`.
 
+pub mod clip;
 pub mod data;
+pub mod detector;
 pub mod generate;
 pub mod rules;
+pub mod score;
 pub mod scores;

@@ -33,6 +33,11 @@ enum GenevalCommand {
     Generate(Box<GenerateArgs>),
     /// Print the selected prompts' metadata lines (as in evaluation_metadata.jsonl).
     Prompts(SelectArgs),
+    /// Score a run folder with DETR + CLIP (GenEval's rules): writes <run>/results.jsonl and
+    /// <run>/scores.json.
+    Score(Box<ScoreArgs>),
+    /// File an official evaluator's results.jsonl under a run folder, with its scores.json.
+    Import(ImportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -175,6 +180,97 @@ fn generate(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args, Debug)]
+struct ScoreArgs {
+    /// The run folder (<run>/<00000..>/metadata.jsonl + samples/*.png).
+    #[arg(env = "JANUS_EVAL_RUN")]
+    run: PathBuf,
+
+    /// Object detector: a DETR hub id (`id@revision`) or a local directory with config.json
+    /// and model.safetensors / pytorch_model.bin.
+    #[arg(long, env = "JANUS_EVAL_DETECTOR", default_value = janus_evals::detector::DEFAULT_DETR)]
+    detector: String,
+
+    /// Colour classifier: a CLIP hub id or a local directory (config.json, tokenizer.json,
+    /// weights).
+    #[arg(long, env = "JANUS_EVAL_CLIP", default_value = janus_evals::clip::DEFAULT_CLIP)]
+    clip: String,
+
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "JANUS_EVAL_DEVICE", default_value = "auto")]
+    device: String,
+
+    /// The image generator's name for scores.json (default: from <run>/run.json).
+    #[arg(long, env = "JANUS_EVAL_MODEL_NAME")]
+    model_name: Option<String>,
+
+    /// Overwrite imported official scores in the run folder.
+    #[arg(long, env = "JANUS_EVAL_FORCE")]
+    force: bool,
+
+    /// No progress bar.
+    #[arg(long, env = "JANUS_EVAL_QUIET")]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// The official evaluator's results.jsonl (evaluation/evaluate_images.py --outfile).
+    #[arg(env = "JANUS_EVAL_RESULTS")]
+    results: PathBuf,
+
+    /// The run folder to file it under (created if needed).
+    #[arg(long, env = "JANUS_EVAL_RUN")]
+    run: PathBuf,
+
+    /// The image generator's name for scores.json (default: from <run>/run.json).
+    #[arg(long, env = "JANUS_EVAL_MODEL_NAME")]
+    model_name: Option<String>,
+
+    /// Overwrite an existing results.jsonl in the run folder.
+    #[arg(long, env = "JANUS_EVAL_FORCE")]
+    force: bool,
+}
+
+fn score(a: ScoreArgs) -> Result<()> {
+    use janus_evals::score::{report, score_run, ScoreOptions};
+    // Check the run before loading models (minutes on a cold cache).
+    janus_evals::score::list_run(&a.run)?;
+    if a.model_name.is_none() {
+        janus_evals::score::model_from_run_json(&a.run)?;
+    }
+    let dev = janus::select_device(&a.device)?;
+    let t = std::time::Instant::now();
+    let detector = janus_evals::detector::Detr::open(&a.detector, &dev)?;
+    let clip = janus_evals::clip::Clip::open(&a.clip, &dev)?;
+    eprintln!(
+        "scoring {} with {} and {} ({:?}; models loaded in {:.1}s)",
+        a.run.display(),
+        janus_evals::rules::Detector::name(&detector),
+        janus_evals::rules::ColorClassifier::name(&clip),
+        dev,
+        t.elapsed().as_secs_f64()
+    );
+    let opts = ScoreOptions {
+        run: a.run.clone(),
+        model_name: a.model_name.clone(),
+        rules: Default::default(),
+        progress: !a.quiet,
+        force: a.force,
+    };
+    let m = score_run(&detector, &clip, &opts)?;
+    print!("{}", report(&m));
+    eprintln!("wrote {} and {}", a.run.join("results.jsonl").display(), a.run.join("scores.json").display());
+    Ok(())
+}
+
+fn import(a: ImportArgs) -> Result<()> {
+    let m = janus_evals::score::import_official(&a.results, &a.run, a.model_name.as_deref(), a.force)?;
+    print!("{}", janus_evals::score::report(&m));
+    eprintln!("wrote {} and {}", a.run.join("results.jsonl").display(), a.run.join("scores.json").display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Geneval { command: GenevalCommand::Generate(a) } => generate(*a),
@@ -184,6 +280,8 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Geneval { command: GenevalCommand::Score(a) } => score(*a),
+        Command::Geneval { command: GenevalCommand::Import(a) } => import(a),
         Command::Licenses => {
             println!("{}\n\n{}", data::GENEVAL_SOURCE, data::DPG_SOURCE);
             Ok(())

@@ -1,0 +1,214 @@
+//! `geneval score` end to end with the tiny DETR + tiny CLIP (`assets/tiny-eval/`), and
+//! `geneval import` with a hand-written official results.jsonl. Tiny-weight scores are
+//! meaningless; only the plumbing and the file contract are checked.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use image::{Rgb, RgbImage};
+use janus_evals::clip::Clip;
+use janus_evals::detector::Detr;
+use janus_evals::rules::{summarize, Metadata, RuleOptions};
+use janus_evals::score::{self, ScoreOptions, IMPORTED_SCORER, OFFICIAL_CLASSIFIER, OFFICIAL_DETECTOR};
+use janus_evals::scores::{read_manifest, read_results};
+
+fn assets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny-eval")
+}
+
+fn models() -> (Detr, Clip) {
+    let d = Detr::open(assets().join("detr-tiny").to_str().unwrap(), &Device::Cpu).unwrap();
+    let c = Clip::open(assets().join("clip-tiny").to_str().unwrap(), &Device::Cpu).unwrap();
+    (d, c)
+}
+
+const PROMPTS: [&str; 3] = [
+    r#"{"tag": "single_object", "include": [{"class": "person", "count": 1}], "prompt": "a photo of a person"}"#,
+    r#"{"tag": "colors", "include": [{"class": "car", "count": 1, "color": "red"}], "prompt": "a photo of a red car"}"#,
+    r#"{"tag": "counting", "include": [{"class": "person", "count": 2}], "exclude": [{"class": "person", "count": 3}], "prompt": "a photo of two persons"}"#,
+];
+
+fn drawn(i: u32) -> RgbImage {
+    RgbImage::from_fn(96, 80, |x, y| {
+        if (x / 16 + y / 16 + i) % 3 == 0 {
+            Rgb([200, 40, 30])
+        } else {
+            Rgb([(x * 2) as u8, (y * 3) as u8, (40 * i) as u8])
+        }
+    })
+}
+
+/// A run in the official layout: 3 prompts × 2 samples, plus files the evaluator ignores.
+fn make_run(dir: &Path) {
+    for (i, line) in PROMPTS.iter().enumerate() {
+        let p = dir.join(format!("{i:05}"));
+        fs::create_dir_all(p.join("samples")).unwrap();
+        fs::write(p.join("metadata.jsonl"), line).unwrap();
+        for s in 0..2u32 {
+            drawn(i as u32 * 2 + s).save(p.join("samples").join(format!("{s:04}.png"))).unwrap();
+        }
+        fs::write(p.join("samples/notes.txt"), "ignored").unwrap();
+        drawn(9).save(p.join("grid.png")).unwrap();
+    }
+    fs::write(
+        dir.join("run.json"),
+        r#"{"benchmark": "geneval", "backend": {"kind": "in-process", "model": "tiny-janus"}}"#,
+    )
+    .unwrap();
+    fs::create_dir_all(dir.join("not-a-prompt")).unwrap();
+}
+
+fn opts(run: &Path) -> ScoreOptions {
+    ScoreOptions {
+        run: run.to_path_buf(),
+        model_name: None,
+        rules: RuleOptions::default(),
+        progress: false,
+        force: false,
+    }
+}
+
+#[test]
+fn scores_a_run_in_the_official_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    make_run(&run);
+    let (d, c) = models();
+    let m = score::score_run(&d, &c, &opts(&run)).unwrap();
+
+    let rows = read_results(&run.join("results.jsonl")).unwrap();
+    assert_eq!(rows.len(), 6);
+    for (k, r) in rows.iter().enumerate() {
+        let (i, s) = (k / 2, k % 2);
+        assert_eq!(r.filename, format!("{}/{i:05}/samples/{s:04}.png", run.display()));
+        assert_eq!(r.metadata, PROMPTS[i]);
+        let meta: Metadata = serde_json::from_str(&r.metadata).unwrap();
+        assert_eq!((r.tag.as_str(), r.prompt.as_str()), (meta.tag.as_str(), meta.prompt.as_str()));
+        assert_eq!(r.correct, r.reason.is_empty());
+        // details: a JSON string of {class: [[x1, y1, x2, y2, score], ...]}
+        let details: serde_json::Value = serde_json::from_str(r.details.as_str().unwrap()).unwrap();
+        for boxes in details.as_object().unwrap().values() {
+            assert!(boxes.as_array().unwrap().iter().all(|b| b.as_array().unwrap().len() == 5));
+        }
+    }
+    let summary = summarize(&rows.iter().map(|r| r.row()).collect::<Vec<_>>());
+    let on_disk = read_manifest(&run.join("scores.json")).unwrap();
+    assert_eq!(on_disk, m);
+    assert_eq!(on_disk.summary, summary);
+    assert_eq!(on_disk.benchmark, "geneval");
+    assert_eq!(on_disk.model, "tiny-janus");
+    assert!(on_disk.detector.starts_with("DETR ResNet-50 (") && on_disk.classifier.starts_with("CLIP ViT-L/14 ("));
+    assert!(on_disk.scorer.starts_with("janus-eval "));
+    assert_eq!(summary.images, 6);
+    assert_eq!(summary.prompts, 3);
+
+    let text = score::report(&on_disk);
+    for needle in ["tiny-janus", "DETR ResNet-50", "CLIP ViT-L/14", "single_object", "overall"] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+
+    // --model-name wins over run.json.
+    let mut o = opts(&run);
+    o.model_name = Some("named".into());
+    assert_eq!(score::score_run(&d, &c, &o).unwrap().model, "named");
+}
+
+#[test]
+fn bad_runs_fail_with_one_clear_line() {
+    let (d, c) = models();
+    let tmp = tempfile::tempdir().unwrap();
+
+    let missing = tmp.path().join("missing");
+    let e = score::score_run(&d, &c, &ScoreOptions { model_name: Some("m".into()), ..opts(&missing) }).unwrap_err();
+    assert!(e.to_string().contains("no such run folder"), "{e}");
+
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let e = score::list_run(&empty).unwrap_err().to_string();
+    assert!(e.contains("no prompt folders"), "{e}");
+
+    let run = tmp.path().join("run");
+    make_run(&run);
+    fs::remove_file(run.join("run.json")).unwrap();
+    let e = score::score_run(&d, &c, &opts(&run)).unwrap_err().to_string();
+    assert!(e.contains("--model-name"), "{e}");
+
+    fs::write(run.join("00001/samples/0001.png"), b"not a png").unwrap();
+    let e = score::score_run(&d, &c, &ScoreOptions { model_name: Some("m".into()), ..opts(&run) }).unwrap_err();
+    assert!(e.to_string().contains("00001/samples/0001.png: cannot read the image"), "{e}");
+
+    fs::write(run.join("00002/metadata.jsonl"), "[1, 2]").unwrap();
+    let e = score::list_run(&run).unwrap_err().to_string();
+    assert!(e.contains("00002/metadata.jsonl: not one GenEval metadata object"), "{e}");
+
+    fs::remove_file(run.join("00002/metadata.jsonl")).unwrap();
+    let e = score::list_run(&run).unwrap_err().to_string();
+    assert!(e.contains("00002/metadata.jsonl: cannot read it"), "{e}");
+}
+
+/// Rows as the official evaluator writes them (pandas `to_json(orient="records", lines=True)`:
+/// escaped slashes, `metadata` and `details` as JSON strings).
+const OFFICIAL: &str = r#"{"filename":"\/data\/janus\/00000\/samples\/0000.png","tag":"single_object","prompt":"a photo of a bench","correct":true,"reason":"","metadata":"{\"tag\": \"single_object\", \"include\": [{\"class\": \"bench\", \"count\": 1}], \"prompt\": \"a photo of a bench\"}","details":"{\"bench\": [[12.0, 30.5, 300.0, 280.25, 0.98]]}"}
+{"filename":"\/data\/janus\/00000\/samples\/0001.png","tag":"single_object","prompt":"a photo of a bench","correct":false,"reason":"expected bench>=1, found 0","metadata":"{\"tag\": \"single_object\", \"include\": [{\"class\": \"bench\", \"count\": 1}], \"prompt\": \"a photo of a bench\"}","details":"{}"}
+{"filename":"\/data\/janus\/00080\/samples\/0000.png","tag":"two_object","prompt":"a photo of a bench and a cat","correct":true,"reason":"","metadata":"{\"tag\": \"two_object\", \"include\": [{\"class\": \"bench\", \"count\": 1}, {\"class\": \"cat\", \"count\": 1}], \"prompt\": \"a photo of a bench and a cat\"}","details":"{\"bench\": [[1.0, 2.0, 3.0, 4.0, 0.5]], \"cat\": [[5.0, 6.0, 7.0, 8.0, 0.9]]}"}
+"#;
+
+#[test]
+fn imports_official_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("official.jsonl");
+    fs::write(&src, OFFICIAL).unwrap();
+    let run = tmp.path().join("official-run");
+    let m = score::import_official(&src, &run, Some("Janus-Pro-7B"), false).unwrap();
+    assert_eq!(m.scorer, IMPORTED_SCORER);
+    assert_eq!(m.detector, OFFICIAL_DETECTOR);
+    assert_eq!(m.classifier, OFFICIAL_CLASSIFIER);
+    assert_eq!(m.model, "Janus-Pro-7B");
+    let rows = read_results(&run.join("results.jsonl")).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].filename, "/data/janus/00000/samples/0000.png");
+    assert_eq!(read_manifest(&run.join("scores.json")).unwrap(), m);
+    assert_eq!(m.summary, summarize(&rows.iter().map(|r| r.row()).collect::<Vec<_>>()));
+    assert_eq!((m.summary.tasks[0].score, m.summary.tasks[1].score, m.summary.overall), (0.5, 1.0, 0.75));
+    assert_eq!(m.summary.prompts, 2);
+
+    // Never silently over an existing results.jsonl; --force replaces it.
+    let e = score::import_official(&src, &run, Some("x"), false).unwrap_err().to_string();
+    assert!(e.contains("exists"), "{e}");
+    score::import_official(&src, &run, Some("x"), true).unwrap();
+
+    // An imported folder is not overwritten by `score` unless forced.
+    let (d, c) = models();
+    make_run(&run);
+    let e = score::score_run(&d, &c, &opts(&run)).unwrap_err().to_string();
+    assert!(e.contains("imported official scores"), "{e}");
+}
+
+#[test]
+fn import_rejects_bad_rows_naming_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("r");
+    let src = tmp.path().join("bad.jsonl");
+    let first = OFFICIAL.lines().next().unwrap();
+
+    fs::write(&src, format!("{first}\n{{\"filename\": 1}}\n")).unwrap();
+    let e = format!("{:#}", score::import_official(&src, &run, Some("m"), false).unwrap_err());
+    assert!(e.contains("bad.jsonl:2: not a result row"), "{e}");
+
+    fs::write(&src, first.replace("\"tag\":\"single_object\"", "\"tag\":\"colours\"")).unwrap();
+    let e = score::import_official(&src, &run, Some("m"), false).unwrap_err().to_string();
+    assert!(e.contains("row 1: unknown tag"), "{e}");
+
+    fs::write(&src, first.replace("\"prompt\":\"a photo of a bench\"", "\"prompt\":\"a bench\"")).unwrap();
+    let e = score::import_official(&src, &run, Some("m"), false).unwrap_err().to_string();
+    assert!(e.contains("differ from the row's metadata"), "{e}");
+
+    fs::write(&src, "\n").unwrap();
+    let e = score::import_official(&src, &run, Some("m"), false).unwrap_err().to_string();
+    assert!(e.contains("no result rows"), "{e}");
+
+    fs::write(&src, first).unwrap();
+    let e = score::import_official(&src, &run, None, false).unwrap_err().to_string();
+    assert!(e.contains("--model-name"), "{e}");
+}
