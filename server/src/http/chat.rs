@@ -62,7 +62,7 @@ pub fn decode_image(bytes: &[u8], param: &str) -> Result<DynamicImage, ApiError>
 }
 
 /// Base64 with or without padding, ignoring line breaks; the URL-safe alphabet as a fallback.
-fn decode_base64(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
+pub fn decode_base64(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
     const CFG: GeneralPurposeConfig =
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     const STD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, CFG);
@@ -78,7 +78,7 @@ fn decode_base64(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
 }
 
 /// A part before its image is decoded.
-enum Pending {
+pub enum Pending {
     Text(String),
     /// An image, and the JSON path for errors.
     Image {
@@ -88,7 +88,7 @@ enum Pending {
 }
 
 /// Where a chat image comes from.
-enum ImageSource {
+pub enum ImageSource {
     /// The base64 payload of a data URL.
     Base64(String),
     /// An http(s) URL to fetch (only with `--allow-remote-images`).
@@ -97,7 +97,7 @@ enum ImageSource {
 
 /// The image behind a `data:image/...;base64,` URL (or, when allowed, an http(s) URL), or the
 /// 400 that explains what to send.
-fn image_source(url: &str, param: &str, allow_remote: bool) -> Result<ImageSource, ApiError> {
+pub fn image_source(url: &str, param: &str, allow_remote: bool) -> Result<ImageSource, ApiError> {
     const HOW: &str = "send the image inline as a `data:image/<format>;base64,<data>` URL";
     if let Some(rest) = url.strip_prefix("data:") {
         let Some((meta, data)) = rest.split_once(',') else {
@@ -202,17 +202,18 @@ fn content_parts(
 }
 
 /// Validated chat request, before images are decoded.
-struct ChatPlan {
-    system: Option<String>,
-    turns: Vec<(Role, Vec<Pending>)>,
-    temperature: f32,
-    top_p: Option<f32>,
-    seed: u64,
-    stream: bool,
-    include_usage: bool,
+pub struct ChatPlan {
+    pub system: Option<String>,
+    pub turns: Vec<(Role, Vec<Pending>)>,
+    pub temperature: f32,
+    pub top_p: Option<f32>,
+    pub seed: u64,
+    pub stream: bool,
+    pub include_usage: bool,
 }
 
-fn plan(req: ChatCompletionRequest, allow_remote: bool) -> Result<ChatPlan, ApiError> {
+/// Checks every field and content part of a chat request (the handler's first step).
+pub fn plan(req: ChatCompletionRequest, allow_remote: bool) -> Result<ChatPlan, ApiError> {
     let temperature = req.temperature.unwrap_or(0.0);
     if !(0.0..=2.0).contains(&temperature) {
         return Err(ApiError::field("temperature", format!("must be between 0 and 2; got {temperature}")));
@@ -276,9 +277,9 @@ fn plan(req: ChatCompletionRequest, allow_remote: bool) -> Result<ChatPlan, ApiE
     })
 }
 
-/// Decodes every image (blocking) and builds the conversation.
-/// Decodes (and, for remote URLs, fetches, at most `max_bytes`) the images: blocking work.
-fn conversation(
+/// Decodes every image (and, for remote URLs, fetches it, at most `max_bytes`) and builds the
+/// conversation: blocking work.
+pub fn conversation(
     system: Option<String>,
     turns: Vec<(Role, Vec<Pending>)>,
     max_bytes: usize,

@@ -31,7 +31,7 @@ const MAX_PROMPT_CHARS: usize = 32_000;
 
 /// A validated image request (everything but `size`, which needs the loaded model).
 #[derive(Debug)]
-struct Plan {
+pub struct Plan {
     n: usize,
     seed: u64,
     params: SamplingParams,
@@ -40,7 +40,8 @@ struct Plan {
     url: bool,
 }
 
-fn plan(req: &ImageGenerationRequest, cfg: &HttpConfig) -> Result<Plan, ApiError> {
+/// Checks every field of an image request against its limit (the handler's first step).
+pub fn plan(req: &ImageGenerationRequest, cfg: &HttpConfig) -> Result<Plan, ApiError> {
     if req.prompt.trim().is_empty() {
         return Err(ApiError::field("prompt", "must not be empty"));
     }
@@ -103,7 +104,8 @@ fn plan(req: &ImageGenerationRequest, cfg: &HttpConfig) -> Result<Plan, ApiError
     })
 }
 
-fn check_size(size: Option<&str>, image_size: usize) -> Result<String, ApiError> {
+/// `size` against the loaded model's native size.
+pub fn check_size(size: Option<&str>, image_size: usize) -> Result<String, ApiError> {
     let native = format!("{image_size}x{image_size}");
     match size {
         None | Some("auto") => Ok(native),
@@ -371,36 +373,18 @@ fn form_error(e: MultipartError, limit: usize) -> ApiError {
     }
 }
 
-/// Describe an uploaded image, or answer a question about it (multipart form: `image` file,
-/// optional `question` and `max_tokens`). For `curl -F image=@photo.jpg`.
-#[utoipa::path(
-    post,
-    path = "/v1/images/describe",
-    tag = "images",
-    security(("api_key" = [])),
-    request_body(content = DescribeForm, content_type = "multipart/form-data"),
-    responses(
-        (status = 200, description = "The answer", body = DescribeResponse),
-        (status = 400, description = "A missing or invalid form field, or an undecodable image", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Body over --max-body-bytes", body = ErrorResponse),
-        (status = 415, description = "An image format we do not read", body = ErrorResponse),
-        (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
-        (status = 500, description = "Internal fault (the server keeps serving)", body = ErrorResponse),
-        (status = 503, description = "Loading, failed to load, out of memory, or shutting down", body = ErrorResponse),
-    )
-)]
-pub async fn describe(
-    State(state): State<AppState>,
-    form: Result<Multipart, MultipartRejection>,
-) -> Result<Json<DescribeResponse>, ApiError> {
-    let limit = state.cfg.max_body_bytes;
-    let mut form = form.map_err(|e| {
-        ApiError::bad_request(format!(
-            "send a multipart/form-data body with an `image` file (and optional `question`, `max_tokens`): {}",
-            e.body_text()
-        ))
-    })?;
+/// The fields of a describe form, checked (the image is not decoded yet).
+#[derive(Debug)]
+pub struct DescribeInput {
+    pub image: axum::body::Bytes,
+    pub question: String,
+    /// As given; [`max_tokens`] checks it against the model's context.
+    pub max_tokens: Option<i64>,
+}
+
+/// Reads and checks the describe form: one `image` file, optional `question` and `max_tokens`,
+/// nothing else; over `limit` bytes → 413.
+pub async fn describe_form(mut form: Multipart, limit: usize) -> Result<DescribeInput, ApiError> {
     let (mut image, mut question, mut max_tokens_text) = (None, None, None);
     while let Some(field) = form.next_field().await.map_err(|e| form_error(e, limit))? {
         let name = field.name().unwrap_or("").to_string();
@@ -430,6 +414,40 @@ pub async fn describe(
                 .map_err(|_| ApiError::field("max_tokens", format!("must be an integer; got `{t}`")))?,
         ),
     };
+    Ok(DescribeInput { image, question, max_tokens: max_tokens_given })
+}
+
+/// Describe an uploaded image, or answer a question about it (multipart form: `image` file,
+/// optional `question` and `max_tokens`). For `curl -F image=@photo.jpg`.
+#[utoipa::path(
+    post,
+    path = "/v1/images/describe",
+    tag = "images",
+    security(("api_key" = [])),
+    request_body(content = DescribeForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The answer", body = DescribeResponse),
+        (status = 400, description = "A missing or invalid form field, or an undecodable image", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Body over --max-body-bytes", body = ErrorResponse),
+        (status = 415, description = "An image format we do not read", body = ErrorResponse),
+        (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
+        (status = 500, description = "Internal fault (the server keeps serving)", body = ErrorResponse),
+        (status = 503, description = "Loading, failed to load, out of memory, or shutting down", body = ErrorResponse),
+    )
+)]
+pub async fn describe(
+    State(state): State<AppState>,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<Json<DescribeResponse>, ApiError> {
+    let form = form.map_err(|e| {
+        ApiError::bad_request(format!(
+            "send a multipart/form-data body with an `image` file (and optional `question`, `max_tokens`): {}",
+            e.body_text()
+        ))
+    })?;
+    let DescribeInput { image, question, max_tokens: max_tokens_given } =
+        describe_form(form, state.cfg.max_body_bytes).await?;
     let info = state.model_info()?;
     let max_new_tokens = max_tokens(max_tokens_given, "max_tokens", info.context_length)?;
     let img = blocking(move || decode_image(&image, "image")).await??;

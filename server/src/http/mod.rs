@@ -20,16 +20,16 @@
 //! | `serve.rs` | `janus serve`: runtime, engine, listener, graceful shutdown |
 //! | `web.rs` | the browser playground at `/` (`assets/web/`, embedded) |
 
-mod chat;
-mod error;
+pub mod chat;
+pub mod error;
 mod files;
-mod images;
+pub mod images;
 mod observe;
 mod openapi;
 mod probes;
-mod remote;
+pub mod remote;
 mod serve;
-mod types;
+pub mod types;
 mod web;
 
 #[cfg(test)]
@@ -68,8 +68,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// The engine's batch limit; `n` may not exceed it.
     pub max_batch_images: usize,
-    /// Whether http(s) image URLs in chat messages are allowed (fetching is not implemented in
-    /// this build, so they are refused either way, with different messages).
+    /// Whether http(s) image URLs in chat messages are fetched (public addresses only, checked at
+    /// the one DNS lookup; see `remote.rs`); off by default.
     pub allow_remote_images: bool,
     /// How long `response_format=url` images stay downloadable.
     pub file_ttl: Duration,

@@ -2,11 +2,22 @@
 //!
 //! Guarded the way a server on a private network must be: only public addresses (no loopback,
 //! private, link-local, CGNAT, multicast or unspecified ones, IPv4 or IPv6), no redirects (a
-//! redirect could lead to such an address), a whole-request timeout, and a size limit applied
-//! while reading.
+//! redirect could lead to such an address), no proxy from the environment, a whole-request
+//! timeout, and a size limit applied while reading.
+//!
+//! DNS rebinding: the host is resolved exactly once, by [`PublicOnly`], the agent's resolver. It
+//! refuses the request if any address is not public and hands the checked addresses to the
+//! connector, which connects to exactly those; the Host header and TLS name still come from the
+//! URL. There is no second lookup that a short-TTL record could answer differently.
 
-use std::net::{IpAddr, ToSocketAddrs};
+use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
+
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// How long one fetch may take, connection and body included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,28 +54,56 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// The agent's resolver: resolves with `inner` (the system resolver, within the request's
+/// timeout) and passes the addresses on only if every one of them is public.
+#[derive(Debug)]
+pub struct PublicOnly<R = DefaultResolver>(pub R);
+
+/// Starts the message of a refused destination (tests and callers match on it).
+pub const NON_PUBLIC: &str = "resolves to a non-public address";
+
+impl<R: Resolver> Resolver for PublicOnly<R> {
+    fn resolve(&self, uri: &Uri, config: &Config, timeout: NextTimeout) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let addrs = self.0.resolve(uri, config, timeout)?;
+        let host = uri.host().unwrap_or("the host");
+        if addrs.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+            return Err(ureq::Error::Io(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{host} {NON_PUBLIC} ({}); only public hosts can be fetched", bad.ip()),
+            )));
+        }
+        Ok(addrs)
+    }
+}
+
 /// Downloads the image at `url` (at most `max_bytes`), refusing non-public destinations.
 pub fn fetch(url: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
-    let parsed: ureq::http::Uri = url.parse().map_err(|e| format!("not a valid URL: {e}"))?;
+    fetch_with(url, max_bytes, PublicOnly(DefaultResolver::default()))
+}
+
+fn fetch_with(url: &str, max_bytes: usize, resolver: impl Resolver) -> Result<Vec<u8>, String> {
+    let parsed: Uri = url.parse().map_err(|e| format!("not a valid URL: {e}"))?;
     let scheme = parsed.scheme_str().unwrap_or("");
     if scheme != "http" && scheme != "https" {
         return Err("only http and https URLs can be fetched".into());
     }
-    let host = parsed.host().ok_or("the URL has no host")?;
-    let port = parsed.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-    let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<_> =
-        (host_for_dns, port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
-    if addrs.is_empty() || addrs.iter().any(|a| !is_public(a.ip())) {
-        return Err(format!("{host} resolves to a non-public address; only public hosts can be fetched"));
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let config = Config::builder()
         .timeout_global(Some(FETCH_TIMEOUT))
         .max_redirects(0)
         .http_status_as_error(false)
-        .build()
-        .into();
-    let mut resp = agent.get(url).call().map_err(|e| format!("fetching the image failed: {e}"))?;
+        .proxy(None)
+        .build();
+    let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), resolver);
+    let mut resp = agent.get(url).call().map_err(|e| match e {
+        ureq::Error::Io(io) if io.kind() == io::ErrorKind::PermissionDenied => io.to_string(),
+        e => format!("fetching the image failed: {e}"),
+    })?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("fetching the image returned HTTP {}", status.as_u16()));
@@ -108,9 +147,65 @@ mod tests {
 
     #[test]
     fn loopback_and_odd_urls_are_refused_before_connecting() {
-        assert!(fetch("http://127.0.0.1:9/x.png", 1000).unwrap_err().contains("non-public"));
-        assert!(fetch("http://localhost/x.png", 1000).unwrap_err().contains("non-public"));
-        assert!(fetch("http://[::1]/x.png", 1000).unwrap_err().contains("non-public"));
+        assert!(fetch("http://127.0.0.1:9/x.png", 1000).unwrap_err().contains(NON_PUBLIC));
+        assert!(fetch("http://localhost/x.png", 1000).unwrap_err().contains(NON_PUBLIC));
+        assert!(fetch("http://[::1]/x.png", 1000).unwrap_err().contains(NON_PUBLIC));
+        assert!(fetch("http://169.254.169.254/latest/meta-data", 1000).unwrap_err().contains(NON_PUBLIC));
         assert!(fetch("ftp://example.com/x.png", 1000).is_err());
+        assert!(fetch("http:///x.png", 1000).is_err());
+    }
+
+    /// A name (not an IP literal) that resolves to loopback is refused, and no connection is made
+    /// to the listener behind it.
+    #[test]
+    fn a_name_resolving_to_loopback_is_refused_without_connecting() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let e = fetch(&format!("http://localhost:{port}/x.png"), 1000).unwrap_err();
+        assert!(e.contains(NON_PUBLIC) && e.contains("localhost"), "{e}");
+        assert!(listener.accept().is_err(), "a connection reached the loopback listener");
+    }
+
+    /// Stands in for DNS: answers every lookup with fixed addresses and counts the lookups.
+    #[derive(Debug)]
+    struct FixedDns(Vec<&'static str>, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Resolver for FixedDns {
+        fn resolve(&self, uri: &Uri, _: &Config, _: NextTimeout) -> Result<ResolvedSocketAddrs, ureq::Error> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let port = uri.port_u16().unwrap_or(80);
+            let mut out = self.empty();
+            for ip in &self.0 {
+                out.push(std::net::SocketAddr::new(ip.parse().unwrap(), port));
+            }
+            Ok(out)
+        }
+    }
+
+    /// DNS rebinding: the one lookup decides. A name with any private answer is refused; the
+    /// connection goes to the addresses that were checked (here a loopback listener stands for
+    /// "private", so a refused fetch must leave it untouched), and the name is looked up once.
+    #[test]
+    fn the_checked_addresses_are_the_ones_connected_to() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = format!("http://rebind.example:{port}/x.png");
+        for answers in [vec!["127.0.0.1"], vec!["93.184.215.14", "127.0.0.1"], vec!["10.0.0.7"], vec!["::1"]] {
+            let lookups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let e = fetch_with(&url, 1000, PublicOnly(FixedDns(answers.clone(), lookups.clone()))).unwrap_err();
+            assert!(e.contains(NON_PUBLIC), "{answers:?}: {e}");
+            assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1, "{answers:?}");
+            assert!(listener.accept().is_err(), "{answers:?}: a connection reached the listener");
+        }
+        // All-public answers pass the resolver unchanged (what the connector then dials).
+        let lookups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r = PublicOnly(FixedDns(vec!["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"], lookups));
+        let uri: Uri = url.parse().unwrap();
+        let cfg = Config::default();
+        let addrs = r.resolve(&uri, &cfg, NextTimeout::default()).unwrap();
+        let ips: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        assert_eq!(ips, [format!("93.184.215.14:{port}"), format!("[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:{port}")]);
     }
 }
