@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use janus_evals::data;
-use janus_evals::generate::{generate_geneval, Endpoint, GenerateOptions, ImageBackend, InProcess};
+use janus_evals::generate::{generate_dpg, generate_geneval, Endpoint, GenerateOptions, ImageBackend, InProcess};
 
 #[derive(Parser, Debug)]
 #[command(name = "janus-eval", version, about = "GenEval-style evaluation for Janus-Pro")]
@@ -23,8 +23,70 @@ enum Command {
         #[command(subcommand)]
         command: GenevalCommand,
     },
+    /// DPG-Bench (1065 dense prompts; one <item_id>.png per prompt, a 2x2 grid of 4 samples).
+    Dpg {
+        #[command(subcommand)]
+        command: DpgCommand,
+    },
+    /// Compare GenEval runs (and published numbers): Markdown on stdout, <out>/report.md and a
+    /// self-contained <out>/report.html with a contact sheet.
+    Compare(CompareArgs),
     /// Print the provenance and licence notes of the embedded benchmark data.
     Licenses,
+}
+
+#[derive(Subcommand, Debug)]
+enum DpgCommand {
+    /// Generate <out>/<item_id>.png for the DPG-Bench prompts (the first --limit; --tags does not
+    /// apply), with the same backends as `geneval generate`.
+    Generate(Box<GenerateArgs>),
+}
+
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// Run folders (each with images from `geneval generate`, and results.jsonl + scores.json
+    /// when scored).
+    #[arg(required = true, env = "JANUS_EVAL_RUNS", value_delimiter = ',')]
+    runs: Vec<PathBuf>,
+
+    /// Add the published rows of key models (official scorer), with their sources.
+    #[arg(long, env = "JANUS_EVAL_PUBLISHED")]
+    published: bool,
+
+    /// Add every embedded published row.
+    #[arg(long, env = "JANUS_EVAL_PUBLISHED_ALL")]
+    published_all: bool,
+
+    /// Write report.md and report.html here (created).
+    #[arg(long, env = "JANUS_EVAL_REPORT_OUT")]
+    out: Option<PathBuf>,
+
+    /// Prompts on the HTML contact sheet.
+    #[arg(long, env = "JANUS_EVAL_SAMPLE_PROMPTS", default_value_t = 12)]
+    sample_prompts: usize,
+
+    /// Longest side of a contact-sheet thumbnail, in pixels.
+    #[arg(long, env = "JANUS_EVAL_THUMB", default_value_t = 160,
+          value_parser = clap::value_parser!(u32).range(16..=1024))]
+    thumb: u32,
+}
+
+fn compare(a: CompareArgs) -> Result<()> {
+    use janus_evals::compare::{compare, write_report, CompareOptions};
+    let opts = CompareOptions {
+        runs: a.runs,
+        published: a.published,
+        published_all: a.published_all,
+        sample_prompts: a.sample_prompts,
+        thumb: a.thumb,
+    };
+    let report = compare(&opts)?;
+    print!("{}", report.markdown);
+    if let Some(out) = &a.out {
+        write_report(&report, out)?;
+        eprintln!("wrote {} and {}", out.join("report.md").display(), out.join("report.html").display());
+    }
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -121,6 +183,17 @@ struct GenerateArgs {
     #[arg(long, env = "JANUS_EVAL_NO_EXTENSIONS")]
     no_extensions: bool,
 
+    /// Endpoint: at most N images per request (1 for DALL-E 3); a prompt's samples are split, and
+    /// request i's seed is derived from --seed and its first sample's index. A 400 about `n`
+    /// switches to 1 on its own.
+    #[arg(long, env = "JANUS_EVAL_ENDPOINT_MAX_N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    endpoint_max_n: Option<u32>,
+
+    /// Endpoint: do not send `response_format` (gpt-image-1 refuses it and answers b64_json). A 400
+    /// about response_format drops it on its own.
+    #[arg(long, env = "JANUS_EVAL_ENDPOINT_NO_RESPONSE_FORMAT")]
+    endpoint_no_response_format: bool,
+
     /// Endpoint: prompts in flight at once.
     #[arg(long, env = "JANUS_EVAL_CONCURRENCY", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -131,9 +204,17 @@ struct GenerateArgs {
     quiet: bool,
 }
 
-fn generate(a: GenerateArgs) -> Result<()> {
-    let prompts = a.select.prompts()?;
-    if prompts.is_empty() {
+fn generate(a: GenerateArgs, dpg: bool) -> Result<()> {
+    let (prompts, dpg_prompts) = if dpg {
+        if !a.select.tags.is_empty() {
+            bail!("--tags is for GenEval; DPG-Bench prompts have no tags (use --limit)");
+        }
+        (Vec::new(), data::dpg_prompts().into_iter().take(a.select.limit.unwrap_or(usize::MAX)).collect())
+    } else {
+        (a.select.prompts()?, Vec::new())
+    };
+    let selected = prompts.len() + dpg_prompts.len();
+    if selected == 0 {
         bail!("no prompt selected");
     }
     let (backend, settings, concurrency): (Box<dyn ImageBackend>, _, usize) = match (&a.model, &a.endpoint) {
@@ -154,7 +235,9 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 "temperature": if ext { a.temperature } else { None },
                 "note": "values not given are the endpoint's defaults",
             });
-            let b = Endpoint::new(endpoint, a.api_key.clone(), a.endpoint_model.clone(), a.cfg, a.temperature, ext);
+            let b = Endpoint::new(endpoint, a.api_key.clone(), a.endpoint_model.clone(), a.cfg, a.temperature, ext)
+                .with_max_n(a.endpoint_max_n.map(|n| n as usize))
+                .with_response_format(!a.endpoint_no_response_format);
             (Box::new(b), settings, a.concurrency as usize)
         }
         _ => bail!("give exactly one of --model and --endpoint"),
@@ -165,11 +248,15 @@ fn generate(a: GenerateArgs) -> Result<()> {
         seed: a.seed,
         concurrency,
         settings,
-        selection: json!({ "tags": a.select.tags, "limit": a.select.limit, "prompts": prompts.len() }),
+        selection: json!({ "tags": a.select.tags, "limit": a.select.limit, "prompts": selected }),
         progress: !a.quiet,
     };
     let t = std::time::Instant::now();
-    let r = generate_geneval(&prompts, backend.as_ref(), &opts)?;
+    let r = if dpg {
+        generate_dpg(&dpg_prompts, backend.as_ref(), &opts)?
+    } else {
+        generate_geneval(&prompts, backend.as_ref(), &opts)?
+    };
     eprintln!(
         "{}: {} prompt(s) generated, {} already complete ({:.1}s)",
         a.out.display(),
@@ -273,7 +360,9 @@ fn import(a: ImportArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Geneval { command: GenevalCommand::Generate(a) } => generate(*a),
+        Command::Geneval { command: GenevalCommand::Generate(a) } => generate(*a, false),
+        Command::Dpg { command: DpgCommand::Generate(a) } => generate(*a, true),
+        Command::Compare(a) => compare(a),
         Command::Geneval { command: GenevalCommand::Prompts(s) } => {
             for p in s.prompts()? {
                 println!("{}", p.line);
