@@ -267,6 +267,32 @@ fn tiny_model_runs_are_called_meaningless() {
         assert!(text.contains("numbers are meaningless"));
     }
     assert_eq!(r.html.matches("class=\"cell\"").count(), 2);
+
+    // scored by the tiny random scorer fixtures: said too; an endpoint run names the served model
+    let scored = tmp.path().join("tiny-b");
+    let tiny_scorer = Scoring {
+        detector: "DETR ResNet-50 (assets/tiny-eval/detr-tiny)",
+        classifier: "CLIP ViT-L/14 (assets/tiny-eval/clip-tiny)",
+        model: "assets/tiny/janus-pro-tiny",
+        correct: &|_| 0,
+    };
+    make_run(&scored, "assets/tiny/janus-pro-tiny", &[0], 1, Some(tiny_scorer));
+    let served = tmp.path().join("served");
+    make_run(&served, "gpt-image-1", &[0], 1, None);
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(served.join("run.json")).unwrap()).unwrap();
+    m["settings"]["backend"] =
+        json!({ "kind": "endpoint", "endpoint": "http://127.0.0.1:9/v1/images/generations", "model": "gpt-image-1" });
+    m["served_model"] = json!("gpt-image-1-2025-04-23");
+    fs::write(served.join("run.json"), m.to_string()).unwrap();
+    let r = compare(&opts(vec![scored, served], 12)).unwrap();
+    assert!(r.markdown.contains("tiny-b: scored with tiny random-weight test models"), "{}", r.markdown);
+    let row = row(&r.markdown, "served");
+    assert!(
+        row.contains(
+            "| gpt-image-1-2025-04-23 | endpoint http://127.0.0.1:9/v1/images/generations; 1 sample(s)/prompt"
+        ),
+        "{row}"
+    );
 }
 
 #[test]
