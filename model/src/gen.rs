@@ -6,10 +6,11 @@
 //! `prepare_gen_img_embeds`) and `janus/models/projector.py` (`MlpProjector`, `mlp_gelu`).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
+use candle_nn::{embedding, Embedding, VarBuilder};
 
 use crate::config::{GenConfig, ProjectorConfig};
 use crate::error::Result;
+use crate::nn::{linear, Linear};
 
 /// `mlp_gelu` with depth 2: `layers.0` Linear → exact GELU → `layers.2` Linear.
 pub struct MlpProjector {

@@ -7,6 +7,7 @@
 //!   [`Janus::answer`] answers a [`Conversation`] with images (understanding).
 
 pub mod config;
+pub mod vq_cpu;
 pub mod device;
 pub mod error;
 pub mod gen;
@@ -15,6 +16,7 @@ pub mod hub;
 pub mod image;
 pub mod llm;
 pub mod model;
+pub mod nn;
 pub mod preprocess;
 pub mod sampling;
 pub mod tokenizer;

@@ -10,10 +10,11 @@
 //! can share a batch.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{embedding, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
+use candle_nn::{embedding, rms_norm, Embedding, RmsNorm, VarBuilder};
 
 use crate::config::LlmConfig;
 use crate::error::{Error, Result};
+use crate::nn::{linear_no_bias, Linear};
 
 /// Keys and values of every layer for a batch of rows, preallocated to `capacity` positions.
 pub struct LlmCache {

@@ -8,11 +8,12 @@
 //! token; the MAP head (`attn_pool.*`) is in the checkpoint but never used.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{conv2d, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{conv2d, layer_norm, Conv2d, Conv2dConfig, LayerNorm, LayerNormConfig, VarBuilder};
 
 use crate::config::{ProjectorConfig, VisionConfig};
 use crate::error::Result;
 use crate::gen::MlpProjector;
+use crate::nn::{linear, Linear};
 
 struct Attention {
     qkv: Linear,

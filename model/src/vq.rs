@@ -8,9 +8,10 @@
 //! which lets the real 16×-downsampling VQ and tiny test models load through the same code.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{conv2d, Conv2dConfig, GroupNorm, VarBuilder};
 
 use crate::error::{Error, Result};
+use crate::vq_cpu::{group_norm, same_conv2d};
 use crate::weights::Checkpoint;
 
 const GROUPS: usize = 32;
@@ -87,19 +88,51 @@ impl VqConfig {
     }
 }
 
-fn conv(cin: usize, cout: usize, k: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig { padding: k / 2, ..Default::default() };
-    Ok(conv2d(cin, cout, k, cfg, vb)?)
+/// A "same" convolution with bias (every convolution of the decoder is one): on the CPU in f32
+/// through [`same_conv2d`], elsewhere through candle's conv2d.
+struct Conv2d(candle_nn::Conv2d);
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match (x.device().is_cpu(), x.dtype(), self.0.bias()) {
+            (true, DType::F32, Some(bias)) => same_conv2d(x, self.0.weight(), bias),
+            _ => self.0.forward(x),
+        }
+    }
 }
 
-fn swish(x: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::silu(x)?)
+fn conv(cin: usize, cout: usize, k: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let cfg = Conv2dConfig { padding: k / 2, ..Default::default() };
+    Ok(Conv2d(conv2d(cin, cout, k, cfg, vb)?))
+}
+
+/// GroupNorm(32, eps 1e-6), optionally followed by swish (SiLU), as the decoder always pairs
+/// them: on the CPU in f32 as one fused kernel, elsewhere through candle's ops.
+struct Norm {
+    gn: GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Norm {
+    fn load(c: usize, vb: VarBuilder) -> Result<Self> {
+        let (weight, bias) = (vb.get(c, "weight")?, vb.get(c, "bias")?);
+        Ok(Self { gn: GroupNorm::new(weight.clone(), bias.clone(), c, GROUPS, EPS)?, weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor, swish: bool) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return Ok(group_norm(x, &self.weight, &self.bias, GROUPS, EPS, swish)?);
+        }
+        let y = self.gn.forward(x)?;
+        Ok(if swish { candle_nn::ops::silu(&y)? } else { y })
+    }
 }
 
 struct ResnetBlock {
-    norm1: GroupNorm,
+    norm1: Norm,
     conv1: Conv2d,
-    norm2: GroupNorm,
+    norm2: Norm,
     conv2: Conv2d,
     nin_shortcut: Option<Conv2d>,
 }
@@ -107,17 +140,17 @@ struct ResnetBlock {
 impl ResnetBlock {
     fn load(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
         Ok(Self {
-            norm1: group_norm(GROUPS, cin, EPS, vb.pp("norm1"))?,
+            norm1: Norm::load(cin, vb.pp("norm1"))?,
             conv1: conv(cin, cout, 3, vb.pp("conv1"))?,
-            norm2: group_norm(GROUPS, cout, EPS, vb.pp("norm2"))?,
+            norm2: Norm::load(cout, vb.pp("norm2"))?,
             conv2: conv(cout, cout, 3, vb.pp("conv2"))?,
             nin_shortcut: if cin != cout { Some(conv(cin, cout, 1, vb.pp("nin_shortcut"))?) } else { None },
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&swish(&self.norm1.forward(x)?)?)?;
-        let h = self.conv2.forward(&swish(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv1.forward(&self.norm1.forward(x, true)?)?;
+        let h = self.conv2.forward(&self.norm2.forward(&h, true)?)?;
         let shortcut = match &self.nin_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
@@ -128,7 +161,7 @@ impl ResnetBlock {
 
 /// Single-head spatial self-attention with 1×1 convolutions.
 struct AttnBlock {
-    norm: GroupNorm,
+    norm: Norm,
     q: Conv2d,
     k: Conv2d,
     v: Conv2d,
@@ -138,7 +171,7 @@ struct AttnBlock {
 impl AttnBlock {
     fn load(vb: VarBuilder, c: usize) -> Result<Self> {
         Ok(Self {
-            norm: group_norm(GROUPS, c, EPS, vb.pp("norm"))?,
+            norm: Norm::load(c, vb.pp("norm"))?,
             q: conv(c, c, 1, vb.pp("q"))?,
             k: conv(c, c, 1, vb.pp("k"))?,
             v: conv(c, c, 1, vb.pp("v"))?,
@@ -148,7 +181,7 @@ impl AttnBlock {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
-        let n = self.norm.forward(x)?;
+        let n = self.norm.forward(x, false)?;
         let q = self.q.forward(&n)?.reshape((b, c, h * w))?.transpose(1, 2)?; // [b, hw, c]
         let k = self.k.forward(&n)?.reshape((b, c, h * w))?; // [b, c, hw]
         let v = self.v.forward(&n)?.reshape((b, c, h * w))?; // [b, c, hw]
@@ -173,7 +206,7 @@ pub struct VqDecoder {
     conv_in: Conv2d,
     mid: (ResnetBlock, AttnBlock, ResnetBlock),
     levels: Vec<Level>,
-    norm_out: GroupNorm,
+    norm_out: Norm,
     conv_out: Conv2d,
     cfg: VqConfig,
 }
@@ -217,7 +250,7 @@ impl VqDecoder {
                 ResnetBlock::load(d.pp("mid.2"), m, m)?,
             ),
             levels,
-            norm_out: group_norm(GROUPS, last_c, EPS, d.pp("norm_out"))?,
+            norm_out: Norm::load(last_c, d.pp("norm_out"))?,
             conv_out: conv(last_c, cfg.out_channels, 3, d.pp("conv_out"))?,
             cfg: cfg.clone(),
         })
@@ -263,7 +296,7 @@ impl VqDecoder {
                 h = up.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
             }
         }
-        let h = swish(&self.norm_out.forward(&h)?)?;
+        let h = self.norm_out.forward(&h, true)?;
         Ok(self.conv_out.forward(&h)?)
     }
 

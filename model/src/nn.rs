@@ -1,0 +1,193 @@
+//! `Linear` with a CPU fast path for few rows, the shape of every decode step.
+//!
+//! `y = x Wᵀ (+ b)` with `W` stored `[out, in]` as in the checkpoints. candle's CPU matmul hands
+//! `Wᵀ` to the `gemm` crate as a strided view, which packs the whole weight on every call: for
+//! the 2–16 rows of a decode step that costs several times the weight read itself. With few rows
+//! the product is a set of dot products along `W`'s contiguous rows, which is what
+//! [`SkinnyMatmul`] computes, streaming `W` once, split across threads by output columns.
+//! Larger inputs (prefill, big batches) and other devices/dtypes use candle's matmul.
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Shape, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+/// Rows up to which the dot-product kernel beats the packed GEMM.
+const MAX_SKINNY_ROWS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { inner: candle_nn::Linear::new(weight, bias) }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+}
+
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+    Ok(Linear { inner: candle_nn::linear(in_dim, out_dim, vb)? })
+}
+
+pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+    Ok(Linear { inner: candle_nn::linear_no_bias(in_dim, out_dim, vb)? })
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let w = self.inner.weight();
+        let dims = x.dims();
+        let k = dims.last().copied().unwrap_or(0);
+        let rows = x.elem_count() / k.max(1);
+        if !(x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && rows <= MAX_SKINNY_ROWS) {
+            return self.inner.forward(x);
+        }
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("x has a last dimension") = w.dim(0)?;
+        let y = x.contiguous()?.reshape((rows, k))?.apply_op2_no_bwd(w, &SkinnyMatmul)?.reshape(out_dims)?;
+        match self.inner.bias() {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `x [m, k] · wᵀ` for `w [n, k]`, both f32 on the CPU.
+struct SkinnyMatmul;
+
+impl CustomOp2 for SkinnyMatmul {
+    fn name(&self) -> &'static str {
+        "skinny-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (n, wk) = wl.shape().dims2()?;
+        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (xs, ws) else {
+            candle_core::bail!("skinny-matmul: f32 only");
+        };
+        let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets()) else {
+            candle_core::bail!("skinny-matmul: contiguous inputs only");
+        };
+        if k != wk {
+            candle_core::bail!("skinny-matmul: {:?} · {:?}ᵀ", xl.shape(), wl.shape());
+        }
+        let (x, w) = (&x[x0..x1], &w[w0..w1]);
+        // Columns of the output computed by one task: enough work to amortise the split.
+        let chunk = (n / (rayon::current_num_threads() * 8)).clamp(16, 1024);
+        let mut out_t = vec![0f32; n * m]; // [n, m], transposed back below
+        out_t.par_chunks_mut(chunk * m).zip(w.par_chunks(chunk * k)).for_each(|(o, wc)| dots(o, wc, x, m, k));
+        let mut out = vec![0f32; m * n];
+        for (j, col) in out_t.chunks(m).enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                out[i * n + j] = v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// `o[j, i] = w[j] · x[i]` for the rows `w[j]` of one chunk.
+fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function was compiled for.
+        return unsafe { avx2::dots(o, w, x, m, k) };
+    }
+    for (oj, wj) in o.chunks_mut(m).zip(w.chunks(k)) {
+        for (oji, xi) in oj.iter_mut().zip(x.chunks(k)) {
+            *oji = wj.iter().zip(xi).map(|(a, b)| a * b).sum();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
+        assert!(o.len() * k == w.len() * m && x.len() == m * k);
+        for (oj, wj) in o.chunks_mut(m).zip(w.chunks(k)) {
+            let mut i = 0;
+            while i < m {
+                // SAFETY: rows i.. of x and the row wj hold k elements each (asserted above).
+                let xs = unsafe { x.as_ptr().add(i * k) };
+                i += unsafe {
+                    match m - i {
+                        1 => store(&mut oj[i..], dot_rows::<1>(wj.as_ptr(), xs, k)),
+                        2 => store(&mut oj[i..], dot_rows::<2>(wj.as_ptr(), xs, k)),
+                        3 => store(&mut oj[i..], dot_rows::<3>(wj.as_ptr(), xs, k)),
+                        _ => store(&mut oj[i..], dot_rows::<4>(wj.as_ptr(), xs, k)),
+                    }
+                };
+            }
+        }
+    }
+
+    fn store<const R: usize>(o: &mut [f32], v: [f32; R]) -> usize {
+        o[..R].copy_from_slice(&v);
+        R
+    }
+
+    /// `w · x[r]` for R consecutive rows of `x` (length k): each load of `w` feeds R pairs of
+    /// independent 8-lane FMA chains.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_rows<const R: usize>(w: *const f32, x: *const f32, k: usize) -> [f32; R] {
+        let mut acc0 = [_mm256_setzero_ps(); R];
+        let mut acc1 = [_mm256_setzero_ps(); R];
+        let full = k / 16 * 16;
+        let mut c = 0;
+        while c < full {
+            let w0 = _mm256_loadu_ps(w.add(c));
+            let w1 = _mm256_loadu_ps(w.add(c + 8));
+            for r in 0..R {
+                acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.add(r * k + c)), acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.add(r * k + c + 8)), acc1[r]);
+            }
+            c += 16;
+        }
+        let mut out = [0f32; R];
+        for r in 0..R {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc0[r], acc1[r]));
+            out[r] = lanes.iter().sum::<f32>() + (full..k).map(|c| *w.add(c) * *x.add(r * k + c)).sum::<f32>();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn matches_candle_linear() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for (shape, n) in [(vec![2, 1, 37], 19), (vec![16, 64], 3000), (vec![1, 5], 1), (vec![3, 4, 130], 33)] {
+            let k = *shape.last().unwrap();
+            let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)?;
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
+            let b = Tensor::randn(0f32, 1.0, n, &dev)?;
+            for bias in [None, Some(b)] {
+                let want = candle_nn::Linear::new(w.clone(), bias.clone()).forward(&x)?;
+                let got = Linear::new(w.clone(), bias).forward(&x)?;
+                assert_eq!(got.dims(), want.dims());
+                let diff = (&got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "{shape:?} x {n}: max diff {diff}");
+            }
+        }
+        Ok(())
+    }
+}
