@@ -88,6 +88,11 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub queue_capacity: usize,
 
+    /// Most streamed (`stream: true`) responses open at once; beyond that, 429 with Retry-After.
+    #[arg(long, env = "JANUS_MAX_STREAMS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_streams: usize,
+
     /// When idle, how long to wait for more image requests to batch with the first (ms).
     #[arg(long, env = "JANUS_BATCH_WAIT_MS", default_value_t = 20)]
     pub batch_wait_ms: u64,

@@ -356,7 +356,7 @@ pub async fn collect_text(rx: &mut mpsc::Receiver<ChatEvent>) -> Result<TextResu
         (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 413, description = "Body over --max-body-bytes", body = ErrorResponse),
         (status = 415, description = "An image format we do not read", body = ErrorResponse),
-        (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
+        (status = 429, description = "Queue full, or --max-streams streams open; see Retry-After", body = ErrorResponse),
         (status = 500, description = "Internal fault (the server keeps serving)", body = ErrorResponse),
         (status = 503, description = "Loading, failed to load, out of memory, or shutting down", body = ErrorResponse),
     )
@@ -381,11 +381,12 @@ pub async fn completions(
         seed: plan.seed,
     };
     params.sampling.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let slot = if plan.stream { Some(state.stream_slot()?) } else { None };
     let mut rx = state.engine.submit_chat(ChatRequest { conversation, params })?;
     let prompt_tokens = started(&mut rx).await?;
     let ids = Ids { id: super::random_id("chatcmpl-"), created: unix_now(), model: info.id };
     if plan.stream {
-        let events = chunk_events(rx, ids, prompt_tokens, plan.include_usage);
+        let events = super::hold(chunk_events(rx, ids, prompt_tokens, plan.include_usage), slot);
         return Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response());
     }
     let out = collect_text(&mut rx).await?;

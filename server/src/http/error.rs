@@ -95,6 +95,22 @@ impl ApiError {
         .with_param(param)
     }
 
+    /// 429: `--max-streams` streamed responses are already open.
+    pub fn too_many_streams(limit: usize) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "too_many_streams",
+                format!(
+                    "{limit} streamed responses are open, this server's limit (--max-streams); retry later, \
+                     or ask without `stream`"
+                ),
+            )
+        }
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, INVALID, "invalid_api_key", message)
     }

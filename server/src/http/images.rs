@@ -134,7 +134,7 @@ pub fn check_size(size: Option<&str>, image_size: usize) -> Result<String, ApiEr
         (status = 400, description = "A field is invalid (named in `param`)", body = ErrorResponse),
         (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 413, description = "Body over --max-body-bytes", body = ErrorResponse),
-        (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
+        (status = 429, description = "Queue full, or --max-streams streams open; see Retry-After", body = ErrorResponse),
         (status = 500, description = "Internal fault", body = ErrorResponse),
         (status = 503, description = "Loading, failed to load, out of memory, or shutting down", body = ErrorResponse),
     )
@@ -148,6 +148,7 @@ pub async fn generate(
     let info = state.model_info()?;
     let size = check_size(req.size.as_deref(), info.image_size)?;
     tracing::info!(n = plan.n, seed = plan.seed, stream = plan.stream, "images");
+    let slot = if plan.stream { Some(state.stream_slot()?) } else { None };
     let rx = state.engine.submit_images(ImageRequest {
         prompt: req.prompt,
         n: plan.n,
@@ -158,7 +159,7 @@ pub async fn generate(
     let seed_header = HeaderValue::from(plan.seed);
     let mut resp = if plan.stream {
         let ctx = StreamCtx { n: plan.n, seed: plan.seed, size, created: unix_now() };
-        Sse::new(image_events(rx, ctx)).keep_alive(KeepAlive::default()).into_response()
+        Sse::new(super::hold(image_events(rx, ctx), slot)).keep_alive(KeepAlive::default()).into_response()
     } else {
         let base = plan.url.then(|| base_url(&state.cfg, &headers));
         respond_images(&state, rx, plan.n, plan.seed, size, base).await?

@@ -44,6 +44,7 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -79,6 +80,8 @@ pub struct HttpConfig {
     pub public_url: Option<String>,
     /// Origins allowed by CORS (`*` for any); empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// Most streamed (`stream: true`) responses open at once; beyond that, 429.
+    pub max_streams: usize,
 }
 
 impl Default for HttpConfig {
@@ -92,6 +95,7 @@ impl Default for HttpConfig {
             max_files: 256,
             public_url: None,
             cors_origins: Vec::new(),
+            max_streams: 64,
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct State {
     pub files: files::FileStore,
     /// Set when shutdown starts: `/ready` answers 503.
     pub draining: AtomicBool,
+    /// One permit per open streamed response (`--max-streams`).
+    streams: Arc<Semaphore>,
 }
 
 pub type AppState = Arc<State>;
@@ -110,11 +116,23 @@ pub type AppState = Arc<State>;
 impl State {
     pub fn new(engine: Arc<dyn Engine>, cfg: HttpConfig) -> AppState {
         let files = files::FileStore::new(cfg.max_files, cfg.file_ttl);
-        Arc::new(Self { engine, cfg, files, draining: AtomicBool::new(false) })
+        let streams = Arc::new(Semaphore::new(cfg.max_streams.max(1)));
+        Arc::new(Self { engine, cfg, files, draining: AtomicBool::new(false), streams })
     }
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// A slot for one streamed response, to be held by the stream (see [`hold`]) until it ends
+    /// or the client goes away; 429 when `--max-streams` streams are open.
+    pub fn stream_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.streams.clone().try_acquire_owned().map_err(|_| ApiError::too_many_streams(self.cfg.max_streams))
+    }
+
+    /// Streamed responses open now.
+    pub fn open_streams(&self) -> usize {
+        self.cfg.max_streams.max(1) - self.streams.available_permits()
     }
 
     /// The model's description, or the 503 that says why there is none yet.
@@ -196,6 +214,18 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 axum::http::HeaderName::from_static("x-seed"),
             ]),
     )
+}
+
+/// `stream`, keeping `slot` until the stream is dropped (finished, or the client went away).
+pub fn hold<S: futures_util::Stream>(
+    stream: S,
+    slot: Option<OwnedSemaphorePermit>,
+) -> impl futures_util::Stream<Item = S::Item> {
+    use futures_util::StreamExt;
+    stream.map(move |item| {
+        let _slot = &slot;
+        item
+    })
 }
 
 /// Unix seconds now.

@@ -38,6 +38,7 @@ impl ServeArgs {
             max_files: self.max_files,
             public_url: self.public_url.clone(),
             cors_origins: self.cors_origin.clone(),
+            max_streams: self.max_streams,
         }
     }
 

@@ -3,6 +3,7 @@
 mod chat;
 mod fake;
 mod images;
+mod limits;
 mod service;
 
 use std::sync::Arc;
