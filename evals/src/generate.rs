@@ -115,7 +115,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Unix seconds and an RFC 3339 UTC time.
-fn now() -> (u64, String) {
+pub(crate) fn now() -> (u64, String) {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;

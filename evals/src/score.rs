@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -112,10 +112,12 @@ pub fn model_from_run_json(run: &Path) -> Result<String> {
     let bytes = fs::read(&path)
         .map_err(|_| anyhow!("{} is missing: pass --model-name to say which model made the images", path.display()))?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| anyhow!("{}: not JSON: {e}", path.display()))?;
-    let b = &v["backend"];
+    // `generate` writes the backend under `settings`, and what an endpoint answered as `served_model`.
+    let b = &v["settings"]["backend"];
     let s = |k: &str| b[k].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let served = v["served_model"].as_str().filter(|s| !s.is_empty()).map(str::to_string);
     match b["kind"].as_str() {
-        Some("endpoint") => match (s("model"), s("endpoint")) {
+        Some("endpoint") => match (served.or_else(|| s("model")), s("endpoint")) {
             (Some(m), Some(e)) => Ok(format!("{m} ({e})")),
             (Some(m), None) => Ok(m),
             (None, Some(e)) => Ok(e),
@@ -224,7 +226,7 @@ pub fn score_run(detector: &Detr, clip: &Clip, opts: &ScoreOptions) -> Result<Sc
             "detections": "best class per DETR query (softmax without no-object)",
             "note": "GenEval-style: comparable with published GenEval numbers only for the official detector and CLIP",
         }),
-        created: rfc3339_now(),
+        created: crate::generate::now().1,
         summary,
     };
     scores::write_results(&run.join(RESULTS_FILE), &rows)?;
@@ -305,7 +307,7 @@ pub fn import_official(results: &Path, run: &Path, model_name: Option<&str>, for
         detector: OFFICIAL_DETECTOR.into(),
         classifier: OFFICIAL_CLASSIFIER.into(),
         options: json!({ "source": results.display().to_string() }),
-        created: rfc3339_now(),
+        created: crate::generate::now().1,
         summary: summary_of(&rows),
     };
     scores::write_results(&existing, &rows)?;
@@ -330,22 +332,6 @@ pub fn report(m: &ScoreManifest) -> String {
         m.summary.images, m.summary.prompts, m.summary.correct_images, m.summary.correct_prompts
     );
     s
-}
-
-/// RFC 3339 UTC now (same civil-from-days as `generate`'s run manifest).
-fn rfc3339_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ fn make_run(dir: &Path) {
     }
     fs::write(
         dir.join("run.json"),
-        r#"{"benchmark": "geneval", "backend": {"kind": "in-process", "model": "tiny-janus"}}"#,
+        r#"{"tool": "janus-eval", "settings": {"benchmark": "geneval", "backend": {"kind": "in-process", "model": "tiny-janus"}}}"#,
     )
     .unwrap();
     fs::create_dir_all(dir.join("not-a-prompt")).unwrap();
@@ -211,4 +211,42 @@ fn import_rejects_bad_rows_naming_the_line() {
     fs::write(&src, first).unwrap();
     let e = score::import_official(&src, &run, None, false).unwrap_err().to_string();
     assert!(e.contains("--model-name"), "{e}");
+}
+
+/// The model name comes from the manifest `generate` itself writes (not a hand-made one), for
+/// in-process runs and for endpoints (where the served model wins).
+#[test]
+fn model_name_comes_from_the_generated_run_manifest() {
+    use janus_evals::generate::{generate_geneval, GenerateOptions, ImageBackend};
+    use serde_json::{json, Value};
+
+    struct Fake(Value);
+    impl ImageBackend for Fake {
+        fn generate(&self, _: &str, n: usize, _: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+            let mut png = Vec::new();
+            drawn(0).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+            Ok(vec![png; n])
+        }
+        fn describe(&self) -> Value {
+            self.0.clone()
+        }
+    }
+    let prompts = janus_evals::data::select(janus_evals::data::geneval_prompts(), &[], Some(1));
+    for (backend, want) in [
+        (json!({"kind": "in-process", "model": "deepseek-ai/Janus-Pro-7B"}), "deepseek-ai/Janus-Pro-7B"),
+        (json!({"kind": "endpoint", "endpoint": "http://x/v1/images/generations"}), "http://x/v1/images/generations"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = GenerateOptions {
+            out: dir.path().to_path_buf(),
+            samples: 1,
+            seed: 1,
+            concurrency: 1,
+            settings: json!({}),
+            selection: json!({}),
+            progress: false,
+        };
+        generate_geneval(&prompts, &Fake(backend), &opts).unwrap();
+        assert_eq!(score::model_from_run_json(dir.path()).unwrap(), want);
+    }
 }
