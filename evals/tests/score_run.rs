@@ -213,11 +213,40 @@ fn import_rejects_bad_rows_naming_the_line() {
     assert!(e.contains("--model-name"), "{e}");
 }
 
-/// The model name comes from the manifest `generate` itself writes (not a hand-made one), for
-/// in-process runs and for endpoints (where the served model wins).
+fn gen_opts(out: &Path, samples: usize) -> janus_evals::generate::GenerateOptions {
+    janus_evals::generate::GenerateOptions {
+        out: out.to_path_buf(),
+        samples,
+        seed: 1,
+        concurrency: 1,
+        settings: serde_json::json!({}),
+        selection: serde_json::json!({}),
+        progress: false,
+    }
+}
+
+/// Images generated in-process by the tiny Janus, scored without `--model-name`: the model comes
+/// from the manifest `generate` wrote, every image gets a row, the summary is the rows'.
 #[test]
-fn model_name_comes_from_the_generated_run_manifest() {
-    use janus_evals::generate::{generate_geneval, GenerateOptions, ImageBackend};
+fn a_generated_run_scores_end_to_end() {
+    use janus_evals::generate::{generate_geneval, InProcess};
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/janus-pro-tiny");
+    let backend = InProcess::open(tiny.to_str().unwrap(), "cpu", None, janus::SamplingParams::default(), 4).unwrap();
+    let prompts = janus_evals::data::select(janus_evals::data::geneval_prompts(), &[], Some(2));
+    let tmp = tempfile::tempdir().unwrap();
+    generate_geneval(&prompts, &backend, &gen_opts(tmp.path(), 2)).unwrap();
+    let (d, c) = models();
+    let m = score::score_run(&d, &c, &opts(tmp.path())).unwrap();
+    assert_eq!(m.model, tiny.to_str().unwrap());
+    let rows = read_results(&tmp.path().join("results.jsonl")).unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(m.summary, summarize(&rows.iter().map(|r| r.row()).collect::<Vec<_>>()));
+}
+
+/// For endpoint runs the model is what the server said it served, else the endpoint.
+#[test]
+fn endpoint_runs_are_named_by_the_served_model() {
+    use janus_evals::generate::{generate_geneval, ImageBackend};
     use serde_json::{json, Value};
 
     struct Fake(Value);
@@ -228,25 +257,19 @@ fn model_name_comes_from_the_generated_run_manifest() {
             Ok(vec![png; n])
         }
         fn describe(&self) -> Value {
+            json!({"kind": "endpoint", "endpoint": "http://x/v1/images/generations"})
+        }
+        fn served(&self) -> Value {
             self.0.clone()
         }
     }
     let prompts = janus_evals::data::select(janus_evals::data::geneval_prompts(), &[], Some(1));
-    for (backend, want) in [
-        (json!({"kind": "in-process", "model": "deepseek-ai/Janus-Pro-7B"}), "deepseek-ai/Janus-Pro-7B"),
-        (json!({"kind": "endpoint", "endpoint": "http://x/v1/images/generations"}), "http://x/v1/images/generations"),
+    for (served, want) in [
+        (Value::Null, "http://x/v1/images/generations"),
+        (json!({"models": ["dall-e-3"], "notes": []}), "dall-e-3 (http://x/v1/images/generations)"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let opts = GenerateOptions {
-            out: dir.path().to_path_buf(),
-            samples: 1,
-            seed: 1,
-            concurrency: 1,
-            settings: json!({}),
-            selection: json!({}),
-            progress: false,
-        };
-        generate_geneval(&prompts, &Fake(backend), &opts).unwrap();
+        generate_geneval(&prompts, &Fake(served), &gen_opts(dir.path(), 1)).unwrap();
         assert_eq!(score::model_from_run_json(dir.path()).unwrap(), want);
     }
 }
