@@ -30,7 +30,9 @@ use crate::rules::{ColorClassifier, Colour};
 /// The hub id of the colour classifier used by default.
 pub const DEFAULT_CLIP: &str = "openai/clip-vit-large-patch14";
 
+#[allow(clippy::excessive_precision)] // as open_clip writes them
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// `config.json` of `CLIPModel` (defaults as transformers' `CLIPConfig`).
@@ -221,8 +223,9 @@ impl Clip {
     pub fn open(spec: &str, dev: &Device) -> Result<Self> {
         let files = janus::ModelFiles::resolve(spec).map_err(|e| anyhow!("--clip: {e}"))?;
         let cfg = ClipJson::from_file(&files.config)?;
-        let tokenizer = Tokenizer::from_file(&files.tokenizer)
-            .map_err(|e| anyhow!("--clip {spec}: {}: {e}", files.tokenizer.display()))?;
+        let tok_file = files.tokenizer.as_ref().ok_or_else(|| anyhow!("--clip {spec}: no tokenizer.json"))?;
+        let tokenizer =
+            Tokenizer::from_file(tok_file).map_err(|e| anyhow!("--clip {spec}: {}: {e}", tok_file.display()))?;
         let vb = crate::detector::var_builder(&files.weights, dev)?;
         let mut c =
             Self::load(vb, &cfg, tokenizer).with_context(|| format!("--clip {spec}: loading the CLIP weights"))?;
@@ -248,7 +251,7 @@ impl Clip {
         let ids = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
         let len = ids.iter().map(Vec::len).max().unwrap_or(1);
         let flat: Vec<u32> =
-            ids.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat(0).take(len - r.len()))).collect();
+            ids.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, len - r.len()))).collect();
         let input = Tensor::from_vec(flat, (ids.len(), len), &self.device)?;
         Ok(self.model.get_text_features(&input)?)
     }

@@ -96,7 +96,9 @@ impl DetrConfig {
         if cfg.activation_function != "relu" {
             bail!("{what}: activation_function {:?} is not supported (relu is)", cfg.activation_function);
         }
-        if cfg.d_model % cfg.encoder_attention_heads != 0 || cfg.d_model % cfg.decoder_attention_heads != 0 {
+        if !cfg.d_model.is_multiple_of(cfg.encoder_attention_heads)
+            || !cfg.d_model.is_multiple_of(cfg.decoder_attention_heads)
+        {
             bail!("{what}: d_model is not a multiple of the attention heads");
         }
         Ok(cfg)
@@ -121,60 +123,11 @@ impl DetrConfig {
     }
 }
 
-/// Files of a model given as a local directory or a hub id (`id@revision`): `config.json`
-/// and the weights (`model.safetensors[.index.json]` or `pytorch_model.bin[.index.json]`).
+/// `config.json` and the weights of a model given as a local directory or a hub id
+/// (`id@revision`), through the model crate's resolution (HF cache, offline mode, token).
 pub fn resolve_config_and_weights(spec: &str, what: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
-    let path = Path::new(spec);
-    if path.is_dir() {
-        let config = path.join("config.json");
-        if !config.is_file() {
-            bail!("{what} {spec}: the directory has no config.json");
-        }
-        let weights = janus::weights::find_weight_files(path).map_err(|e| anyhow!("{what} {spec}: {e}"))?;
-        return Ok((config, weights));
-    }
-    if path.exists() {
-        bail!("{what} {spec}: is a file; pass the model directory (with config.json) or a hub id");
-    }
-    if spec.starts_with('.') || spec.starts_with('/') || spec.split('/').count() != 2 {
-        bail!("{what} {spec}: no such directory, and not a hub id of the form owner/name");
-    }
-    let (id, rev) = match spec.split_once('@') {
-        Some((id, rev)) => (id.to_string(), Some(rev.to_string())),
-        None => (spec.to_string(), None),
-    };
-    let repo = match rev {
-        Some(r) => hf_hub::Repo::with_revision(id, hf_hub::RepoType::Model, r),
-        None => hf_hub::Repo::model(id),
-    };
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"));
-    let get: Box<dyn Fn(&str) -> Result<PathBuf>> = if offline {
-        let cache = match std::env::var("HF_HUB_CACHE") {
-            Ok(d) if !d.is_empty() => hf_hub::Cache::new(PathBuf::from(d)),
-            _ => hf_hub::Cache::from_env(),
-        };
-        let repo = cache.repo(repo);
-        let spec = spec.to_string();
-        Box::new(move |f: &str| {
-            repo.get(f).ok_or_else(|| anyhow!("{spec}: {f} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"))
-        })
-    } else {
-        let mut b = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true);
-        if let Ok(d) = std::env::var("HF_HUB_CACHE") {
-            b = b.with_cache_dir(PathBuf::from(d));
-        }
-        if let Some(t) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
-            b = b.with_token(Some(t));
-        }
-        let repo = b.build().with_context(|| format!("{spec}: cannot set up the hub client"))?.repo(repo);
-        let spec = spec.to_string();
-        Box::new(move |f: &str| repo.get(f).map_err(|e| anyhow!("{spec}: cannot download {f}: {e}")))
-    };
-    let config = get("config.json").map_err(|e| anyhow!("{what}: {e}"))?;
-    let weights = get("model.safetensors")
-        .or_else(|_| get("pytorch_model.bin"))
-        .map_err(|e| anyhow!("{what}: no model.safetensors or pytorch_model.bin: {e}"))?;
-    Ok((config, vec![weights]))
+    let files = janus::ModelFiles::resolve_without_tokenizer(spec).map_err(|e| anyhow!("{what}: {e}"))?;
+    Ok((files.config, files.weights))
 }
 
 /// A `VarBuilder` over safetensors (memory-mapped) or PyTorch pickle files, in stored names.
@@ -660,85 +613,9 @@ pub fn preprocess(img: &RgbImage, dev: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(data, (1, 3, oh, ow), dev)?)
 }
 
-/// Pillow's `Image.resize(size, BILINEAR)` on an RGB image, to the bit: triangle filter with
-/// support scaled by the reduction factor, 22-bit fixed-point weights, horizontal pass then
-/// vertical pass with 8-bit rounding in between (as `janus::preprocess::resize_bicubic` does for
-/// bicubic).
+/// Pillow's `Image.resize(size, BILINEAR)` on an RGB image, to the bit.
 pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
-    const BITS: u32 = 32 - 8 - 2;
-    let clip8 = |acc: i64| (acc >> BITS).clamp(0, 255) as u8;
-    let coeffs = |in_size: usize, out_size: usize| {
-        let scale = in_size as f64 / out_size as f64;
-        let filterscale = scale.max(1.0);
-        let support = filterscale; // bilinear support 1.0
-        let k = support.ceil() as usize * 2 + 1;
-        let mut bounds = Vec::with_capacity(out_size);
-        let mut cs = vec![0i32; out_size * k];
-        for xx in 0..out_size {
-            let center = (xx as f64 + 0.5) * scale;
-            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
-            let ws: Vec<f64> = (0..xmax)
-                .map(|x| {
-                    let t = ((x as f64 + xmin as f64 - center + 0.5) / filterscale).abs();
-                    if t < 1.0 {
-                        1.0 - t
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let total: f64 = ws.iter().sum();
-            for (x, w) in ws.iter().enumerate() {
-                let w = if total != 0.0 { w / total } else { *w };
-                let fixed = w * (1i64 << BITS) as f64;
-                cs[xx * k + x] = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
-            }
-            bounds.push((xmin, xmax));
-        }
-        (bounds, cs, k)
-    };
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let src = img.as_raw();
-    let horizontal: Vec<u8> = if out_w != w {
-        let (bounds, cs, k) = coeffs(w, out_w);
-        let mut out = vec![0u8; out_w * h * 3];
-        for y in 0..h {
-            for (x, &(x0, n)) in bounds.iter().enumerate() {
-                let kk = &cs[x * k..x * k + n];
-                for c in 0..3 {
-                    let acc = kk
-                        .iter()
-                        .enumerate()
-                        .fold(1i64 << (BITS - 1), |a, (i, &wg)| a + src[(y * w + x0 + i) * 3 + c] as i64 * wg as i64);
-                    out[(y * out_w + x) * 3 + c] = clip8(acc);
-                }
-            }
-        }
-        out
-    } else {
-        src.clone()
-    };
-    let tw = if out_w != w { out_w } else { w };
-    let data = if out_h != h {
-        let (bounds, cs, k) = coeffs(h, out_h);
-        let mut out = vec![0u8; tw * out_h * 3];
-        for (y, &(y0, n)) in bounds.iter().enumerate() {
-            let kk = &cs[y * k..y * k + n];
-            for x in 0..tw {
-                for c in 0..3 {
-                    let acc = kk.iter().enumerate().fold(1i64 << (BITS - 1), |a, (i, &wg)| {
-                        a + horizontal[((y0 + i) * tw + x) * 3 + c] as i64 * wg as i64
-                    });
-                    out[(y * tw + x) * 3 + c] = clip8(acc);
-                }
-            }
-        }
-        out
-    } else {
-        horizontal
-    };
-    RgbImage::from_raw(tw as u32, out_h as u32, data).expect("sized buffer")
+    janus::preprocess::resize_pillow(img, out_w, out_h, janus::preprocess::Filter::Bilinear)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ const PROMPTS: [&str; 3] = [
 
 fn drawn(i: u32) -> RgbImage {
     RgbImage::from_fn(96, 80, |x, y| {
-        if (x / 16 + y / 16 + i) % 3 == 0 {
+        if (x / 16 + y / 16 + i).is_multiple_of(3) {
             Rgb([200, 40, 30])
         } else {
             Rgb([(x * 2) as u8, (y * 3) as u8, (40 * i) as u8])

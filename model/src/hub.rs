@@ -18,18 +18,29 @@ pub struct ModelFiles {
     /// What the user asked for (a directory or a hub id), for messages and `/v1/models`.
     pub name: String,
     pub config: PathBuf,
-    pub tokenizer: PathBuf,
+    /// `tokenizer.json`; always there from [`ModelFiles::resolve`].
+    pub tokenizer: Option<PathBuf>,
     /// `preprocessor_config.json`, when the model has one.
     pub preprocessor: Option<PathBuf>,
     pub weights: Vec<PathBuf>,
 }
 
 impl ModelFiles {
-    /// Resolves `model` (a directory, or a hub id with an optional `@revision`).
+    /// Resolves `model` (a directory, or a hub id with an optional `@revision`): `config.json`,
+    /// `tokenizer.json`, the weights and `preprocessor_config.json` if there is one.
     pub fn resolve(model: &str) -> Result<Self> {
+        Self::resolve_with(model, true)
+    }
+
+    /// As [`ModelFiles::resolve`], for models without a `tokenizer.json` (vision-only ones).
+    pub fn resolve_without_tokenizer(model: &str) -> Result<Self> {
+        Self::resolve_with(model, false)
+    }
+
+    fn resolve_with(model: &str, tokenizer: bool) -> Result<Self> {
         let path = Path::new(model);
         if path.is_dir() {
-            return Self::from_dir(path, model);
+            return Self::from_dir_with(path, model, tokenizer);
         }
         if path.exists() {
             return Err(Error::ModelFiles(format!(
@@ -50,14 +61,18 @@ impl ModelFiles {
             None => Repo::new(id.to_string(), RepoType::Model),
         };
         if env_flag("HF_HUB_OFFLINE") {
-            Self::from_cache(model, repo)
+            Self::from_cache(model, repo, tokenizer)
         } else {
-            Self::from_hub(model, repo)
+            Self::from_hub(model, repo, tokenizer)
         }
     }
 
     /// A local model directory; never touches the network.
     pub fn from_dir(dir: &Path, name: &str) -> Result<Self> {
+        Self::from_dir_with(dir, name, true)
+    }
+
+    fn from_dir_with(dir: &Path, name: &str, tokenizer: bool) -> Result<Self> {
         let need = |f: &str| {
             let p = dir.join(f);
             if p.is_file() {
@@ -70,13 +85,13 @@ impl ModelFiles {
         Ok(Self {
             name: name.to_string(),
             config: need("config.json")?,
-            tokenizer: need("tokenizer.json")?,
+            tokenizer: if tokenizer { Some(need("tokenizer.json")?) } else { None },
             preprocessor: pre.is_file().then_some(pre),
             weights: find_weight_files(dir)?,
         })
     }
 
-    fn from_cache(name: &str, repo: Repo) -> Result<Self> {
+    fn from_cache(name: &str, repo: Repo, tokenizer: bool) -> Result<Self> {
         let cache = hub_cache().repo(repo);
         let need = |f: &str| {
             cache.get(f).ok_or_else(|| {
@@ -88,7 +103,7 @@ impl ModelFiles {
             })
         };
         let config = need("config.json")?;
-        let tokenizer = need("tokenizer.json")?;
+        let tokenizer = if tokenizer { Some(need("tokenizer.json")?) } else { None };
         let preprocessor = cache.get("preprocessor_config.json");
         let weights = WEIGHT_CANDIDATES
             .iter()
@@ -109,7 +124,7 @@ impl ModelFiles {
         Ok(Self { name: name.to_string(), config, tokenizer, preprocessor, weights })
     }
 
-    fn from_hub(name: &str, repo: Repo) -> Result<Self> {
+    fn from_hub(name: &str, repo: Repo, tokenizer: bool) -> Result<Self> {
         let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
         let mut builder = ApiBuilder::from_env().with_progress(true).with_retries(2);
         if let Ok(dir) = std::env::var("HF_HUB_CACHE") {
@@ -134,7 +149,7 @@ impl ModelFiles {
             Error::ModelFiles(format!("{name}: the repository has none of {}", WEIGHT_CANDIDATES.join(", ")))
         })?;
         let config = get("config.json")?;
-        let tokenizer = get("tokenizer.json")?;
+        let tokenizer = if tokenizer { Some(get("tokenizer.json")?) } else { None };
         let preprocessor = if has("preprocessor_config.json") { Some(get("preprocessor_config.json")?) } else { None };
         let first = get(weights_file)?;
         let weights = if weights_file.ends_with(".index.json") {

@@ -62,7 +62,9 @@ pub struct Janus {
 impl Janus {
     pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
         let mut cfg = JanusConfig::from_file(&files.config)?;
-        let tokenizer = JanusTokenizer::from_file(&files.tokenizer)?;
+        let tokenizer_file =
+            files.tokenizer.as_ref().ok_or_else(|| Error::ModelFiles(format!("{}: no tokenizer.json", files.name)))?;
+        let tokenizer = JanusTokenizer::from_file(tokenizer_file)?;
         let ckpt = Arc::new(Checkpoint::open(&files.weights)?);
         let ge = ckpt
             .shape_of("gen_embed.weight")

@@ -121,14 +121,53 @@ impl PreprocessConfig {
 }
 
 /// Pillow's bicubic resize (`Image.resize(size, BICUBIC)`, which the reference reaches through
-/// torchvision's `resize(..., antialias=True)` on a PIL image), reproduced to the bit: Keys
-/// cubic with a = -0.5, support scaled by the reduction factor, 22-bit fixed-point weights,
-/// horizontal pass then vertical pass with 8-bit rounding in between.
+/// torchvision's `resize(..., antialias=True)` on a PIL image), reproduced to the bit.
 pub fn resize_bicubic(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
+    resize_pillow(img, out_w, out_h, Filter::Bicubic)
+}
+
+/// The resampling filters of [`resize_pillow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Triangle, support 1 (`Image.BILINEAR`).
+    Bilinear,
+    /// Keys cubic with a = -0.5, support 2 (`Image.BICUBIC`).
+    Bicubic,
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bilinear => 1.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Filter::Bilinear if x < 1.0 => 1.0 - x,
+            Filter::Bicubic if x < 1.0 => {
+                const A: f64 = -0.5;
+                ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+            }
+            Filter::Bicubic if x < 2.0 => {
+                const A: f64 = -0.5;
+                (((x - 5.0) * x + 8.0) * x - 4.0) * A
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// Pillow's `Image.resize(size, filter)` on an RGB image, to the bit (`libImaging/Resample.c`):
+/// filter support scaled by the reduction factor, 22-bit fixed-point weights, horizontal pass
+/// then vertical pass with 8-bit rounding in between.
+pub fn resize_pillow(img: &RgbImage, out_w: usize, out_h: usize, filter: Filter) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let src: Vec<u8> = img.as_raw().clone();
     let (horizontal, tmp_w) = if out_w != w {
-        let (bounds, coeffs, k) = pil_coeffs(w, out_w);
+        let (bounds, coeffs, k) = pil_coeffs(w, out_w, filter);
         let mut out = vec![0u8; out_w * h * 3];
         for y in 0..h {
             for (x, &(x0, n)) in bounds.iter().enumerate() {
@@ -146,7 +185,7 @@ pub fn resize_bicubic(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
         (src, w)
     };
     let data = if out_h != h {
-        let (bounds, coeffs, k) = pil_coeffs(h, out_h);
+        let (bounds, coeffs, k) = pil_coeffs(h, out_h, filter);
         let mut out = vec![0u8; tmp_w * out_h * 3];
         for (y, &(y0, n)) in bounds.iter().enumerate() {
             let kk = &coeffs[y * k..y * k + n];
@@ -172,23 +211,11 @@ fn clip8(acc: i64) -> u8 {
     (acc >> PIL_BITS).clamp(0, 255) as u8
 }
 
-fn bicubic(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * A
-    } else {
-        0.0
-    }
-}
-
 /// Per output pixel: (first input pixel, tap count), and fixed-point taps (`k` per pixel).
-fn pil_coeffs(in_size: usize, out_size: usize) -> (Vec<(usize, usize)>, Vec<i32>, usize) {
+fn pil_coeffs(in_size: usize, out_size: usize, filter: Filter) -> (Vec<(usize, usize)>, Vec<i32>, usize) {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
+    let support = filter.support() * filterscale;
     let k = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size);
     let mut coeffs = vec![0i32; out_size * k];
@@ -196,7 +223,8 @@ fn pil_coeffs(in_size: usize, out_size: usize) -> (Vec<(usize, usize)>, Vec<i32>
         let center = (xx as f64 + 0.5) * scale;
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
-        let ws: Vec<f64> = (0..xmax).map(|x| bicubic((x as f64 + xmin as f64 - center + 0.5) / filterscale)).collect();
+        let ws: Vec<f64> =
+            (0..xmax).map(|x| filter.weight((x as f64 + xmin as f64 - center + 0.5) / filterscale)).collect();
         let total: f64 = ws.iter().sum();
         for (x, w) in ws.iter().enumerate() {
             let w = if total != 0.0 { w / total } else { *w };
