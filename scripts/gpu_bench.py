@@ -650,14 +650,11 @@ def build_random_model(cfg, device, dtype, seed: int):
 
 
 def set_generation_config(model, ids: dict) -> None:
-    gc = model.generation_config
-    gc._from_model_config = False
-    gc.bos_token_id = ids[BOS]
-    gc.eos_token_id = ids[EOS]
-    gc.pad_token_id = ids[PAD]
-    gc.temperature = 1.0
-    gc.guidance_scale = 5.0
-    gc.generation_kwargs = {"boi_token_id": ids[BOI]}
+    """The generation config the goldens use (CFG 5, temperature 1), from make_goldens.py."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_goldens import set_generation_config as shared
+
+    shared(model, ids)
 
 
 def param_counts(model) -> dict:
