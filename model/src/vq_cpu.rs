@@ -53,9 +53,10 @@ impl CustomOp3 for SameConv {
         let k = kh;
         let kk = c_in * k * k;
         let hw = h * w;
-        let mut out = vec![0f32; n * c_out * hw];
-        for (o, &bias) in out.chunks_mut(hw).zip(b.iter().cycle()) {
-            o.fill(bias);
+        // Every output starts as its channel's bias; the GEMMs accumulate onto it.
+        let mut out = Vec::with_capacity(n * c_out * hw);
+        for &bias in b.iter().cycle().take(n * c_out) {
+            out.extend(std::iter::repeat_n(bias, hw));
         }
         let band_rows = (self.band_elems / (kk * w)).clamp(1, h);
         let mut col = vec![0f32; kk * band_rows * w];
@@ -69,7 +70,7 @@ impl CustomOp3 for SameConv {
                 let rows = band_rows.min(h - r0);
                 let cols = rows * w;
                 // col[(c, ky, kx), (y - r0) * w + xo] = xi[c, y + ky - pad, xo + kx - pad] (0 outside).
-                for (row_idx, dst) in col[..kk * cols].chunks_mut(cols).enumerate() {
+                col[..kk * cols].par_chunks_mut(cols).enumerate().for_each(|(row_idx, dst)| {
                     let (c, ky, kx) = (row_idx / (k * k), row_idx / k % k, row_idx % k);
                     let dx = kx as isize - pad;
                     for (ry, d) in dst.chunks_mut(w).enumerate() {
@@ -86,7 +87,7 @@ impl CustomOp3 for SameConv {
                         d[hi..].fill(0.0);
                         d[lo..hi].copy_from_slice(&src[(lo as isize + dx) as usize..(hi as isize + dx) as usize]);
                     }
-                }
+                });
                 // out[:, r0*w .. r0*w + cols] += wt[c_out, kk] @ col[kk, cols]
                 // SAFETY: the pointers cover m×k, k×n and m×n (row stride hw) elements of live
                 // buffers that do not overlap, as gemm requires.
