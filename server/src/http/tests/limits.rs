@@ -132,7 +132,7 @@ async fn the_api_key_covers_every_route_but_the_probes() {
                     '{' => in_param = true,
                     '}' => {
                         in_param = false;
-                        out.push_str("x");
+                        out.push('x');
                     }
                     _ if !in_param => out.push(c),
                     _ => {}
