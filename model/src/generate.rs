@@ -143,6 +143,15 @@ impl<'m> T2iBatch<'m> {
         &self.tokens
     }
 
+    /// Full-length token grids of images `range` for a preview decode: the tokens so far, the rest
+    /// of each grid filled with token 0.
+    pub fn padded_tokens(&self, range: std::ops::Range<usize>) -> Vec<Vec<u32>> {
+        self.tokens[range]
+            .iter()
+            .map(|t| t.iter().copied().chain(std::iter::repeat(0)).take(self.total).collect())
+            .collect()
+    }
+
     pub fn into_tokens(self) -> Vec<Vec<u32>> {
         self.tokens
     }

@@ -105,8 +105,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let tokens_s = prefill + mean * (total - 1) as f64;
 
     // Decode full grids (unfinished images padded with token 0).
-    let tokens: Vec<Vec<u32>> =
-        batch.tokens().iter().map(|t| t.iter().copied().chain(std::iter::repeat(0)).take(total).collect()).collect();
+    let tokens = batch.padded_tokens(0..batch.num_images());
     let t = Instant::now();
     model.decode_images(&tokens, a.decode_chunk)?;
     let vq_decode_s = t.elapsed().as_secs_f64();

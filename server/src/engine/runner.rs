@@ -565,11 +565,7 @@ impl<'m> Scheduler<'m> {
             }
             let partial_index = m.partials_sent;
             m.partials_sent += 1;
-            let total = self.model.num_image_tokens();
-            let tokens: Vec<Vec<u32>> = c.batch.tokens()[range]
-                .iter()
-                .map(|t| t.iter().copied().chain(std::iter::repeat(0)).take(total).collect())
-                .collect();
+            let tokens = c.batch.padded_tokens(range);
             let model = self.model;
             if let Ok(images) = guarded(|| model.decode_images(&tokens, self.opts.decode_chunk)) {
                 for (index, mut image) in images.into_iter().enumerate() {
