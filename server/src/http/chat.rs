@@ -17,7 +17,7 @@ use janus::{Conversation, FinishReason, Message, Part, Role, SamplingParams, Tex
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::error::{ApiJson, ErrorResponse};
+use super::error::{ApiJson, CommonErrors, ErrorResponse};
 use super::images::sse_json;
 use super::types::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatRole, ChunkChoice,
@@ -353,12 +353,9 @@ pub async fn collect_text(rx: &mut mpsc::Receiver<ChatEvent>) -> Result<TextResu
         (status = 200, description = "The answer (JSON), or with `stream: true` an event stream of \
             ChatCompletionChunk ending with `data: [DONE]`", body = ChatCompletion),
         (status = 400, description = "A field is invalid (named in `param`), or an image cannot be decoded", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Body over --max-body-bytes", body = ErrorResponse),
         (status = 415, description = "An image format we do not read", body = ErrorResponse),
         (status = 429, description = "Queue full, or --max-streams streams open; see Retry-After", body = ErrorResponse),
-        (status = 500, description = "Internal fault (the server keeps serving)", body = ErrorResponse),
-        (status = 503, description = "Loading, failed to load, out of memory, or shutting down", body = ErrorResponse),
+        CommonErrors,
     )
 )]
 pub async fn completions(

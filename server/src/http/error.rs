@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use super::AppState;
 use crate::engine::EngineError;
@@ -30,6 +30,25 @@ pub struct ErrorBody {
     pub param: Option<String>,
     /// A stable machine-readable code, e.g. `invalid_value`, `queue_full`, `model_loading`.
     pub code: Option<String>,
+}
+
+/// The error responses every model route can give, for the routes' `#[utoipa::path]` lists
+/// (each route adds its own 400, 415 and 429 rows).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // a documentation type: never built, only read by utoipa
+pub enum CommonErrors {
+    /// Missing or wrong API key
+    #[response(status = 401)]
+    Unauthorized(ErrorResponse),
+    /// Body over --max-body-bytes
+    #[response(status = 413)]
+    TooLarge(ErrorResponse),
+    /// Internal fault (the server keeps serving)
+    #[response(status = 500)]
+    Internal(ErrorResponse),
+    /// Loading, failed to load, out of memory, or shutting down
+    #[response(status = 503)]
+    Unavailable(ErrorResponse),
 }
 
 /// A failed request. Every handler error is one of these; `into_response` is the only mapping

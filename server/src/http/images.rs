@@ -18,7 +18,7 @@ use janus::{Conversation, SamplingParams, TextParams};
 use tokio::sync::mpsc;
 
 use super::chat::{collect_text, decode_image, finish_reason, max_tokens, started};
-use super::error::{ApiJson, ErrorResponse};
+use super::error::{ApiJson, CommonErrors, ErrorResponse};
 use super::types::{
     DescribeForm, DescribeResponse, ImageCompletedEvent, ImageData, ImageGenerationRequest, ImagePartialEvent,
     ImageUsage, ImagesResponse, InputTokensDetails, Usage,
@@ -132,11 +132,8 @@ pub fn check_size(size: Option<&str>, image_size: usize) -> Result<String, ApiEr
             (ImageCompletedEvent) events", body = ImagesResponse,
             headers(("x-seed" = u64, description = "The seed used"))),
         (status = 400, description = "A field is invalid (named in `param`)", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Body over --max-body-bytes", body = ErrorResponse),
         (status = 429, description = "Queue full, or --max-streams streams open; see Retry-After", body = ErrorResponse),
-        (status = 500, description = "Internal fault", body = ErrorResponse),
-        (status = 503, description = "Loading, failed to load, out of memory, or shutting down", body = ErrorResponse),
+        CommonErrors,
     )
 )]
 pub async fn generate(
@@ -429,12 +426,9 @@ pub async fn describe_form(mut form: Multipart, limit: usize) -> Result<Describe
     responses(
         (status = 200, description = "The answer", body = DescribeResponse),
         (status = 400, description = "A missing or invalid form field, or an undecodable image", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Body over --max-body-bytes", body = ErrorResponse),
         (status = 415, description = "An image format we do not read", body = ErrorResponse),
         (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
-        (status = 500, description = "Internal fault (the server keeps serving)", body = ErrorResponse),
-        (status = 503, description = "Loading, failed to load, out of memory, or shutting down", body = ErrorResponse),
+        CommonErrors,
     )
 )]
 pub async fn describe(
