@@ -114,6 +114,22 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
+/// A progress bar with ETA on stderr for `n` units named `what` (hidden unless `show`).
+pub(crate) fn progress_bar(n: usize, show: bool, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(n as u64),
+        if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+    )
+    .with_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {what} ({{per_sec}}, eta {{eta}}) {{msg}}"
+        ))
+        .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
 /// Unix seconds and an RFC 3339 UTC time.
 pub(crate) fn now() -> (u64, String) {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -334,17 +350,7 @@ pub fn generate_items<I: Item>(
     if skipped > 0 && opts.progress {
         eprintln!("{skipped} of {} prompt(s) already complete, skipped", items.len());
     }
-    let bar = ProgressBar::with_draw_target(
-        Some((todo.len() * opts.samples) as u64),
-        if opts.progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
-    )
-    .with_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} images ({per_sec}, eta {eta}) {msg}",
-        )
-        .expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(250));
+    let bar = progress_bar(todo.len() * opts.samples, opts.progress, "images");
 
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);

@@ -15,10 +15,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::clip::Clip;
@@ -188,7 +186,7 @@ pub fn score_run(detector: &Detr, clip: &Clip, opts: &ScoreOptions) -> Result<Sc
     let images = list_run(run)?;
     check_not_imported(run, opts.force)?;
     let names = data::object_names();
-    let bar = progress_bar(images.len(), opts.progress);
+    let bar = crate::generate::progress_bar(images.len(), opts.progress, "images scored");
     let mut rows = Vec::with_capacity(images.len());
     for im in &images {
         let img =
@@ -251,21 +249,6 @@ fn check_not_imported(run: &Path, force: bool) -> Result<()> {
 
 pub fn summary_of(rows: &[ResultLine]) -> Summary {
     rules::summarize(&rows.iter().map(ResultLine::row).collect::<Vec<_>>())
-}
-
-fn progress_bar(n: usize, show: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(n as u64),
-        if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
-    )
-    .with_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} images scored ({per_sec}, eta {eta})",
-        )
-        .expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(250));
-    bar
 }
 
 /// Checks an official `results.jsonl` and files it under `run` (created) with its manifest.
