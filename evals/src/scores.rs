@@ -72,7 +72,9 @@ pub fn read_results(path: &Path) -> Result<Vec<ResultLine>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a result row", path.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}: not a result row", path.display(), i + 1))
+        })
         .collect()
 }
 

@@ -8,13 +8,17 @@
 //! image, as in the reference. Unlike the reference, rows may come from different requests:
 //! prompts of different lengths are left-padded and masked, and every image samples with its
 //! own RNG, so an image does not depend on what it was batched with.
+//!
+//! Guidance and sampling run on the model's device ([`BatchSampler`]) and the picked tokens are
+//! fed back from there, so a step ends without waiting for the device; the tokens reach the host
+//! when asked for ([`T2iBatch::tokens`]).
 
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::llm::{last_position, LlmCache};
 use crate::model::Janus;
-use crate::sampling::{image_seed, Sampler, SamplingParams};
+use crate::sampling::{image_seed, BatchSampler, SamplingParams};
 
 /// One image to generate.
 #[derive(Debug, Clone)]
@@ -37,8 +41,12 @@ pub struct StepOutput {
 /// A batch of images being generated together.
 pub struct T2iBatch<'m> {
     model: &'m Janus,
-    samplers: Vec<Sampler>,
+    sampler: BatchSampler,
+    /// Tokens copied to the host so far, per image, and the later steps' picks `[N]` still on
+    /// the device.
     tokens: Vec<Vec<u32>>,
+    pending: Vec<Tensor>,
+    steps: usize,
     cache: LlmCache,
     /// LM input for the next step, `[2N, S, D]`.
     next: Option<Tensor>,
@@ -70,7 +78,7 @@ impl Janus {
             batch.step()?;
             on_step(batch.steps_done(), batch.total_steps());
         }
-        Ok(batch.into_tokens())
+        batch.into_tokens()
     }
 }
 
@@ -112,10 +120,13 @@ impl<'m> T2iBatch<'m> {
         let ids = Tensor::from_vec(ids, (rows, len), dev)?;
         let embeds = model.llm.embed(&ids)?;
         let cache = LlmCache::new(&model.cfg.llm, pads, len + total - 1, model.dtype(), dev)?;
+        let vocab = model.cfg.gen.image_token_size;
         Ok(Self {
             model,
-            samplers: jobs.iter().map(|j| Sampler::new(j.params, j.seed)).collect(),
+            sampler: BatchSampler::new(jobs.iter().map(|j| (j.params, j.seed)), vocab, dev)?,
             tokens: vec![Vec::with_capacity(total); jobs.len()],
+            pending: Vec::new(),
+            steps: 0,
             cache,
             next: Some(embeds),
             total,
@@ -127,7 +138,7 @@ impl<'m> T2iBatch<'m> {
     }
 
     pub fn steps_done(&self) -> usize {
-        self.tokens.first().map_or(0, |t| t.len())
+        self.steps
     }
 
     pub fn total_steps(&self) -> usize {
@@ -138,22 +149,30 @@ impl<'m> T2iBatch<'m> {
         self.tokens.len()
     }
 
-    /// Tokens generated so far, per image.
-    pub fn tokens(&self) -> &[Vec<u32>] {
-        &self.tokens
+    /// Tokens generated so far, per image (waits for the device to finish the steps queued).
+    pub fn tokens(&mut self) -> Result<&[Vec<u32>]> {
+        if !self.pending.is_empty() {
+            let picks = Tensor::stack(&self.pending, 1)?.to_vec2::<u32>()?;
+            self.pending.clear();
+            for (t, p) in self.tokens.iter_mut().zip(picks) {
+                t.extend(p);
+            }
+        }
+        Ok(&self.tokens)
     }
 
     /// Full-length token grids of images `range` for a preview decode: the tokens so far, the rest
     /// of each grid filled with token 0.
-    pub fn padded_tokens(&self, range: std::ops::Range<usize>) -> Vec<Vec<u32>> {
-        self.tokens[range]
-            .iter()
-            .map(|t| t.iter().copied().chain(std::iter::repeat(0)).take(self.total).collect())
-            .collect()
+    pub fn padded_tokens(&mut self, range: std::ops::Range<usize>) -> Result<Vec<Vec<u32>>> {
+        let total = self.total;
+        let tokens =
+            self.tokens()?.get(range).ok_or_else(|| Error::InvalidInput("image range out of bounds".into()))?;
+        Ok(tokens.iter().map(|t| t.iter().copied().chain(std::iter::repeat(0)).take(total).collect()).collect())
     }
 
-    pub fn into_tokens(self) -> Vec<Vec<u32>> {
-        self.tokens
+    pub fn into_tokens(mut self) -> Result<Vec<Vec<u32>>> {
+        self.tokens()?;
+        Ok(self.tokens)
     }
 
     /// Runs the LM once (the prefill first, then one token) and samples one token per image.
@@ -161,15 +180,12 @@ impl<'m> T2iBatch<'m> {
         let input = self.next.take().ok_or_else(|| Error::InvalidInput("generation is already finished".into()))?;
         let hidden = last_position(&self.model.llm.forward(&input, &mut self.cache)?)?;
         let logits = self.model.gen_logits(&hidden)?;
-        let rows = logits.to_vec2::<f32>()?;
-        let mut picked = Vec::with_capacity(2 * self.samplers.len());
-        for (i, sampler) in self.samplers.iter_mut().enumerate() {
-            let t = sampler.sample(&rows[2 * i], &rows[2 * i + 1]);
-            self.tokens[i].push(t);
-            picked.extend([t, t]);
-        }
+        let picked = self.sampler.pick(&logits)?;
+        self.pending.push(picked.clone());
+        self.steps += 1;
         if !self.is_done() {
-            let ids = Tensor::new(picked.as_slice(), self.model.device())?;
+            // Both rows of each pair continue with the image's token: [t0, t0, t1, t1, ...].
+            let ids = Tensor::stack(&[&picked, &picked], 1)?.flatten_all()?;
             self.next = Some(self.model.embed_image_tokens(&ids)?.unsqueeze(1)?);
         }
         Ok(StepOutput { hidden, logits })
@@ -177,21 +193,16 @@ impl<'m> T2iBatch<'m> {
 
     /// Keeps only the images at `keep` (in that order), e.g. when a client goes away.
     pub fn retain_images(&mut self, keep: &[usize]) -> Result<()> {
-        if keep.iter().any(|&i| i >= self.samplers.len()) {
-            return Err(Error::InvalidInput("image index out of range".into()));
-        }
+        self.tokens()?;
+        self.sampler.retain(keep)?;
         let rows: Vec<usize> = keep.iter().flat_map(|&i| [2 * i, 2 * i + 1]).collect();
         self.cache.retain_rows(&rows)?;
         if let Some(next) = &self.next {
             let idx = Tensor::from_iter(rows.iter().map(|&r| r as u32), next.device())?;
             self.next = Some(next.index_select(&idx, 0)?);
         }
-        let mut samplers: Vec<Option<Sampler>> = std::mem::take(&mut self.samplers).into_iter().map(Some).collect();
         let mut tokens: Vec<Option<Vec<u32>>> = std::mem::take(&mut self.tokens).into_iter().map(Some).collect();
-        for &i in keep {
-            self.samplers.push(samplers[i].take().ok_or_else(|| Error::InvalidInput("duplicate image index".into()))?);
-            self.tokens.push(tokens[i].take().unwrap_or_default());
-        }
+        self.tokens = keep.iter().map(|&i| tokens[i].take().unwrap_or_default()).collect();
         Ok(())
     }
 }

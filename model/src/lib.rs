@@ -7,7 +7,6 @@
 //!   [`Janus::answer`] answers a [`Conversation`] with images (understanding).
 
 pub mod config;
-pub mod vq_cpu;
 pub mod device;
 pub mod error;
 pub mod gen;
@@ -23,6 +22,7 @@ pub mod tokenizer;
 pub mod understand;
 pub mod vision;
 pub mod vq;
+pub mod vq_cpu;
 pub mod weights;
 
 pub use config::{CheckpointFormat, JanusConfig};

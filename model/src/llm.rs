@@ -24,6 +24,9 @@ pub struct LlmCache {
     /// Positions written so far (including padding).
     len: usize,
     capacity: usize,
+    /// With padding, made once on the device: each row's position id of every slot
+    /// `[B, capacity]` (u32) and the additive key mask of a one-token step `[B, 1, 1, capacity]`.
+    padding: Option<(Tensor, Tensor)>,
 }
 
 impl LlmCache {
@@ -34,7 +37,18 @@ impl LlmCache {
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| Ok((Tensor::zeros(shape, dtype, dev)?, Tensor::zeros(shape, dtype, dev)?)))
             .collect::<Result<_>>()?;
-        Ok(Self { layers, pads, len: 0, capacity })
+        let padding = if pads.iter().any(|&p| p > 0) {
+            let ids = pads.iter().flat_map(|&p| (0..capacity).map(move |j| j.saturating_sub(p) as u32));
+            let mask =
+                pads.iter().flat_map(|&p| (0..capacity).map(move |j| if j < p { f32::NEG_INFINITY } else { 0.0 }));
+            Some((
+                Tensor::from_iter(ids, dev)?.reshape((b, capacity))?,
+                Tensor::from_iter(mask, dev)?.reshape((b, 1, 1, capacity))?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self { layers, pads, len: 0, capacity, padding })
     }
 
     pub fn len(&self) -> usize {
@@ -60,6 +74,11 @@ impl LlmCache {
             }
         }
         self.pads = keep.iter().map(|&i| self.pads[i]).collect();
+        if let Some((positions, mask)) = &mut self.padding {
+            let idx = Tensor::from_iter(keep.iter().map(|&i| i as u32), positions.device())?;
+            *positions = positions.index_select(&idx, 0)?;
+            *mask = mask.index_select(&idx, 0)?;
+        }
         Ok(())
     }
 
@@ -67,16 +86,13 @@ impl LlmCache {
     /// tokens; the mask is `None` when causality alone suffices (no padding, one token).
     fn positions_and_mask(&self, s: usize, dev: &Device) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, start, t) = (self.pads.len(), self.len, self.len + s);
-        let padded = self.pads.iter().any(|&p| p > 0);
-        let positions = if padded {
-            let ids: Vec<u32> =
-                self.pads.iter().flat_map(|&p| (start..t).map(move |j| j.saturating_sub(p) as u32)).collect();
-            Some(Tensor::from_vec(ids, (b, s), dev)?)
-        } else {
-            None
+        let positions = match &self.padding {
+            Some((positions, _)) => Some(positions.narrow(1, start, s)?),
+            None => None,
         };
-        if !padded && s == 1 {
-            return Ok((positions, None));
+        if s == 1 && self.pads.iter().all(|&p| start >= p) {
+            // One token past the padding sees every key but the padding.
+            return Ok((positions, self.padding.as_ref().map(|(_, mask)| mask.narrow(3, 0, t)).transpose()?));
         }
         let mut mask = Vec::with_capacity(b * s * t);
         for &p in &self.pads {
@@ -125,10 +141,9 @@ impl Rope {
     }
 }
 
+/// Self-attention with `q_proj`, `k_proj` and `v_proj` fused into one matmul at load time.
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    qkv: Linear,
     o_proj: Linear,
     num_heads: usize,
     num_kv_heads: usize,
@@ -138,10 +153,12 @@ struct Attention {
 impl Attention {
     fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let q_proj = vb.pp("q_proj").get((q, d), "weight")?;
+        let k_proj = vb.pp("k_proj").get((kv, d), "weight")?;
+        let v_proj = vb.pp("v_proj").get((kv, d), "weight")?;
         Ok(Self {
-            q_proj: linear_no_bias(d, cfg.num_attention_heads * hd, vb.pp("q_proj"))?,
-            k_proj: linear_no_bias(d, cfg.num_key_value_heads * hd, vb.pp("k_proj"))?,
-            v_proj: linear_no_bias(d, cfg.num_key_value_heads * hd, vb.pp("v_proj"))?,
+            qkv: Linear::new(Tensor::cat(&[&q_proj, &k_proj, &v_proj], 0)?, None),
             o_proj: linear_no_bias(cfg.num_attention_heads * hd, d, vb.pp("o_proj"))?,
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
@@ -160,12 +177,12 @@ impl Attention {
         offset: usize,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
-        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, s, n, self.head_dim))?.transpose(1, 2)?.contiguous()?)
-        };
-        let q = heads(self.q_proj.forward(x)?, self.num_heads)?;
-        let k = heads(self.k_proj.forward(x)?, self.num_kv_heads)?;
-        let v = heads(self.v_proj.forward(x)?, self.num_kv_heads)?;
+        let (h, kvh) = (self.num_heads, self.num_kv_heads);
+        // [B, S, heads of q, k and v, head_dim]; each part → [B, heads, S, head_dim] (one copy).
+        let qkv = self.qkv.forward(x)?.reshape((b, s, h + 2 * kvh, self.head_dim))?;
+        let heads =
+            |start: usize, n: usize| -> Result<Tensor> { Ok(qkv.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?) };
+        let (q, k, v) = (heads(0, h)?, heads(h, kvh)?, heads(h + kvh, kvh)?);
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
 
@@ -176,17 +193,25 @@ impl Attention {
         let v = repeat_kv(kv.1.narrow(2, 0, t)?, self.num_heads / self.num_kv_heads)?;
 
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        // CUDA's softmax kernel accumulates in f32 whatever the input dtype; on the CPU a
-        // half-precision softmax would not, so there the scores go through f32.
-        let att_dtype = if x.device().is_cuda() { v.dtype() } else { DType::F32 };
-        let att = (q.matmul(&k.t()?)? * scale)?.to_dtype(att_dtype)?;
+        let att = (q.matmul(&k.t()?)? * scale)?.to_dtype(attention_dtype(x))?;
         let att = match mask {
-            Some(m) => att.broadcast_add(&m.to_dtype(att_dtype)?)?,
+            Some(m) => att.broadcast_add(m)?,
             None => att,
         };
         let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(v.dtype())?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, s, self.num_heads * self.head_dim))?;
         Ok(self.o_proj.forward(&y)?)
+    }
+}
+
+/// The dtype of attention scores and masks for activations `x`: CUDA's softmax kernel
+/// accumulates in f32 whatever the input dtype; on the CPU a half-precision softmax would not,
+/// so there the scores go through f32.
+fn attention_dtype(x: &Tensor) -> DType {
+    if x.device().is_cuda() {
+        x.dtype()
+    } else {
+        DType::F32
     }
 }
 
@@ -305,6 +330,7 @@ impl Llama {
             )));
         }
         let (positions, mask) = cache.positions_and_mask(s, embeds.device())?;
+        let mask = mask.map(|m| m.to_dtype(attention_dtype(embeds))).transpose()?;
         let (cos, sin) = self.rope.select(offset, s, positions.as_ref())?;
         let mut x = embeds.clone();
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {

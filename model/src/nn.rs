@@ -97,10 +97,16 @@ impl CustomOp2 for SkinnyMatmul {
     }
 }
 
+/// Whether this CPU runs the `#[target_feature(enable = "avx2,fma")]` kernels of this crate.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
 /// `o[j, i] = w[j] · x[i]` for the rows `w[j]` of one chunk.
 fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: the CPU has the features the function was compiled for.
         return unsafe { avx2::dots(o, w, x, m, k) };
     }

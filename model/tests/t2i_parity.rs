@@ -37,7 +37,7 @@ fn check_prompt(model: &Janus, g: &Golden, pi: usize, variant: &str) {
         }
         step += 1;
     }
-    let tokens = batch.into_tokens();
+    let tokens = batch.into_tokens().unwrap();
     assert_eq!(tokens[0], ids(&p["image_tokens"]), "{variant} p{pi}: greedy CFG tokens");
 
     let img = &model.decode_images(&tokens, 4).unwrap()[0];

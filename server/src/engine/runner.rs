@@ -517,10 +517,17 @@ impl<'m> Scheduler<'m> {
             return true;
         }
         // Finished: decode each member's images and hand them over.
+        let all = match guarded(|| c.batch.tokens().map(<[_]>::to_vec)) {
+            Ok(all) => all,
+            Err(e) => {
+                self.fail_cohort(c, e);
+                return false;
+            }
+        };
         for (m, range) in c.members.iter().zip(c.ranges()) {
-            let tokens = c.batch.tokens()[range].to_vec();
+            let tokens = &all[range];
             let model = self.model;
-            match guarded(|| model.decode_images(&tokens, self.opts.decode_chunk)) {
+            match guarded(|| model.decode_images(tokens, self.opts.decode_chunk)) {
                 Ok(images) => {
                     for (index, image) in images.into_iter().enumerate() {
                         let _ = m.tx.try_send(ImageEvent::Image { index, image });
@@ -565,9 +572,9 @@ impl<'m> Scheduler<'m> {
             }
             let partial_index = m.partials_sent;
             m.partials_sent += 1;
-            let tokens = c.batch.padded_tokens(range);
             let model = self.model;
-            if let Ok(images) = guarded(|| model.decode_images(&tokens, self.opts.decode_chunk)) {
+            let decoded = guarded(|| model.decode_images(&c.batch.padded_tokens(range)?, self.opts.decode_chunk));
+            if let Ok(images) = decoded {
                 for (index, mut image) in images.into_iter().enumerate() {
                     grey_out_unfinished_rows(&mut image, done, model.grid_size());
                     let _ = m.tx.try_send(ImageEvent::Partial { index, partial_index, image });
