@@ -191,7 +191,7 @@ impl<'m> T2iBatch<'m> {
         Ok(StepOutput { hidden, logits })
     }
 
-    /// Keeps only the images at `keep` (in that order), e.g. when a client goes away.
+    /// Keeps only the images at `keep` (at least one; in that order), e.g. when a client goes away.
     pub fn retain_images(&mut self, keep: &[usize]) -> Result<()> {
         self.tokens()?;
         self.sampler.retain(keep)?;

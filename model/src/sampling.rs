@@ -201,6 +201,11 @@ enum RowPicker {
     Host(Sampler),
 }
 
+struct Row {
+    picker: RowPicker,
+    params: SamplingParams,
+}
+
 /// Guidance and sampling for a batch of images as tensor ops on the logits' device: each step
 /// uploads one uniform per sampled image and returns the picked tokens as a device tensor.
 ///
@@ -210,44 +215,60 @@ enum RowPicker {
 /// logits are copied). Device rows draw f32 uniforms and sum in f32, so their tokens can differ
 /// from the host's f64 draw only where `u` falls within rounding of a token boundary.
 pub struct BatchSampler {
-    rows: Vec<RowPicker>,
-    params: Vec<SamplingParams>,
+    rows: Vec<Row>,
+    columns: Columns,
     cdf: InverseCdf,
-    /// Per image, `[N, 1]`: CFG weight, temperature (1 where unused), greedy and host flags.
+    neg_inf: Tensor,
+}
+
+/// Per image, `[N, 1]` on the device: CFG weight, temperature (1 where unused), greedy and host
+/// flags (u8).
+struct Columns {
     weight: Tensor,
     temperature: Tensor,
     greedy: Tensor,
     host: Tensor,
-    neg_inf: Tensor,
+}
+
+impl Columns {
+    fn new(rows: &[Row], dev: &Device) -> Result<Self> {
+        let column = |f: &dyn Fn(&Row) -> f32| Tensor::from_iter(rows.iter().map(f), dev)?.unsqueeze(1);
+        let flag = |f: fn(&RowPicker) -> bool| column(&|r| f32::from(f(&r.picker)))?.to_dtype(DType::U8);
+        Ok(Self {
+            weight: column(&|r| r.params.cfg_weight)?,
+            temperature: column(&|r| if is_sampled(&r.picker) { r.params.temperature } else { 1.0 })?,
+            greedy: flag(|p| matches!(p, RowPicker::Device(None)))?,
+            host: flag(|p| matches!(p, RowPicker::Host(_)))?,
+        })
+    }
+}
+
+fn is_sampled(p: &RowPicker) -> bool {
+    matches!(p, RowPicker::Device(Some(_)))
 }
 
 impl BatchSampler {
-    /// One image per `(params, seed)`, over a vocabulary of `vocab` image tokens on `dev`.
+    /// One image per `(params, seed)` (at least one), over `vocab` image tokens on `dev`.
     pub fn new(images: impl IntoIterator<Item = (SamplingParams, u64)>, vocab: usize, dev: &Device) -> Result<Self> {
-        let (mut rows, mut params) = (Vec::new(), Vec::new());
-        for (p, seed) in images {
-            let row = if p.top_k.is_some() || p.top_p.is_some() {
-                RowPicker::Host(Sampler::new(p, seed))
-            } else {
-                RowPicker::Device((!p.is_greedy()).then(|| ChaCha8Rng::seed_from_u64(seed)))
-            };
-            rows.push(row);
-            params.push(p);
+        let rows: Vec<Row> = (images.into_iter())
+            .map(|(params, seed)| {
+                let picker = if params.top_k.is_some() || params.top_p.is_some() {
+                    RowPicker::Host(Sampler::new(params, seed))
+                } else {
+                    RowPicker::Device((!params.is_greedy()).then(|| ChaCha8Rng::seed_from_u64(seed)))
+                };
+                Row { picker, params }
+            })
+            .collect();
+        if rows.is_empty() {
+            return Err(Error::InvalidInput("no images to sample".into()));
         }
-        let column = |v: &[f32]| Tensor::from_slice(v, (v.len(), 1), dev);
-        let empty = column(&[])?;
-        let mut s = Self {
+        Ok(Self {
+            columns: Columns::new(&rows, dev)?,
             rows,
-            params,
             cdf: InverseCdf::new(vocab, dev)?,
-            weight: empty.clone(),
-            temperature: empty.clone(),
-            greedy: empty.clone(),
-            host: empty,
             neg_inf: Tensor::new(&[[f32::NEG_INFINITY]], dev)?,
-        };
-        s.upload()?;
-        Ok(s)
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -258,7 +279,7 @@ impl BatchSampler {
         self.rows.is_empty()
     }
 
-    /// Keeps only the images at `keep` (distinct, in range), in that order.
+    /// Keeps only the images at `keep` (at least one; distinct, in range), in that order.
     pub fn retain(&mut self, keep: &[usize]) -> Result<()> {
         let mut seen = vec![false; self.rows.len()];
         for &i in keep {
@@ -266,23 +287,12 @@ impl BatchSampler {
                 return Err(Error::InvalidInput(format!("image index {i} is out of range or repeated")));
             }
         }
-        let mut rows: Vec<Option<RowPicker>> = std::mem::take(&mut self.rows).into_iter().map(Some).collect();
+        if keep.is_empty() {
+            return Err(Error::InvalidInput("at least one image must stay in the batch".into()));
+        }
+        let mut rows: Vec<Option<Row>> = std::mem::take(&mut self.rows).into_iter().map(Some).collect();
         self.rows = keep.iter().map(|&i| rows[i].take().expect("indices checked distinct")).collect();
-        self.params = keep.iter().map(|&i| self.params[i]).collect();
-        self.upload()
-    }
-
-    fn upload(&mut self) -> Result<()> {
-        let dev = self.neg_inf.device().clone();
-        let n = self.rows.len();
-        let column = |f: &dyn Fn(&RowPicker, &SamplingParams) -> f32| -> Result<Tensor> {
-            let v: Vec<f32> = self.rows.iter().zip(&self.params).map(|(r, p)| f(r, p)).collect();
-            Ok(Tensor::from_vec(v, (n, 1), &dev)?)
-        };
-        self.weight = column(&|_, p| p.cfg_weight)?;
-        self.temperature = column(&|r, p| if matches!(r, RowPicker::Device(Some(_))) { p.temperature } else { 1.0 })?;
-        self.greedy = column(&|r, _| f32::from(matches!(r, RowPicker::Device(None))))?.to_dtype(DType::U8)?;
-        self.host = column(&|r, _| f32::from(matches!(r, RowPicker::Host(_))))?.to_dtype(DType::U8)?;
+        self.columns = Columns::new(&self.rows, self.neg_inf.device())?;
         Ok(())
     }
 
@@ -295,32 +305,32 @@ impl BatchSampler {
             return Err(Error::InvalidInput(format!("{rows} logit rows for {n} images")));
         }
         let dev = logits.device();
-        let count = |f: fn(&RowPicker) -> bool| self.rows.iter().filter(|r| f(r)).count();
-        let sampled = count(|r| matches!(r, RowPicker::Device(Some(_))));
-        let greedy = count(|r| matches!(r, RowPicker::Device(None)));
+        let count = |f: fn(&RowPicker) -> bool| self.rows.iter().filter(|r| f(&r.picker)).count();
+        let sampled = count(is_sampled);
+        let greedy = count(|p| matches!(p, RowPicker::Device(None)));
 
         let pairs = logits.reshape((n, 2, v))?;
         let (cond, uncond) = (pairs.i((.., 0))?, pairs.i((.., 1))?);
-        let guided = (&uncond + (cond - &uncond)?.broadcast_mul(&self.weight)?)?;
+        let guided = (&uncond + (cond - &uncond)?.broadcast_mul(&self.columns.weight)?)?;
         // -inf first: both backends' maximum then replace a NaN by -inf.
         let guided = self.neg_inf.broadcast_maximum(&guided)?;
 
         let mut picked: Option<Tensor> = None;
         if sampled > 0 {
             let u: Vec<f32> = (self.rows.iter_mut())
-                .map(|r| match r {
+                .map(|r| match &mut r.picker {
                     RowPicker::Device(Some(rng)) => rng.random::<f32>(),
                     _ => 0.0,
                 })
                 .collect();
             let u = Tensor::from_vec(u, (n, 1), dev)?;
-            let probs = candle_nn::ops::softmax_last_dim(&guided.broadcast_div(&self.temperature)?)?;
+            let probs = candle_nn::ops::softmax_last_dim(&guided.broadcast_div(&self.columns.temperature)?)?;
             picked = Some(self.cdf.sample(&probs, &u)?);
         }
         if greedy > 0 {
             let best = guided.argmax_keepdim(1)?;
             picked = Some(match picked {
-                Some(s) => self.greedy.where_cond(&best, &s)?,
+                Some(s) => self.columns.greedy.where_cond(&best, &s)?,
                 None => best,
             });
         }
@@ -333,7 +343,7 @@ impl BatchSampler {
     /// Picks the host rows' tokens from their copied logits and merges them into `device_picks`.
     fn pick_on_host(&mut self, logits: &Tensor, device_picks: Option<Tensor>) -> Result<Tensor> {
         let host_rows: Vec<u32> = (self.rows.iter().enumerate())
-            .filter(|(_, r)| matches!(r, RowPicker::Host(_)))
+            .filter(|(_, r)| matches!(r.picker, RowPicker::Host(_)))
             .flat_map(|(i, _)| [2 * i as u32, 2 * i as u32 + 1])
             .collect();
         let idx = Tensor::new(host_rows.as_slice(), logits.device())?;
@@ -341,7 +351,7 @@ impl BatchSampler {
         let mut pairs = copied.chunks(2);
         let mut picks = vec![0u32; self.rows.len()];
         for (row, t) in self.rows.iter_mut().zip(picks.iter_mut()) {
-            if let RowPicker::Host(s) = row {
+            if let RowPicker::Host(s) = &mut row.picker {
                 if let Some([c, u]) = pairs.next() {
                     *t = s.sample(c, u);
                 }
@@ -350,7 +360,7 @@ impl BatchSampler {
         let n = picks.len();
         let host = Tensor::from_vec(picks, (n, 1), logits.device())?;
         Ok(match device_picks {
-            Some(d) => self.host.where_cond(&host, &d)?,
+            Some(d) => self.columns.host.where_cond(&host, &d)?,
             None => host,
         })
     }
@@ -566,6 +576,7 @@ mod tests {
         let mut b = BatchSampler::new([(p, 1), (p, 2), (p, 3)], 16, &Device::Cpu).unwrap();
         assert!(b.retain(&[0, 0]).is_err());
         assert!(b.retain(&[3]).is_err());
+        assert!(b.retain(&[]).is_err());
         assert_eq!(b.len(), 3, "a refused retain changes nothing");
         b.retain(&[2, 0]).unwrap();
         assert_eq!(b.len(), 2);
