@@ -3,12 +3,6 @@
 use clap::Parser;
 use janus_server::cli;
 
-/// jemalloc keeps freed pages for reuse: the VQ decoder's activations (tens of MiB each) would
-/// otherwise come fresh from the kernel, zero-filled, at every convolution (glibc serves
-/// allocations above 32 MiB with mmap).
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() {
     let args = cli::Cli::parse();
     cli::init_logging(args.log_filter(), args.log_format);
