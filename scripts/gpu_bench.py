@@ -516,6 +516,34 @@ def cmd_parity(a) -> int:
             f"vs cpu {item.get('max_abs_diff_vs_cpu_binary', '-')}")
         write_json(path, res)
 
+    # 2b) sampled generation (the device sampler: softmax, prefix-sum matmuls, gathers; and with
+    # --top-k the host rows) on this device vs the CPU binary, same seed, f32: the draws may differ
+    # only where a uniform falls within rounding of a token boundary, so expect ~all tokens equal
+    res["sampled"] = []
+    for mode, extra in (("device sampler", []), ("host rows (top-k)", ["--top-k", "20"])):
+        if not cpu_ok or broken() or clock.left() < 16:
+            res["skipped"].append(f"sampled {mode}")
+            continue
+        outs = {}
+        for which, b, dev in (("here", binp, a.device), ("cpu", cpu_bin, "cpu")):
+            d = work / f"sampled-{which}-{len(extra)}"
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+            r = run_cmd([b, "generate", "--model", TINY / "janus-pro-tiny", "--device", dev, "--dtype", "f32",
+                         "-n", "4", "--seed", "7", "--prompt", prompts[0]["prompt"], "--out", d,
+                         "--tokens-out", d / "t.json"] + extra, clock.timeout(a.run_timeout), time_v=False,
+                        label=f"sampled {mode} {which}")
+            outs[which] = json.loads((d / "t.json").read_text()) if r["rc"] == 0 else r["output_tail"][-600:]
+        item = {"mode": mode}
+        if all(isinstance(v, list) for v in outs.values()):
+            pairs = [(x, y) for ih, ic in zip(outs["here"], outs["cpu"]) for x, y in zip(ih, ic)]
+            item["match_fraction"] = round(sum(x == y for x, y in pairs) / max(len(pairs), 1), 4)
+        else:
+            item["error"] = {k: v for k, v in outs.items() if not isinstance(v, list)}
+        res["sampled"].append(item)
+        log(f"  sampled {mode}: match vs CPU {item.get('match_fraction')} {item.get('error', '')}")
+        write_json(path, res)
+
     # 3) bf16: report only
     for variant in VARIANTS:
         for pi in range(len(prompts)):
@@ -543,13 +571,15 @@ def cmd_parity(a) -> int:
         "bf16_match_fraction_mean": round(sum(bf) / len(bf), 4) if bf else None,
         "bf16_match_fraction_min": min(bf) if bf else None,
         "describe_identical": und_ok,
-        "pass": f32_ok and dec_ok and und_ok,
+        "sampled_match_vs_cpu": {it["mode"]: it.get("match_fraction") for it in res["sampled"]},
+        "pass": f32_ok and dec_ok and und_ok and all("error" not in it for it in res["sampled"]),
     }
     write_json(path, res)
     s = res["summary"]
     print(f"PARITY {'PASS' if s['pass'] else 'FAIL'}: f32 {s['f32_runs']}; decode max|diff| "
           f"{s['decode_max_abs_diff']} (<=1: {dec_ok}); bf16 token match mean {s['bf16_match_fraction_mean']} "
-          f"min {s['bf16_match_fraction_min']}; skipped {len(res['skipped'])}", flush=True)
+          f"min {s['bf16_match_fraction_min']}; sampled vs CPU {s['sampled_match_vs_cpu']}; "
+          f"skipped {len(res['skipped'])}", flush=True)
     return 0 if s["pass"] else 1
 
 
