@@ -10,11 +10,14 @@
 #   2. CUDA parity on the tiny checkpoints (assets/tiny/*, goldens assets/golden/t2i.*):
 #      `janus generate --device cuda --dtype f32 --greedy` tokens must equal the goldens; VQ decode
 #      of the golden vq_tokens within 1 of vq.pixels (and vs the CPU binary target/release/janus if
-#      it was carried); bf16 token match fraction reported.          -> $OUT/parity.json   ~30-90 s
+#      it was carried); bf16 token match fraction reported; sampled generation (device sampler and
+#      top-k host rows) vs the CPU binary, same seed; the cuDNN build's VQ decode (report only).
+#                                                                    -> $OUT/parity.json   ~30-90 s
 #   3. Speed, random Janus-Pro-1B built on the GPU with transformers (no download), saved as
 #      safetensors in $GPU_CHECK_WORK: ours (`janus generate --dtype bf16 -n 16`, warm-up + timed,
 #      then n=1) vs transformers' generate(generation_mode="image") + decode_image_tokens (warm-up +
-#      timed, then n=1), plus the HBM floor of docs/performance-and-users.md §7. -> $OUT/bench.json
+#      timed, then n=1), plus the HBM floor of docs/performance-and-users.md §7; `janus bench` of
+#      both builds (the cuDNN one's VQ decode).                                  -> $OUT/bench.json
 #                                                                                         ~90-200 s
 #   4. The same for a random Janus-Pro-7B (n=16 only) if >= 150 s of the 420 s budget remain.
 #                                                                                        ~120-200 s
@@ -24,7 +27,8 @@
 # after start (GPU_CHECK_HARD): expect 5-8 minutes. Everything goes to stdout and $OUT/gpu-check.log.
 # Files in $OUT: gpu-check.log, env.json, nvidia-smi.txt, parity.json, bench.json, summary.md.
 #
-# Env: OUT, JANUS_BIN (default target/cuda/release/janus), JANUS_CPU_BIN (default
+# Env: OUT, JANUS_BIN (default target/cuda/release/janus), JANUS_CUDNN_BIN (default
+# target/cudnn/release/janus: the `--features cudnn` build, optional), JANUS_CPU_BIN (default
 # target/release/janus, optional), JANUS_PYTHON (default python3), GPU_CHECK_WORK (scratch for the
 # saved random models, ~20 GB free needed for the 7B; default /tmp/janus-gpu-check),
 # GPU_CHECK_BUDGET, GPU_CHECK_HARD, GPU_CHECK_SKIP_7B=1.
@@ -40,6 +44,7 @@ mkdir -p "$OUT" || exit 2
 PY="${JANUS_PYTHON:-python3}"
 BIN="${JANUS_BIN:-target/cuda/release/janus}"
 CPU_BIN="${JANUS_CPU_BIN:-target/release/janus}"
+CUDNN_BIN="${JANUS_CUDNN_BIN:-target/cudnn/release/janus}"
 WORK="${GPU_CHECK_WORK:-/tmp/janus-gpu-check}"
 BUDGET="${GPU_CHECK_BUDGET:-420}"
 HARD="${GPU_CHECK_HARD:-480}"
@@ -95,6 +100,16 @@ main() {
     echo "WARNING: no CUDA binary at $BIN: parity is skipped, the speed steps time only the reference"
   fi
   [[ -x "$CPU_BIN" ]] && echo "CPU binary present: $CPU_BIN" || echo "no CPU binary at $CPU_BIN (CPU comparison skipped)"
+  if [[ -f "$CUDNN_BIN" ]]; then
+    chmod +x "$CUDNN_BIN" 2>/dev/null
+    set +u
+    # shellcheck disable=SC1091
+    source scripts/gpu-env.sh "$CUDNN_BIN" || echo "WARNING: gpu-env.sh found no libraries for $CUDNN_BIN"
+    set -u
+    timeout 30 "$CUDNN_BIN" --version || echo "WARNING: $CUDNN_BIN --version failed"
+  else
+    echo "no cuDNN binary at $CUDNN_BIN (its VQ decode check and bench are skipped)"
+  fi
   mkdir -p "$WORK"
   df -h "$WORK" 2>/dev/null | tail -n 1
   echo "free memory: $(free -g 2>/dev/null | awk '/Mem:/{print $7 " GiB available of " $2}')"
@@ -103,7 +118,7 @@ main() {
   banner "2. CUDA parity on the tiny checkpoints"
   if [[ $bin_ok -eq 1 || -x "$BIN" ]]; then
     local t; t=$(cap 150)
-    timeout -k 5 "$t" "$PY" scripts/gpu_bench.py parity --bin "$BIN" --cpu-bin "$CPU_BIN" --device "$DEVICE" \
+    timeout -k 5 "$t" "$PY" scripts/gpu_bench.py parity --bin "$BIN" --cpu-bin "$CPU_BIN" --bin-cudnn "$CUDNN_BIN" --device "$DEVICE" \
       --out "$OUT" --workdir "$WORK/parity" --deadline $(( $(date +%s) + t - 5 )) --run-timeout 45
     echo "parity exit code: $? (0 pass, 1 fail, 2 no binary, 124/137 timeout)"
   else
@@ -115,7 +130,7 @@ main() {
   banner "3. speed: random Janus-Pro-$SIZE_A ($DTYPE), n=16 and n=1"
   local t; t=$(cap 240)
   timeout -k 10 "$t" "$PY" scripts/gpu_bench.py bench --size "$SIZE_A" --device "$DEVICE" --dtype "$DTYPE" --n 16,1 \
-    --bin "$BIN" --out "$OUT" --workdir "$WORK" --deadline $(( $(date +%s) + t - 8 )) --ours-timeout 100
+    --bin "$BIN" --bin-cudnn "$CUDNN_BIN" --out "$OUT" --workdir "$WORK" --deadline $(( $(date +%s) + t - 8 )) --ours-timeout 100
   echo "bench $SIZE_A exit code: $?"
   rm -rf "$WORK"/janus-random-"$SIZE_A"* "$WORK"/runs-"$SIZE_A"*
   echo "GPU memory now: $(gpu_mem)"

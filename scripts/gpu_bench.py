@@ -516,6 +516,21 @@ def cmd_parity(a) -> int:
             f"vs cpu {item.get('max_abs_diff_vs_cpu_binary', '-')}")
         write_json(path, res)
 
+    # 2a) the cuDNN build's VQ decode of the same tokens (report only: cuDNN may use TF32 for f32)
+    cudnn = Path(a.bin_cudnn) if a.bin_cudnn else None
+    if cudnn and cudnn.is_file() and os.access(cudnn, os.X_OK) and not broken() and clock.left() > 16:
+        png = work / "vq-cudnn.png"
+        png.unlink(missing_ok=True)
+        r = run_cmd([cudnn, "decode-tokens", "--model", TINY / "janus-pro-tiny", "--device", a.device, "--dtype", "f32",
+                     "--tokens", tok_file, "--out", png], clock.timeout(a.first_run_timeout), time_v=False,
+                    label="cudnn decode")
+        res["decode_cudnn"] = ({"max_abs_diff_vs_golden": max_abs_diff_png(png, gt["vq.pixels"])} if r["rc"] == 0
+                               else {"error": r["output_tail"][-800:]})
+        log(f"  cudnn decode: {res['decode_cudnn']}")
+        write_json(path, res)
+    elif a.bin_cudnn:
+        res["skipped"].append(f"cudnn decode: {a.bin_cudnn} missing or no time")
+
     # 2b) sampled generation (the device sampler: softmax, prefix-sum matmuls, gathers; and with
     # --top-k the host rows) on this device vs the CPU binary, same seed, f32: the draws may differ
     # only where a uniform falls within rounding of a token boundary, so expect ~all tokens equal
@@ -572,6 +587,7 @@ def cmd_parity(a) -> int:
         "bf16_match_fraction_min": min(bf) if bf else None,
         "describe_identical": und_ok,
         "sampled_match_vs_cpu": {it["mode"]: it.get("match_fraction") for it in res["sampled"]},
+        "cudnn_decode": res.get("decode_cudnn"),
         "pass": f32_ok and dec_ok and und_ok and all("error" not in it for it in res["sampled"]),
     }
     write_json(path, res)
@@ -1001,6 +1017,21 @@ def cmd_bench(a) -> int:
         r.pop("stdout", None)
         rec["runs"]["ours_bench"] = r
         save()
+    # the same breakdown from the cuDNN build (VQ convolutions through cuDNN), when one was carried
+    cudnn = Path(a.bin_cudnn) if a.bin_cudnn else None
+    if cudnn and cudnn.is_file() and os.access(cudnn, os.X_OK) and clock.left() > 40:
+        r = run_cmd([cudnn, "bench", "--model", model_dir, "--device", a.device, "--dtype", a.dtype, "-n", str(big),
+                     "--steps", "32", "--warmup", "4", "--json"], clock.timeout(a.ours_timeout), label="ours cudnn bench")
+        try:
+            r["report"] = json.loads(r["stdout"][r["stdout"].index("{"):])
+            log(f"  cudnn bench: {r['report']}")
+        except Exception as e:
+            r["report_error"] = repr(e)
+        r.pop("stdout", None)
+        rec["runs"]["ours_cudnn_bench"] = r
+        save()
+    elif a.bin_cudnn:
+        rec["skipped"].append(f"cudnn bench: {a.bin_cudnn} missing or no time")
     # reference: warm-up then timed (skip the timed one if there is clearly no time for it)
     ref(big, f"n{big}_warmup")
     w = rec["runs"].get(f"ref_n{big}_warmup", {}).get("total_s")
@@ -1091,7 +1122,8 @@ def cmd_report(a) -> int:
         if s:
             lines.append(f"Parity: {'PASS' if s['pass'] else 'FAIL'}; f32 {s['f32_runs']}; decode max|diff| "
                          f"{s['decode_max_abs_diff']}; bf16 token match mean {s['bf16_match_fraction_mean']} "
-                         f"min {s['bf16_match_fraction_min']}")
+                         f"min {s['bf16_match_fraction_min']}; sampled vs CPU {s.get('sampled_match_vs_cpu')}; "
+                         f"cuDNN decode {s.get('cudnn_decode')}")
         else:
             lines.append(f"Parity: incomplete ({len(p.get('f32', []))} f32 runs, {len(p.get('decode', []))} decodes, "
                          f"{len(p.get('bf16', []))} bf16 runs recorded)")
@@ -1127,6 +1159,12 @@ def cmd_report(a) -> int:
                              f"{fl['doc_P50']['floor_s']:.3f} s; weights-only counting all LM/gen embeddings "
                              f"{fl['incl_embeddings']['weights_only_floor_s']:.3f} s)")
             lines += [f"- {e}" for e in extra]
+            for tag in ("ours_bench", "ours_cudnn_bench"):
+                rep = rec.get("runs", {}).get(tag, {}).get("report")
+                if rep:
+                    lines.append(f"- {tag}: prefill {rep['prefill_ms']:.1f} ms, step median {rep['step_ms_median']:.2f} ms "
+                                 f"(p90 {rep['step_ms_p90']:.2f}, pipelined {rep.get('step_ms_pipelined')}), "
+                                 f"VQ decode {rep['vq_decode_s']:.3f} s, peak {rep.get('peak_memory_gib')} GiB")
             if rec.get("skipped"):
                 lines.append(f"{key} skipped: {rec['skipped']}")
             if rec.get("errors"):
@@ -1151,6 +1189,7 @@ def main() -> int:
 
     p = sub.add_parser("parity")
     p.add_argument("--bin", default=str(REPO / "target/cuda/release/janus"))
+    p.add_argument("--bin-cudnn", default=None, help="janus built with --features cudnn: its VQ decode is checked too (optional)")
     p.add_argument("--cpu-bin", default=None, help="CPU janus binary to compare the VQ decode with (optional)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", required=True)
@@ -1167,6 +1206,7 @@ def main() -> int:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "f32", "f16"])
     p.add_argument("--n", default="16,1", help="image counts, the first one gets warm-ups (default 16,1)")
     p.add_argument("--bin", default=str(REPO / "target/cuda/release/janus"))
+    p.add_argument("--bin-cudnn", default=None, help="janus built with --features cudnn: its bench is recorded too (optional)")
     p.add_argument("--out", required=True)
     p.add_argument("--workdir", default="/tmp/janus-gpu-bench")
     p.add_argument("--deadline", type=float, default=None)
