@@ -14,8 +14,9 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Upper bound on the im2col band, in f32 elements (8 MiB).
-const BAND_ELEMS: usize = 2 << 20;
+/// Upper bound on the im2col band, in f32 elements (16 MiB): on the 384 px level (128 → 128
+/// channels) 9 output rows per GEMM instead of 4, about 15% faster (fewer repacks of the weight).
+const BAND_ELEMS: usize = 4 << 20;
 
 struct SameConv {
     /// Upper bound on the im2col band, in elements.
