@@ -1005,31 +1005,26 @@ def cmd_bench(a) -> int:
     # ours: warm-up (load, driver caches), then timed
     ours(big, f"n{big}_warmup", a.ours_timeout)
     ours(big, f"n{big}", a.ours_timeout)
-    # ours, broken down by `janus bench` (prefill, per-step latency, VQ decode, device memory)
-    if have_bin and not ours_broken[0] and clock.left() > 30:
-        r = run_cmd([binp, "bench", "--model", model_dir, "--device", a.device, "--dtype", a.dtype, "-n", str(big),
-                     "--json"], clock.timeout(a.ours_timeout), label="ours bench")
+
+    def bench(binary: Path, tag: str, extra: list) -> None:
+        """`janus bench` of one build: prefill, per-step latency, VQ decode, device memory."""
+        r = run_cmd([binary, "bench", "--model", model_dir, "--device", a.device, "--dtype", a.dtype, "-n", str(big),
+                     "--json"] + extra, clock.timeout(a.ours_timeout), label=tag.replace("_", " "))
         try:
             r["report"] = json.loads(r["stdout"][r["stdout"].index("{"):])
-            log(f"  bench: {r['report']}")
+            log(f"  {tag}: {r['report']}")
         except Exception as e:
             r["report_error"] = repr(e)
         r.pop("stdout", None)
-        rec["runs"]["ours_bench"] = r
+        rec["runs"][tag] = r
         save()
-    # the same breakdown from the cuDNN build (VQ convolutions through cuDNN), when one was carried
+
+    if have_bin and not ours_broken[0] and clock.left() > 30:
+        bench(binp, "ours_bench", [])
+    # the same from the cuDNN build (VQ convolutions through cuDNN), when one was carried
     cudnn = Path(a.bin_cudnn) if a.bin_cudnn else None
     if cudnn and cudnn.is_file() and os.access(cudnn, os.X_OK) and clock.left() > 40:
-        r = run_cmd([cudnn, "bench", "--model", model_dir, "--device", a.device, "--dtype", a.dtype, "-n", str(big),
-                     "--steps", "32", "--warmup", "4", "--json"], clock.timeout(a.ours_timeout), label="ours cudnn bench")
-        try:
-            r["report"] = json.loads(r["stdout"][r["stdout"].index("{"):])
-            log(f"  cudnn bench: {r['report']}")
-        except Exception as e:
-            r["report_error"] = repr(e)
-        r.pop("stdout", None)
-        rec["runs"]["ours_cudnn_bench"] = r
-        save()
+        bench(cudnn, "ours_cudnn_bench", ["--steps", "32", "--warmup", "4"])
     elif a.bin_cudnn:
         rec["skipped"].append(f"cudnn bench: {a.bin_cudnn} missing or no time")
     # reference: warm-up then timed (skip the timed one if there is clearly no time for it)
