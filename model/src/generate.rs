@@ -42,9 +42,9 @@ pub struct StepOutput {
 pub struct T2iBatch<'m> {
     model: &'m Janus,
     sampler: BatchSampler,
-    /// Tokens copied to the host so far, per image, and the later steps' picks `[N]` still on
-    /// the device.
+    /// Tokens copied to the host so far, per image.
     tokens: Vec<Vec<u32>>,
+    /// The later steps' picks, `[N]` each, still on the device.
     pending: Vec<Tensor>,
     steps: usize,
     cache: LlmCache,

@@ -145,7 +145,7 @@ mod avx2 {
                     if r == 2 {
                         tile::<2>(wa, wb, xs, k)
                     } else {
-                        widen(tile::<1>(wa, wb, xs, k))
+                        tile::<1>(wa, wb, xs, k)
                     }
                 };
                 o[j * m + i..j * m + i + r].copy_from_slice(&v[0][..r]);
@@ -158,14 +158,10 @@ mod avx2 {
         }
     }
 
-    fn widen(v: [[f32; 1]; 2]) -> [[f32; 2]; 2] {
-        [[v[0][0], 0.0], [v[1][0], 0.0]]
-    }
-
-    /// `[wa · x[r], wb · x[r]]` for R consecutive rows of `x` (length k), two 8-lane FMA chains
-    /// per product.
+    /// `[[wa · x[r] for r < R], [wb · x[r] for r < R]]` for R ≤ 2 consecutive rows of `x` (length
+    /// k), two 8-lane FMA chains per product; entries r ≥ R are 0.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const R: usize>(wa: *const f32, wb: *const f32, x: *const f32, k: usize) -> [[f32; R]; 2] {
+    unsafe fn tile<const R: usize>(wa: *const f32, wb: *const f32, x: *const f32, k: usize) -> [[f32; 2]; 2] {
         let mut acc = [[[_mm256_setzero_ps(); 2]; R]; 2];
         let full = k / 16 * 16;
         let mut c = 0;
@@ -189,7 +185,7 @@ mod avx2 {
             }
             c += 16;
         }
-        let mut out = [[0f32; R]; 2];
+        let mut out = [[0f32; 2]; 2];
         for (q, wq) in [wa, wb].into_iter().enumerate() {
             for r in 0..R {
                 let mut lanes = [0f32; 8];
