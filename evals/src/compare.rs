@@ -151,6 +151,9 @@ fn describe_run(m: &Value) -> (Option<String>, String) {
                 b["device"].as_str().unwrap_or("?").to_lowercase(),
                 b["dtype"].as_str().unwrap_or("?").to_lowercase()
             );
+            if let Some(q) = b["quant"].as_str().filter(|q| *q != "none") {
+                let _ = write!(x, ", {q}");
+            }
             if let Some(px) = b["image_size"].as_u64() {
                 let _ = write!(x, ", {px} px");
             }

@@ -422,11 +422,13 @@ impl InProcess {
         model: &str,
         device: &str,
         dtype: Option<&str>,
+        quant: janus::Quant,
         params: janus::SamplingParams,
         decode_chunk: usize,
     ) -> Result<Self> {
         params.validate()?;
-        let m = janus::Janus::open(model, device, dtype).with_context(|| format!("loading {model}"))?;
+        let m = janus::Janus::open_parts(model, device, dtype, quant, janus::Parts::Generation)
+            .with_context(|| format!("loading {model}"))?;
         Ok(Self { model: Mutex::new(m), model_id: model.to_string(), params, decode_chunk: decode_chunk.max(1) })
     }
 }
@@ -447,6 +449,7 @@ impl ImageBackend for InProcess {
             "model": self.model_id,
             "device": format!("{:?}", m.device()),
             "dtype": format!("{:?}", m.dtype()),
+            "quant": m.quant().name(),
             "image_size": m.image_size(),
         })
     }

@@ -163,6 +163,10 @@ struct GenerateArgs {
     #[arg(long, env = "JANUS_EVAL_DTYPE")]
     dtype: Option<String>,
 
+    /// In-process: quantize the linear layers while loading (`none`, `q8_0`, `q6k`, `q5k`, `q4k`).
+    #[arg(long, env = "JANUS_EVAL_QUANT", default_value_t = janus::Quant::None)]
+    quant: janus::Quant,
+
     /// In-process: images decoded at once by the VQ decoder.
     #[arg(long, env = "JANUS_EVAL_DECODE_CHUNK", default_value_t = 4)]
     decode_chunk: usize,
@@ -225,7 +229,7 @@ fn generate(a: GenerateArgs, dpg: bool) -> Result<()> {
                 ..Default::default()
             };
             let settings = json!({ "cfg": params.cfg_weight, "temperature": params.temperature });
-            let b = InProcess::open(model, &a.device, a.dtype.as_deref(), params, a.decode_chunk)?;
+            let b = InProcess::open(model, &a.device, a.dtype.as_deref(), a.quant, params, a.decode_chunk)?;
             (Box::new(b), settings, 1)
         }
         (None, Some(endpoint)) => {

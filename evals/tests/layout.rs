@@ -268,6 +268,7 @@ fn in_process_on_the_tiny_model_through_the_cli() {
     }
     let manifest: Value = serde_json::from_slice(&fs::read(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(manifest["settings"]["backend"]["kind"], "in-process");
+    assert_eq!(manifest["settings"]["backend"]["quant"], "none");
     assert_eq!(manifest["settings"]["sampling"], json!({ "cfg": 5.0, "temperature": 1.0 }));
     assert_eq!(manifest["sessions"][0]["selection"], json!({ "tags": ["position"], "limit": 2, "prompts": 2 }));
     // same images for the same seed: a rerun after deleting a folder reproduces it

@@ -14,6 +14,25 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
     }
 }
 
+/// The name [`parse_dtype`] reads for a dtype.
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        DType::F32 => "f32",
+        _ => dtype.as_str(),
+    }
+}
+
+/// `cpu` or `cuda:N`, as `--device` takes it.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+    }
+}
+
 /// `auto` (CUDA when this build has it and a GPU answers, else CPU), `cpu`, `cuda` or `cuda:N`.
 pub fn select_device(s: &str) -> Result<Device> {
     let s = s.to_ascii_lowercase();

@@ -33,6 +33,10 @@ pub enum Error {
     /// An image could not be decoded or encoded.
     #[error("image: {0}")]
     Image(String),
+
+    /// The model was loaded without the part this needs (see `LoadOptions::parts`).
+    #[error("this model was loaded without its {0}")]
+    PartNotLoaded(&'static str),
 }
 
 impl Error {

@@ -11,6 +11,7 @@ use candle_nn::{embedding, Embedding, VarBuilder};
 use crate::config::{GenConfig, ProjectorConfig};
 use crate::error::Result;
 use crate::nn::{linear, Linear};
+use crate::weights::Linears;
 
 /// `mlp_gelu` with depth 2: `layers.0` Linear → exact GELU → `layers.2` Linear.
 pub struct MlpProjector {
@@ -40,10 +41,11 @@ pub struct GenHead {
 }
 
 impl GenHead {
-    pub fn load(vb: VarBuilder, hidden: usize, cfg: &GenConfig) -> Result<Self> {
+    /// `lin` stores the two projections (quantized or not).
+    pub fn load(vb: VarBuilder, hidden: usize, cfg: &GenConfig, lin: &Linears) -> Result<Self> {
         Ok(Self {
-            output_mlp_projector: linear(hidden, cfg.head_hidden, vb.pp("output_mlp_projector"))?,
-            vision_head: linear(cfg.head_hidden, cfg.image_token_size, vb.pp("vision_head"))?,
+            output_mlp_projector: lin.load(&vb.pp("output_mlp_projector"), hidden, cfg.head_hidden, true)?,
+            vision_head: lin.load(&vb.pp("vision_head"), cfg.head_hidden, cfg.image_token_size, true)?,
         })
     }
 }

@@ -177,10 +177,28 @@ impl<'m> T2iBatch<'m> {
 
     /// Runs the LM once (the prefill first, then one token) and samples one token per image.
     pub fn step(&mut self) -> Result<StepOutput> {
+        self.advance(|sampler, logits| sampler.pick(logits))
+    }
+
+    /// As [`T2iBatch::step`], but the images continue with `forced` (one token each) instead of
+    /// sampling: teacher forcing, to compare two models' distributions along one sequence.
+    pub fn step_forced(&mut self, forced: &[u32]) -> Result<StepOutput> {
+        if forced.len() != self.num_images() {
+            return Err(Error::InvalidInput(format!(
+                "{} forced tokens for {} images",
+                forced.len(),
+                self.num_images()
+            )));
+        }
+        let dev = self.model.device().clone();
+        self.advance(|_, _| Ok(Tensor::new(forced, &dev)?))
+    }
+
+    fn advance(&mut self, pick: impl FnOnce(&mut BatchSampler, &Tensor) -> Result<Tensor>) -> Result<StepOutput> {
         let input = self.next.take().ok_or_else(|| Error::InvalidInput("generation is already finished".into()))?;
         let hidden = last_position(&self.model.llm.forward(&input, &mut self.cache)?)?;
         let logits = self.model.gen_logits(&hidden)?;
-        let picked = self.sampler.pick(&logits)?;
+        let picked = pick(&mut self.sampler, &logits)?;
         self.pending.push(picked.clone());
         self.steps += 1;
         if !self.is_done() {

@@ -91,6 +91,31 @@ impl ModelFiles {
         })
     }
 
+    /// The files a quantized copy keeps beside its weights: `config.json`, the tokenizer, the
+    /// preprocessor config and any other JSON file next to `config.json` (tokenizer and
+    /// processor configs), but no weight index.
+    pub fn side_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = [Some(&self.config), self.tokenizer.as_ref(), self.preprocessor.as_ref()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if let Some(Ok(dir)) = self.config.parent().map(std::fs::read_dir) {
+            let mut more: Vec<PathBuf> = dir
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    name.ends_with(".json") && !name.ends_with(".index.json") && p.is_file()
+                })
+                .filter(|p| !files.iter().any(|f| f.file_name() == p.file_name()))
+                .collect();
+            more.sort();
+            files.extend(more);
+        }
+        files
+    }
+
     fn from_cache(name: &str, repo: Repo, tokenizer: bool) -> Result<Self> {
         let cache = hub_cache().repo(repo);
         let need = |f: &str| {

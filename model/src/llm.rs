@@ -10,11 +10,12 @@
 //! can share a batch.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{embedding, rms_norm, Embedding, RmsNorm, VarBuilder};
+use candle_nn::{rms_norm, Embedding, RmsNorm, VarBuilder};
 
 use crate::config::LlmConfig;
 use crate::error::{Error, Result};
-use crate::nn::{linear_no_bias, Linear};
+use crate::nn::Linear;
+use crate::weights::Linears;
 
 /// Keys and values of every layer for a batch of rows, preallocated to `capacity` positions.
 pub struct LlmCache {
@@ -37,7 +38,37 @@ impl LlmCache {
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| Ok((Tensor::zeros(shape, dtype, dev)?, Tensor::zeros(shape, dtype, dev)?)))
             .collect::<Result<_>>()?;
-        let padding = if pads.iter().any(|&p| p > 0) {
+        let padding = Self::padding(&pads, capacity, dev)?;
+        Ok(Self { layers, pads, len: 0, capacity, padding })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Makes room for `capacity` positions in all (a text answer grows its cache in chunks
+    /// instead of reserving its whole `max_tokens` up front). Never shrinks.
+    pub fn grow_to(&mut self, capacity: usize) -> Result<()> {
+        if capacity <= self.capacity {
+            return Ok(());
+        }
+        let extra = capacity - self.capacity;
+        for (k, v) in self.layers.iter_mut() {
+            let (b, h, _, d) = k.dims4()?;
+            let zeros = Tensor::zeros((b, h, extra, d), k.dtype(), k.device())?;
+            *k = Tensor::cat(&[&*k, &zeros], 2)?;
+            *v = Tensor::cat(&[&*v, &zeros], 2)?;
+        }
+        if let Some((positions, _)) = &self.padding {
+            self.padding = Self::padding(&self.pads, capacity, &positions.device().clone())?;
+        }
+        self.capacity = capacity;
+        Ok(())
+    }
+
+    fn padding(pads: &[usize], capacity: usize, dev: &Device) -> Result<Option<(Tensor, Tensor)>> {
+        let b = pads.len();
+        Ok(if pads.iter().any(|&p| p > 0) {
             let ids = pads.iter().flat_map(|&p| (0..capacity).map(move |j| j.saturating_sub(p) as u32));
             let mask =
                 pads.iter().flat_map(|&p| (0..capacity).map(move |j| if j < p { f32::NEG_INFINITY } else { 0.0 }));
@@ -47,8 +78,7 @@ impl LlmCache {
             ))
         } else {
             None
-        };
-        Ok(Self { layers, pads, len: 0, capacity, padding })
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -151,15 +181,12 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &LlmConfig, lin: &Linears) -> Result<Self> {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim);
         let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
-        let q_proj = vb.pp("q_proj").get((q, d), "weight")?;
-        let k_proj = vb.pp("k_proj").get((kv, d), "weight")?;
-        let v_proj = vb.pp("v_proj").get((kv, d), "weight")?;
         Ok(Self {
-            qkv: Linear::new(Tensor::cat(&[&q_proj, &k_proj, &v_proj], 0)?, None),
-            o_proj: linear_no_bias(cfg.num_attention_heads * hd, d, vb.pp("o_proj"))?,
+            qkv: lin.fused(&vb, "qkv_proj", &[("q_proj", q), ("k_proj", kv), ("v_proj", kv)], d)?,
+            o_proj: lin.load(&vb.pp("o_proj"), q, d, false)?,
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: hd,
@@ -231,13 +258,11 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &LlmConfig, lin: &Linears) -> Result<Self> {
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
-        let gate = vb.pp("gate_proj").get((f, d), "weight")?;
-        let up = vb.pp("up_proj").get((f, d), "weight")?;
         Ok(Self {
-            gate_up: Linear::new(Tensor::cat(&[&gate, &up], 0)?, None),
-            down_proj: linear_no_bias(f, d, vb.pp("down_proj"))?,
+            gate_up: lin.fused(&vb, "gate_up_proj", &[("gate_proj", f), ("up_proj", f)], d)?,
+            down_proj: lin.load(&vb.pp("down_proj"), f, d, false)?,
             intermediate: f,
         })
     }
@@ -259,12 +284,12 @@ struct Block {
 }
 
 impl Block {
-    fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &LlmConfig, lin: &Linears) -> Result<Self> {
         Ok(Self {
             input_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
-            self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
+            self_attn: Attention::load(vb.pp("self_attn"), cfg, lin)?,
             post_attention_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
-            mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+            mlp: Mlp::load(vb.pp("mlp"), cfg, lin)?,
         })
     }
 }
@@ -277,22 +302,26 @@ pub struct Llama {
     lm_head: Linear,
     rope: Rope,
     cfg: LlmConfig,
+    /// The activations' dtype (the embeddings may be stored narrower).
+    dtype: DType,
 }
 
 impl Llama {
-    /// `vb` points at `language_model`.
-    pub fn load(vb: VarBuilder, cfg: &LlmConfig) -> Result<Self> {
+    /// `vb` points at `language_model`; `lin` stores the linear layers (quantized or not).
+    pub fn load(vb: VarBuilder, cfg: &LlmConfig, lin: &Linears) -> Result<Self> {
         let m = vb.pp("model");
-        let layers =
-            (0..cfg.num_hidden_layers).map(|i| Block::load(m.pp(format!("layers.{i}")), cfg)).collect::<Result<_>>()?;
-        let embed_tokens = embedding(cfg.vocab_size, cfg.hidden_size, m.pp("embed_tokens"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(m.pp(format!("layers.{i}")), cfg, lin))
+            .collect::<Result<_>>()?;
+        let embed_tokens = lin.embedding(&m.pp("embed_tokens"), cfg.vocab_size, cfg.hidden_size)?;
         // The original checkpoints store a separate lm_head; a transformers export with tied
         // embeddings omits it, and then the embedding matrix is the head.
         let lm_head = if vb.contains_tensor("lm_head.weight") {
-            linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?
+            lin.load(&vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?
         } else {
             tracing::info!("no lm_head.weight in the checkpoint: using the tied token embeddings");
-            Linear::new(embed_tokens.embeddings().clone(), None)
+            let w = embed_tokens.embeddings().to_dtype(vb.dtype())?;
+            lin.from_tensor(&format!("{}.lm_head.weight", vb.prefix()), &w, &vb)?
         };
         Ok(Self {
             embed_tokens,
@@ -301,6 +330,7 @@ impl Llama {
             lm_head,
             rope: Rope::new(cfg, vb.dtype(), vb.device())?,
             cfg: cfg.clone(),
+            dtype: vb.dtype(),
         })
     }
 
@@ -310,7 +340,7 @@ impl Llama {
 
     /// Token ids `[B, S]` → input embeddings `[B, S, D]`.
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(self.embed_tokens.forward(ids)?)
+        Ok(self.embed_tokens.forward(ids)?.to_dtype(self.dtype)?)
     }
 
     /// Runs `embeds` `[B, S, D]` through the decoder, appending to `cache`, and returns the

@@ -13,10 +13,11 @@ use crate::gen::{GenEmbed, GenHead};
 use crate::hub::ModelFiles;
 use crate::llm::Llama;
 use crate::preprocess::PreprocessConfig;
+use crate::quant::Quant;
 use crate::tokenizer::JanusTokenizer;
 use crate::vision::VisionEncoder;
 use crate::vq::{VqConfig, VqDecoder};
-use crate::weights::Checkpoint;
+use crate::weights::{Checkpoint, Linears};
 
 /// Where and how to run a model.
 #[derive(Debug, Clone)]
@@ -26,13 +27,39 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// dtype of the VQ decoder.
     pub vq_dtype: DType,
+    /// Storage of the language model's and `gen_head`'s linear layers.
+    pub quant: Quant,
+    /// Which of the two jobs to load for (the other one's modules are left on disk).
+    pub parts: Parts,
+}
+
+/// The jobs a loaded model can do. A one-job process leaves the other job's modules on disk:
+/// SigLIP and its aligner (0.3 B parameters) for generation, the VQ decoder for understanding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parts {
+    #[default]
+    All,
+    /// Text-to-image only (no vision encoder).
+    Generation,
+    /// Image understanding only (no VQ decoder).
+    Understanding,
+}
+
+impl Parts {
+    pub fn generation(self) -> bool {
+        self != Parts::Understanding
+    }
+
+    pub fn understanding(self) -> bool {
+        self != Parts::Generation
+    }
 }
 
 impl LoadOptions {
     /// The defaults for a device: everything in bf16 on CUDA (as the reference runs), f32 on CPU.
     pub fn for_device(device: Device) -> Self {
         let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
-        Self { device, dtype, vq_dtype: dtype }.with_dtype(dtype)
+        Self { device, dtype, vq_dtype: dtype, quant: Quant::None, parts: Parts::All }.with_dtype(dtype)
     }
 
     /// Sets the model dtype. On CUDA the VQ decoder follows it (except f16, whose range its
@@ -52,20 +79,36 @@ pub struct Janus {
     pub(crate) llm: Llama,
     pub(crate) gen_embed: GenEmbed,
     pub(crate) gen_head: GenHead,
-    pub(crate) vq: VqDecoder,
-    pub(crate) vision: VisionEncoder,
+    vq: Option<VqDecoder>,
+    vision: Option<VisionEncoder>,
     pub preprocess: PreprocessConfig,
     device: Device,
     dtype: DType,
+    quant: Quant,
 }
 
 impl Janus {
     pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
+        Self::load_checkpoint(files, opts, Arc::new(Checkpoint::open(&files.weights)?))
+    }
+
+    /// [`Janus::load`] from an opened checkpoint.
+    pub(crate) fn load_checkpoint(files: &ModelFiles, opts: &LoadOptions, ckpt: Arc<Checkpoint>) -> Result<Self> {
         let mut cfg = JanusConfig::from_file(&files.config)?;
         let tokenizer_file =
             files.tokenizer.as_ref().ok_or_else(|| Error::ModelFiles(format!("{}: no tokenizer.json", files.name)))?;
         let tokenizer = JanusTokenizer::from_file(tokenizer_file)?;
-        let ckpt = Arc::new(Checkpoint::open(&files.weights)?);
+        let quant = match (ckpt.stored_quant(), opts.quant) {
+            (None, q) => q,
+            (Some(stored), Quant::None) => stored,
+            (Some(stored), q) if q == stored => q,
+            (Some(stored), q) => {
+                return Err(Error::InvalidInput(format!(
+                    "{} is quantized as {stored}; it cannot be loaded as {q} (quantize the original weights, or drop --quant)",
+                    files.name
+                )))
+            }
+        };
         let ge = ckpt
             .shape_of("gen_embed.weight")
             .ok_or_else(|| Error::Weights("tensor gen_embed.weight is missing from the checkpoint".into()))?;
@@ -92,17 +135,23 @@ impl Janus {
         }
         let vb = ckpt.var_builder(opts.dtype, &opts.device);
         let vq_vb = ckpt.var_builder(opts.vq_dtype, &opts.device);
-        let llm = Llama::load(vb.pp("language_model"), &cfg.llm)?;
+        let linears = Linears::new(ckpt.clone(), opts.quant);
+        let llm = Llama::load(vb.pp("language_model"), &cfg.llm, &linears)?;
         let gen_embed = GenEmbed::load(vb.clone(), &cfg.gen, &cfg.gen_aligner)?;
-        let gen_head = GenHead::load(vb.pp("gen_head"), cfg.llm.hidden_size, &cfg.gen)?;
-        let vq = VqDecoder::load(vq_vb.pp("gen_vision_model"), &vq_cfg)?;
-        let vision = VisionEncoder::load(vb.clone(), &cfg.vision, &cfg.aligner)?;
+        let gen_head = GenHead::load(vb.pp("gen_head"), cfg.llm.hidden_size, &cfg.gen, &linears)?;
+        let vq = opts.parts.generation().then(|| VqDecoder::load(vq_vb.pp("gen_vision_model"), &vq_cfg)).transpose()?;
+        let vision = opts
+            .parts
+            .understanding()
+            .then(|| VisionEncoder::load(vb.clone(), &cfg.vision, &cfg.aligner))
+            .transpose()?;
         let preprocess = PreprocessConfig::load(files.preprocessor.as_deref(), cfg.vision.image_size)?;
         tracing::info!(
             model = %files.name,
             format = ?ckpt.format(),
             stored = ?ckpt.stored_dtype(),
             dtype = ?opts.dtype,
+            quant = %quant,
             layers = cfg.llm.num_hidden_layers,
             hidden = cfg.llm.hidden_size,
             "model loaded"
@@ -120,17 +169,33 @@ impl Janus {
             preprocess,
             device: opts.device.clone(),
             dtype: opts.dtype,
+            quant,
         })
     }
 
     /// Resolves `model` (directory or hub id), picks the device (`auto`, `cpu`, `cuda[:N]`) and
-    /// dtype (`f32`, `bf16`, `f16`, or the device default) and loads.
-    pub fn open(model: &str, device: &str, dtype: Option<&str>) -> Result<Self> {
+    /// dtype (`f32`, `bf16`, `f16`, or the device default) and loads all parts with `quant`.
+    pub fn open(model: &str, device: &str, dtype: Option<&str>, quant: Quant) -> Result<Self> {
+        Self::open_parts(model, device, dtype, quant, Parts::All)
+    }
+
+    /// [`Janus::open`] for only the `parts` a process uses.
+    pub fn open_parts(model: &str, device: &str, dtype: Option<&str>, quant: Quant, parts: Parts) -> Result<Self> {
         let mut opts = LoadOptions::for_device(crate::device::select_device(device)?);
         if let Some(d) = dtype {
             opts = opts.with_dtype(crate::device::parse_dtype(d)?);
         }
+        opts.quant = quant;
+        opts.parts = parts;
         Self::load(&ModelFiles::resolve(model)?, &opts)
+    }
+
+    pub(crate) fn vision(&self) -> Result<&VisionEncoder> {
+        self.vision.as_ref().ok_or(Error::PartNotLoaded("vision encoder (it was loaded for image generation only)"))
+    }
+
+    fn vq(&self) -> Result<&VqDecoder> {
+        self.vq.as_ref().ok_or(Error::PartNotLoaded("VQ decoder (it was loaded for image understanding only)"))
     }
 
     pub fn device(&self) -> &Device {
@@ -139,6 +204,11 @@ impl Janus {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// How the language model's and `gen_head`'s linear layers are stored.
+    pub fn quant(&self) -> Quant {
+        self.quant
     }
 
     pub fn llm(&self) -> &Llama {
@@ -190,7 +260,7 @@ impl Janus {
         for group in tokens.chunks(chunk.max(1)) {
             let flat: Vec<u32> = group.iter().flatten().copied().collect();
             let ids = Tensor::from_vec(flat, (group.len(), n_tok), &self.device)?;
-            let pixels = self.vq.decode_tokens(&ids)?;
+            let pixels = self.vq()?.decode_tokens(&ids)?;
             out.extend(crate::image::to_rgb(&pixels)?);
         }
         Ok(out)
@@ -198,6 +268,6 @@ impl Janus {
 
     /// The raw VQ decoder output `[N, 3, H, W]` (f32) for image tokens, for parity tests.
     pub fn decode_raw(&self, tokens: &Tensor) -> Result<Tensor> {
-        Ok(self.vq.decode_tokens(tokens)?.to_dtype(DType::F32)?)
+        Ok(self.vq()?.decode_tokens(tokens)?.to_dtype(DType::F32)?)
     }
 }

@@ -7,49 +7,118 @@
 //! [`SkinnyMatmul`] computes, streaming `W` once, split across threads by output columns.
 //! Larger inputs (prefill, big batches) and other devices/dtypes use candle's matmul.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Shape, Tensor};
+use candle_core::quantized::QTensor;
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
+
+use crate::quant::{QWeight, Quant};
 
 /// Rows up to which the dot-product kernel beats the packed GEMM.
 const MAX_SKINNY_ROWS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Linear {
-    inner: candle_nn::Linear,
+    weight: Weight,
+}
+
+#[derive(Debug, Clone)]
+enum Weight {
+    Dense(candle_nn::Linear),
+    Quantized { w: QWeight, bias: Option<Tensor> },
 }
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { inner: candle_nn::Linear::new(weight, bias) }
+        Self { weight: Weight::Dense(candle_nn::Linear::new(weight, bias)) }
     }
 
-    pub fn weight(&self) -> &Tensor {
-        self.inner.weight()
+    pub fn quantized(w: QWeight, bias: Option<Tensor>) -> Self {
+        Self { weight: Weight::Quantized { w, bias } }
     }
+
+    /// The weight `[out, in]` stored as `quant` asks (see [`Quant::block_type_for`]) on `dev`,
+    /// or kept dense in `dtype` there. `name` is for the log when a layer cannot be quantized.
+    pub fn from_weight(
+        w: Tensor,
+        bias: Option<Tensor>,
+        quant: Quant,
+        dtype: DType,
+        dev: &Device,
+        name: &str,
+    ) -> crate::Result<Self> {
+        let (_, in_dim) = w.dims2()?;
+        match quant.block_type_for(in_dim) {
+            Some(block) => {
+                if Some(block) != quant.ggml() {
+                    tracing::debug!(name, in_dim, requested = %quant, used = ?block, "width not a multiple of the block");
+                }
+                let q = QTensor::quantize_onto(&w.to_device(&Device::Cpu)?, block, dev)?;
+                Ok(Self::quantized(QWeight::new(q)?, bias))
+            }
+            None => {
+                if quant != Quant::None {
+                    tracing::debug!(name, in_dim, requested = %quant, "width not a multiple of 32: kept unquantized");
+                }
+                let w = w.to_device(dev)?.to_dtype(dtype)?;
+                Ok(Self::new(w, bias))
+            }
+        }
+    }
+
+    /// The stored weight: a dense tensor or a quantized one.
+    pub fn stored(&self) -> StoredWeight<'_> {
+        match &self.weight {
+            Weight::Dense(l) => StoredWeight::Dense(l.weight()),
+            Weight::Quantized { w, .. } => StoredWeight::Quantized(w),
+        }
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        match &self.weight {
+            Weight::Dense(l) => l.bias(),
+            Weight::Quantized { bias, .. } => bias.as_ref(),
+        }
+    }
+}
+
+/// What a [`Linear`] holds.
+pub enum StoredWeight<'a> {
+    Dense(&'a Tensor),
+    Quantized(&'a QWeight),
 }
 
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
-    Ok(Linear { inner: candle_nn::linear(in_dim, out_dim, vb)? })
+    Ok(Linear { weight: Weight::Dense(candle_nn::linear(in_dim, out_dim, vb)?) })
 }
 
 pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
-    Ok(Linear { inner: candle_nn::linear_no_bias(in_dim, out_dim, vb)? })
+    Ok(Linear { weight: Weight::Dense(candle_nn::linear_no_bias(in_dim, out_dim, vb)?) })
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let w = self.inner.weight();
+        let inner = match &self.weight {
+            Weight::Dense(l) => l,
+            Weight::Quantized { w, bias } => {
+                let y = w.forward(x)?;
+                return match bias {
+                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?),
+                    None => Ok(y),
+                };
+            }
+        };
+        let w = inner.weight();
         let dims = x.dims();
         let k = dims.last().copied().unwrap_or(0);
         let rows = x.elem_count() / k.max(1);
         if !(x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && rows <= MAX_SKINNY_ROWS) {
-            return self.inner.forward(x);
+            return inner.forward(x);
         }
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("x has a last dimension") = w.dim(0)?;
         let y = x.contiguous()?.reshape((rows, k))?.apply_op2_no_bwd(w, &SkinnyMatmul)?.reshape(out_dims)?;
-        match self.inner.bias() {
+        match inner.bias() {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }

@@ -121,6 +121,10 @@ pub enum FinishReason {
 /// The reference's `max_new_tokens`.
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 512;
 
+/// Answer positions a text session's KV cache grows by at a time (it starts with the prompt and
+/// one chunk, not with the whole `max_tokens`).
+pub const TEXT_CACHE_CHUNK: usize = 128;
+
 #[derive(Debug, Clone)]
 pub struct TextParams {
     /// Most tokens to generate; `None`: the reference's 512, or what fits in the context.
@@ -188,12 +192,12 @@ impl Janus {
 
     /// SigLIP features `[n, N, C]` (after the final norm) for normalised pixels `[n, 3, S, S]`.
     pub fn vision_features(&self, pixels: &Tensor) -> Result<Tensor> {
-        self.vision.vit.forward(&pixels.to_dtype(self.dtype())?)
+        self.vision()?.vit.forward(&pixels.to_dtype(self.dtype())?)
     }
 
     /// Image embeddings `[n, N, D]` for normalised pixels `[n, 3, S, S]`.
     pub fn encode_images(&self, pixels: &Tensor) -> Result<Tensor> {
-        self.vision.forward(&pixels.to_dtype(self.dtype())?)
+        self.vision()?.forward(&pixels.to_dtype(self.dtype())?)
     }
 
     /// LM input embeddings `[1, L, D]`: token embeddings with the image embeddings written over
@@ -291,7 +295,13 @@ impl<'m> TextSession<'m> {
             None => room.min(DEFAULT_MAX_NEW_TOKENS),
         };
         let embeds = model.prompt_embeds(&prompt)?;
-        let cache = LlmCache::new(&model.cfg.llm, vec![0], prompt_tokens + max_new, model.dtype(), model.device())?;
+        let cache = LlmCache::new(
+            &model.cfg.llm,
+            vec![0],
+            prompt_tokens + max_new.min(TEXT_CACHE_CHUNK),
+            model.dtype(),
+            model.device(),
+        )?;
         Ok(Self {
             model,
             cache,
@@ -336,6 +346,11 @@ impl<'m> TextSession<'m> {
             return Ok(None);
         };
         let llm = &self.model.llm;
+        let needed = self.cache.len() + input.dim(1)?;
+        if needed > self.cache.capacity() {
+            let limit = self.prompt_tokens + self.max_new;
+            self.cache.grow_to((self.cache.capacity() + TEXT_CACHE_CHUNK).clamp(needed, limit.max(needed)))?;
+        }
         let hidden = last_position(&llm.forward(&input, &mut self.cache)?)?;
         let logits = llm.lm_logits(&hidden)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let t = self.sampler.sample_logits(&logits);

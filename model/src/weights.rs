@@ -12,24 +12,33 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::Mutex;
+
 use candle_core::pickle::PthTensors;
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Embedding, Init, VarBuilder};
 
 use crate::config::CheckpointFormat;
 use crate::error::{Error, Result};
+use crate::gguf::{dense_dtype, is_dense, GgufFile, GGUF_FILE};
+use crate::nn::{Linear, StoredWeight};
+use crate::quant::{QWeight, Quant};
 
 enum File {
     Safetensors(MmapedSafetensors),
     Pth(PthTensors),
+    Gguf(GgufFile),
 }
 
 struct Entry {
     file: usize,
     shape: Vec<usize>,
     dtype: DType,
+    /// The block type of a quantized tensor (GGUF only).
+    quantized: Option<GgmlDType>,
 }
 
 /// All tensors of a checkpoint, indexed by their stored name.
@@ -38,11 +47,24 @@ pub struct Checkpoint {
     files: Vec<File>,
     entries: HashMap<String, Entry>,
     format: CheckpointFormat,
+    /// With [`Checkpoint::record`]: every tensor handed to the model, as it was handed.
+    recorded: Mutex<Option<Vec<(String, Recorded)>>>,
+}
+
+/// A tensor as the model holds it, for writing a quantized checkpoint.
+pub enum Recorded {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
 }
 
 /// The weight files of a model directory, in the order we look for them.
-pub const WEIGHT_CANDIDATES: [&str; 4] =
-    ["model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin"];
+pub const WEIGHT_CANDIDATES: [&str; 5] = [
+    GGUF_FILE,
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model.bin",
+];
 
 /// Reads an HF `*.index.json` and returns its shard file names, in first-seen order.
 pub fn shard_names(index: &Path) -> Result<Vec<String>> {
@@ -88,9 +110,20 @@ impl Checkpoint {
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
         let mut files = Vec::with_capacity(paths.len());
         let mut entries = HashMap::new();
+        let mut source_format = None;
         for (i, p) in paths.iter().enumerate() {
             let is_st = p.extension().is_some_and(|e| e == "safetensors");
-            let file = if is_st {
+            let file = if p.extension().is_some_and(|e| e == "gguf") {
+                let g = GgufFile::open(p)?;
+                for (name, info) in g.tensors() {
+                    let quantized = (!is_dense(info.ggml_dtype)).then_some(info.ggml_dtype);
+                    let dtype = dense_dtype(info.ggml_dtype);
+                    entries
+                        .insert(name.clone(), Entry { file: i, shape: info.shape.dims().to_vec(), dtype, quantized });
+                }
+                source_format = Some(g.source_format());
+                File::Gguf(g)
+            } else if is_st {
                 // SAFETY: the file is mapped read-only; like every mmap user we rely on nobody
                 // truncating the checkpoint while the process runs.
                 let st = unsafe { MmapedSafetensors::new(p) }
@@ -98,20 +131,24 @@ impl Checkpoint {
                 for (name, view) in st.tensors() {
                     let dtype = DType::try_from(view.dtype())
                         .map_err(|e| Error::Weights(format!("{}: tensor {name}: {e}", p.display())))?;
-                    entries.insert(name, Entry { file: i, shape: view.shape().to_vec(), dtype });
+                    entries.insert(name, Entry { file: i, shape: view.shape().to_vec(), dtype, quantized: None });
                 }
                 File::Safetensors(st)
             } else {
                 let pth = PthTensors::new(p, None).map_err(|e| Error::Weights(format!("{}: {e}", p.display())))?;
                 for (name, info) in pth.tensor_infos() {
-                    entries
-                        .insert(name.clone(), Entry { file: i, shape: info.layout.dims().to_vec(), dtype: info.dtype });
+                    let entry =
+                        Entry { file: i, shape: info.layout.dims().to_vec(), dtype: info.dtype, quantized: None };
+                    entries.insert(name.clone(), entry);
                 }
                 File::Pth(pth)
             };
             files.push(file);
         }
-        let format = if entries.contains_key("language_model.model.embed_tokens.weight") {
+        // A quantized checkpoint is written in the original names, whatever its source was.
+        let format = if let Some(f) = source_format {
+            f
+        } else if entries.contains_key("language_model.model.embed_tokens.weight") {
             CheckpointFormat::Original
         } else if entries.contains_key("model.language_model.embed_tokens.weight") {
             CheckpointFormat::Transformers
@@ -122,11 +159,54 @@ impl Checkpoint {
                 paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
             )));
         };
-        Ok(Self { paths: paths.to_vec(), files, entries, format })
+        Ok(Self { paths: paths.to_vec(), files, entries, format, recorded: Mutex::new(None) })
     }
 
+    /// The format the weights came from (for a quantized checkpoint, the one it was made from).
     pub fn format(&self) -> CheckpointFormat {
         self.format
+    }
+
+    /// The quantization of a quantized checkpoint (`None` for the published formats).
+    pub fn stored_quant(&self) -> Option<Quant> {
+        self.files.iter().find_map(|f| match f {
+            File::Gguf(g) => Some(g.quant()),
+            _ => None,
+        })
+    }
+
+    fn is_gguf(&self) -> bool {
+        self.files.iter().any(|f| matches!(f, File::Gguf(_)))
+    }
+
+    /// From now on, keeps every tensor handed to the model (see [`Checkpoint::take_recorded`]).
+    pub fn record(&self) {
+        *self.recorded.lock().expect("recorder lock") = Some(Vec::new());
+    }
+
+    /// The tensors handed out since [`Checkpoint::record`], in order, first of each name.
+    pub fn take_recorded(&self) -> Vec<(String, Recorded)> {
+        let mut all = self.recorded.lock().expect("recorder lock").take().unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|(name, _)| seen.insert(name.clone()));
+        all
+    }
+
+    fn keep(&self, name: &str, t: impl FnOnce() -> Recorded) {
+        if let Some(v) = self.recorded.lock().expect("recorder lock").as_mut() {
+            v.push((name.to_string(), t()));
+        }
+    }
+
+    /// A quantized tensor by original name, placed on `dev`; `None` when it is stored dense.
+    pub fn quantized(&self, original: &str, dev: &Device) -> Result<Option<QTensor>> {
+        let Some(entry) = self.entries.get(original).filter(|e| e.quantized.is_some()) else {
+            return Ok(None);
+        };
+        match &self.files[entry.file] {
+            File::Gguf(g) => Ok(Some(g.read(original, dev)?)),
+            _ => Ok(None),
+        }
     }
 
     /// The stored dtype of the language model (what the checkpoint was saved in).
@@ -155,8 +235,8 @@ impl Checkpoint {
 
     fn stored_names(&self, original: &str) -> Stored {
         match self.format {
-            CheckpointFormat::Original => Stored::One(original.to_string()),
-            CheckpointFormat::Transformers => to_transformers_name(original),
+            CheckpointFormat::Transformers if !self.is_gguf() => to_transformers_name(original),
+            _ => Stored::One(original.to_string()),
         }
     }
 
@@ -172,6 +252,9 @@ impl Checkpoint {
                 .get(name)
                 .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("missing".into())))
                 .and_then(|t| t.to_device(dev)),
+            File::Gguf(g) => {
+                g.read(name, &Device::Cpu).map_err(candle_core::Error::wrap).and_then(|q| q.dequantize(dev))
+            }
         };
         t.map_err(|e| Error::Weights(format!("{}: tensor {name}: {e}", path.display())))
     }
@@ -233,7 +316,9 @@ struct Backend(Arc<Checkpoint>);
 
 impl SimpleBackend for Backend {
     fn get(&self, s: Shape, name: &str, _h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.load(name, &s, dtype, dev).map_err(|e| candle_core::Error::Msg(e.to_string()))
+        let t = self.0.load(name, &s, dtype, dev).map_err(candle_core::Error::wrap)?;
+        self.0.keep(name, || Recorded::Dense(t.clone()));
+        Ok(t)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -246,6 +331,101 @@ impl SimpleBackend for Backend {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.0.contains(name)
+    }
+}
+
+/// Builds the linear layers that `--quant` applies to (the language model's and `gen_head`'s):
+/// quantized while loading, one layer at a time from f32 on the CPU, so that the full-precision
+/// weights are never all in memory; or taken as stored from a quantized checkpoint.
+#[derive(Clone)]
+pub struct Linears {
+    ckpt: Arc<Checkpoint>,
+    quant: Quant,
+}
+
+impl Linears {
+    pub fn new(ckpt: Arc<Checkpoint>, quant: Quant) -> Self {
+        Self { ckpt, quant }
+    }
+
+    /// The linear layer at `vb` (`weight` `[out_dim, in_dim]`, and `bias` when asked).
+    pub fn load(&self, vb: &VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        let name = format!("{}.weight", vb.prefix());
+        if let Some(q) = self.ckpt.quantized(&name, vb.device())? {
+            return Ok(Linear::quantized(QWeight::new(q)?, bias));
+        }
+        if self.quant == Quant::None {
+            return Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, bias));
+        }
+        let w = self.ckpt.load(&name, &Shape::from((out_dim, in_dim)), DType::F32, &Device::Cpu)?;
+        self.build(&name, w, bias, vb)
+    }
+
+    /// The stored linears `parts` (children of `vb`, with `out` rows each) concatenated along
+    /// the output dimension into one layer, known as `{vb}.{fused}` in a quantized checkpoint.
+    pub fn fused(&self, vb: &VarBuilder, fused: &str, parts: &[(&str, usize)], in_dim: usize) -> Result<Linear> {
+        let name = format!("{}.{fused}.weight", vb.prefix());
+        if let Some(q) = self.ckpt.quantized(&name, vb.device())? {
+            return Ok(Linear::quantized(QWeight::new(q)?, None));
+        }
+        let out_dim = parts.iter().map(|(_, o)| o).sum::<usize>();
+        if self.ckpt.is_gguf() && self.ckpt.contains(&name) {
+            return Ok(Linear::new(vb.pp(fused).get((out_dim, in_dim), "weight")?, None));
+        }
+        let ws = parts
+            .iter()
+            .map(|(p, o)| -> Result<Tensor> {
+                if self.quant == Quant::None {
+                    return Ok(vb.pp(*p).get((*o, in_dim), "weight")?);
+                }
+                let part = format!("{}.{p}.weight", vb.prefix());
+                self.ckpt.load(&part, &Shape::from((*o, in_dim)), DType::F32, &Device::Cpu)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let w = Tensor::cat(&ws, 0)?;
+        drop(ws);
+        if self.quant == Quant::None {
+            return Ok(Linear::new(w, None));
+        }
+        self.build(&name, w, None, vb)
+    }
+
+    /// The embedding table at `vb`, `[rows, dim]`. When the model runs in f32 from a checkpoint
+    /// stored in bf16 or f16 (the published ones), the table stays in the stored dtype and the
+    /// looked-up rows are widened (exactly): the largest table of the model at half the memory.
+    pub fn embedding(&self, vb: &VarBuilder, rows: usize, dim: usize) -> Result<Embedding> {
+        let name = format!("{}.weight", vb.prefix());
+        let stored = self.ckpt.stored_names(&name);
+        let narrow = match stored {
+            Stored::One(n) => {
+                self.ckpt.entries.get(&n).map(|e| e.dtype).filter(|d| matches!(d, DType::BF16 | DType::F16))
+            }
+            Stored::Fused(_) => None,
+        };
+        let dtype = match narrow {
+            Some(d) if vb.dtype() == DType::F32 => d,
+            _ => vb.dtype(),
+        };
+        let table = vb.clone().set_dtype(dtype).get((rows, dim), "weight")?;
+        Ok(Embedding::new(table, dim))
+    }
+
+    /// An existing tensor (e.g. tied embeddings) as the linear layer `name`.
+    pub fn from_tensor(&self, name: &str, w: &Tensor, vb: &VarBuilder) -> Result<Linear> {
+        if self.quant == Quant::None {
+            return Ok(Linear::new(w.clone(), None));
+        }
+        self.build(name, w.to_device(&Device::Cpu)?.to_dtype(DType::F32)?, None, vb)
+    }
+
+    fn build(&self, name: &str, w: Tensor, bias: Option<Tensor>, vb: &VarBuilder) -> Result<Linear> {
+        let lin = Linear::from_weight(w, bias, self.quant, vb.dtype(), vb.device(), name)?;
+        self.ckpt.keep(name, || match lin.stored() {
+            StoredWeight::Dense(t) => Recorded::Dense(t.clone()),
+            StoredWeight::Quantized(q) => Recorded::Quantized(q.qtensor().clone()),
+        });
+        Ok(lin)
     }
 }
 

@@ -48,6 +48,38 @@ fn incremental_decoding_equals_full_recomputation() {
     assert_eq!(cache.len(), total);
 }
 
+/// A cache that grows in chunks (as a text answer's does) gives what one made whole gives, with
+/// left-padded rows too (their positions and key mask are rebuilt for the new size).
+#[test]
+fn a_cache_grown_in_chunks_equals_one_made_whole() {
+    let model = load_tiny("janus-pro-tiny-hf");
+    let dev = Device::Cpu;
+    let ids = model.tokenizer.t2i_prompt_ids("a small house by a lake").unwrap();
+    let x = model.llm().embed(&Tensor::new(ids.as_slice(), &dev).unwrap().unsqueeze(0).unwrap()).unwrap();
+    let total = ids.len();
+    let pad = 3;
+    // row 1: three padding positions, then the same sequence cut short
+    let row1 = Tensor::cat(&[x.narrow(1, 0, pad).unwrap(), x.narrow(1, 0, total - pad).unwrap()], 1).unwrap();
+    let embeds = Tensor::cat(&[x, row1], 0).unwrap();
+    let prefill = 5;
+    let mut whole = LlmCache::new(&model.cfg.llm, vec![0, pad], total, DType::F32, &dev).unwrap();
+    let mut grown = LlmCache::new(&model.cfg.llm, vec![0, pad], prefill, DType::F32, &dev).unwrap();
+    let a = model.llm().forward(&embeds.narrow(1, 0, prefill).unwrap(), &mut whole).unwrap();
+    let b = model.llm().forward(&embeds.narrow(1, 0, prefill).unwrap(), &mut grown).unwrap();
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    for pos in prefill..total {
+        if grown.len() == grown.capacity() {
+            grown.grow_to((grown.capacity() + 4).min(total)).unwrap();
+        }
+        let step = embeds.narrow(1, pos, 1).unwrap();
+        let a = model.llm().forward(&step, &mut whole).unwrap();
+        let b = model.llm().forward(&step, &mut grown).unwrap();
+        assert!(max_abs_diff(&a, &b) < 1e-6, "position {pos}");
+    }
+    assert_eq!(grown.capacity(), total);
+    assert!(model.llm().forward(&embeds.narrow(1, 0, 1).unwrap(), &mut grown).is_err(), "full: no silent growth");
+}
+
 #[test]
 fn batch_rows_equal_single_runs_with_different_prompt_lengths() {
     let model = load_tiny("janus-pro-tiny-hf");

@@ -3,12 +3,14 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
-use janus::{memory_in_use, SamplingParams, T2iBatch};
+use janus::quality::{divergence, guided_log_probs, Divergence, Trace};
+use janus::{memory_in_use, Conversation, Janus, Parts, Quant, SamplingParams, T2iBatch, TextParams};
 use serde::Serialize;
 
 use crate::cli::ModelArgs;
+use crate::rss::PeakRss;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -42,6 +44,16 @@ pub struct BenchArgs {
     /// one by one, and report the batching speed-up.
     #[arg(long, env = "JANUS_BENCH_REQUESTS")]
     pub requests: Option<usize>,
+
+    /// Bench these quantizations one after another in this process (e.g. `none,q8_0,q4k`),
+    /// instead of `--quant` alone; speed ratios are against the first.
+    #[arg(long, env = "JANUS_BENCH_QUANTS", value_delimiter = ',')]
+    pub quants: Vec<Quant>,
+
+    /// With `--quants`: also measure each one's distance from the first (teacher-forced KL of
+    /// the guided image-token distribution over a whole image, and of text answers about it).
+    #[arg(long, env = "JANUS_BENCH_QUALITY")]
+    pub quality: bool,
 }
 
 #[derive(Serialize)]
@@ -49,6 +61,7 @@ struct Report {
     model: String,
     device: String,
     dtype: String,
+    quant: Quant,
     n: usize,
     prompt_tokens: usize,
     image_tokens: usize,
@@ -66,23 +79,101 @@ struct Report {
     image_tokens_per_s: f64,
     vq_decode_s: f64,
     images_per_s: f64,
-    peak_memory_gib: Option<f64>,
+    /// Peak anonymous resident memory of the process during this model's load and run (CPU).
+    peak_rss_anon_gib: Option<f64>,
+    /// CUDA: device memory in use after the run (all processes).
+    device_memory_gib: Option<f64>,
+    /// With `--quants`: the first quant's mean step time over this one's.
+    step_speedup: Option<f64>,
+    /// With `--quality`: the distance from the first quant.
+    quality: Option<Quality>,
+}
+
+/// How far a quantized model is from the reference (the first of `--quants`).
+#[derive(Serialize)]
+struct Quality {
+    /// Guided (CFG 5, temperature 1) image-token distributions, teacher-forced along the
+    /// reference's sampled image.
+    image_tokens: Divergence,
+    /// Text distributions along the reference's greedy answers about that image.
+    text: Option<Divergence>,
+    /// Greedy answers identical to the reference's, of those asked.
+    identical_answers: usize,
+    answers: usize,
+}
+
+/// Questions asked about the reference image for the text side of `--quality`.
+const QUALITY_QUESTIONS: [&str; 4] = [
+    "Describe this image in detail.",
+    "What colors dominate this image?",
+    "Is there a person in this image?",
+    "What could this picture be used for?",
+];
+/// Most answer tokens per question (random weights rarely stop by themselves).
+const QUALITY_ANSWER_TOKENS: usize = 32;
+const QUALITY_SEED: u64 = 7;
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The reference's image and answers, and its distributions along them.
+struct QualityReference {
+    tokens: Vec<u32>,
+    image_trace: Trace,
+    image: image::DynamicImage,
+    /// Per question: the greedy answer and the distributions along it.
+    answers: Vec<(Vec<u32>, Trace)>,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(r) = a.requests {
         return run_engine_batching(&a, r);
     }
-    let t = Instant::now();
-    let model = a.model.load()?;
-    let load_s = t.elapsed().as_secs_f64();
+    let quants = if a.quants.is_empty() { vec![a.model.quant] } else { a.quants.clone() };
+    if a.quality && quants.len() < 2 {
+        bail!("--quality compares quantizations: give at least two with --quants (the first is the reference)");
+    }
+    let peak = PeakRss::start();
+    let mut reports: Vec<Report> = Vec::new();
+    let mut reference: Option<QualityReference> = None;
+    for quant in quants {
+        if let Some(p) = &peak {
+            p.reset();
+        }
+        let t = Instant::now();
+        let parts = if a.quality { Parts::All } else { Parts::Generation };
+        let model = ModelArgs { quant, ..a.model.clone() }.load(parts)?;
+        let load_s = t.elapsed().as_secs_f64();
+        let mut r = time_batch(&a, &model, load_s)?;
+        if a.quality {
+            match &reference {
+                None => reference = Some(QualityReference::make(&model, &a.prompt)?),
+                Some(rf) => r.quality = Some(rf.compare(&model, &a.prompt)?),
+            }
+        }
+        r.peak_rss_anon_gib = peak.as_ref().map(|p| p.peak() as f64 / GIB);
+        r.step_speedup = reports.first().map(|first| first.step_ms_mean / r.step_ms_mean);
+        if !a.json {
+            print_report(&r);
+        }
+        reports.push(r);
+    }
+    match (a.json, a.quants.is_empty()) {
+        // one object for one model, an array for `--quants`
+        (true, true) => println!("{}", serde_json::to_string_pretty(&reports[0])?),
+        (true, false) => println!("{}", serde_json::to_string_pretty(&reports)?),
+        (false, _) if reports.len() > 1 => print_comparison(&reports),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Times one batch of `a.n` images on a loaded model.
+fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
     let total = model.num_image_tokens();
     let steps = a.steps.unwrap_or(total).clamp(1, total);
     let params = SamplingParams::default();
-
     // Warm-up: a few steps of a same-sized batch and one decode.
     let jobs = model.t2i_jobs(&a.prompt, a.n, 0, params)?;
-    let mut warm = T2iBatch::new(&model, jobs)?;
+    let mut warm = T2iBatch::new(model, jobs)?;
     for _ in 0..a.warmup.min(total) {
         warm.step()?;
     }
@@ -92,7 +183,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // Step latencies: each step waits for the device (a no-op on the CPU).
     let jobs = model.t2i_jobs(&a.prompt, a.n, 1, params)?;
     let prompt_tokens = jobs[0].prompt_ids.len();
-    let mut batch = T2iBatch::new(&model, jobs.clone())?;
+    let mut batch = T2iBatch::new(model, jobs.clone())?;
     let mut times = Vec::with_capacity(steps);
     for _ in 0..steps {
         let t = Instant::now();
@@ -113,7 +204,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let step_ms_pipelined = if model.device().is_cpu() || steps < 2 {
         None
     } else {
-        let mut free = T2iBatch::new(&model, jobs)?;
+        let mut free = T2iBatch::new(model, jobs)?;
         let t = Instant::now();
         free.step()?;
         model.device().synchronize()?;
@@ -134,8 +225,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
     let r = Report {
         model: a.model.model.clone(),
-        device: format!("{:?}", model.device()),
-        dtype: format!("{:?}", model.dtype()),
+        device: janus::device::device_name(model.device()),
+        dtype: janus::device::dtype_name(model.dtype()).into(),
+        quant: model.quant(),
         n: a.n,
         prompt_tokens,
         image_tokens: total,
@@ -150,35 +242,135 @@ pub fn run(a: BenchArgs) -> Result<()> {
         image_tokens_per_s: (a.n * total) as f64 / tokens_s,
         vq_decode_s,
         images_per_s: a.n as f64 / (tokens_s + vq_decode_s),
-        peak_memory_gib: memory_in_use(model.device()).map(|b| b as f64 / (1u64 << 30) as f64),
+        peak_rss_anon_gib: None,
+        device_memory_gib: if model.device().is_cuda() {
+            memory_in_use(model.device()).map(|b| b as f64 / GIB)
+        } else {
+            None
+        },
+        step_speedup: None,
+        quality: None,
     };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
+    Ok(r)
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "{} on {} ({}, quant {}), n = {}, prompt {} tokens, {} image tokens ({} timed)\n\
+         load {:.2} s | prefill {:.1} ms | step median {:.2} ms, p90 {:.2} ms{}\n\
+         tokens {:.2} s ({:.0} image tokens/s) | VQ decode {:.2} s | {:.2} images/s | peak RssAnon {}{}",
+        r.model,
+        r.device,
+        r.dtype,
+        r.quant,
+        r.n,
+        r.prompt_tokens,
+        r.image_tokens,
+        r.timed_steps,
+        r.load_s,
+        r.prefill_ms,
+        r.step_ms_median,
+        r.step_ms_p90,
+        r.step_ms_pipelined.map_or(String::new(), |ms| format!(", pipelined {ms:.2} ms")),
+        r.tokens_s,
+        r.image_tokens_per_s,
+        r.vq_decode_s,
+        r.images_per_s,
+        r.peak_rss_anon_gib.map_or("n/a".into(), |g| format!("{g:.2} GiB")),
+        r.device_memory_gib.map_or(String::new(), |g| format!(" | device memory {g:.2} GiB")),
+    );
+    if let Some(q) = &r.quality {
+        let d = &q.image_tokens;
         println!(
-            "{} on {} ({}), n = {}, prompt {} tokens, {} image tokens ({} timed)\n\
-             load {:.2} s | prefill {:.1} ms | step median {:.2} ms, p90 {:.2} ms{}\n\
-             tokens {:.2} s ({:.0} image tokens/s) | VQ decode {:.2} s | {:.2} images/s | memory {}",
-            r.model,
-            r.device,
-            r.dtype,
-            r.n,
-            r.prompt_tokens,
-            r.image_tokens,
-            r.timed_steps,
-            r.load_s,
-            r.prefill_ms,
-            r.step_ms_median,
-            r.step_ms_p90,
-            r.step_ms_pipelined.map_or(String::new(), |ms| format!(", pipelined {ms:.2} ms")),
+            "quality vs the first: image tokens KL mean {:.4}, p99 {:.4}, top-1 agreement {:.1}% ({} steps)",
+            d.mean_kl,
+            d.p99_kl,
+            d.top1_agreement * 100.0,
+            d.steps
+        );
+        if let Some(t) = &q.text {
+            println!(
+                "                      text KL mean {:.4}, p99 {:.4}, top-1 {:.1}% ({} tokens); identical greedy answers {}/{}",
+                t.mean_kl,
+                t.p99_kl,
+                t.top1_agreement * 100.0,
+                t.steps,
+                q.identical_answers,
+                q.answers
+            );
+        }
+    }
+}
+
+/// One Markdown row per quant, for docs/PERF.md.
+fn print_comparison(reports: &[Report]) {
+    println!("\n| quant | step ms (mean) | × first | tokens s | VQ s | peak RssAnon GiB | image KL mean / p99 | top-1 | text KL mean / p99 | same answers |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        let (img, top1, text, same) = match &r.quality {
+            Some(q) => (
+                format!("{:.4} / {:.4}", q.image_tokens.mean_kl, q.image_tokens.p99_kl),
+                format!("{:.1}%", q.image_tokens.top1_agreement * 100.0),
+                q.text.map_or("–".into(), |t| format!("{:.4} / {:.4}", t.mean_kl, t.p99_kl)),
+                format!("{}/{}", q.identical_answers, q.answers),
+            ),
+            None => ("–".into(), "–".into(), "–".into(), "–".into()),
+        };
+        println!(
+            "| {} | {:.1} | {:.2} | {:.1} | {:.2} | {} | {img} | {top1} | {text} | {same} |",
+            r.quant,
+            r.step_ms_mean,
+            r.step_speedup.unwrap_or(1.0),
             r.tokens_s,
-            r.image_tokens_per_s,
             r.vq_decode_s,
-            r.images_per_s,
-            r.peak_memory_gib.map_or("n/a".into(), |g| format!("{g:.2} GiB")),
+            r.peak_rss_anon_gib.map_or("n/a".into(), |g| format!("{g:.2}")),
         );
     }
-    Ok(())
+}
+
+impl QualityReference {
+    /// Samples one image (CFG 5, temperature 1, as the reference does) with its distributions,
+    /// then answers each question greedily about it.
+    fn make(model: &Janus, prompt: &str) -> Result<Self> {
+        let params = SamplingParams::default();
+        let mut batch = T2iBatch::new(model, model.t2i_jobs(prompt, 1, QUALITY_SEED, params)?)?;
+        let mut image_trace = Vec::with_capacity(batch.total_steps());
+        while !batch.is_done() {
+            // the guided distribution of this step, from the logits the sampler drew from
+            image_trace.extend(guided_log_probs(&batch.step()?.logits, params.cfg_weight)?);
+        }
+        let tokens = batch.into_tokens()?.remove(0);
+        let image = image::DynamicImage::ImageRgb8(model.decode_images(std::slice::from_ref(&tokens), 1)?.remove(0));
+        let mut answers = Vec::new();
+        for q in QUALITY_QUESTIONS {
+            let conv = Conversation::single(image.clone(), q);
+            let ids = greedy_answer(model, &conv)?;
+            let trace = model.text_trace(&conv, &ids)?;
+            answers.push((ids, trace));
+        }
+        Ok(Self { tokens, image_trace, image, answers })
+    }
+
+    fn compare(&self, model: &Janus, prompt: &str) -> Result<Quality> {
+        let trace = model.t2i_trace(prompt, SamplingParams::default().cfg_weight, &self.tokens)?;
+        let image_tokens = divergence(&self.image_trace, &trace)?;
+        let (mut reference, mut other, mut identical) = (Vec::new(), Vec::new(), 0);
+        for (q, (ids, ref_trace)) in QUALITY_QUESTIONS.iter().zip(&self.answers) {
+            let conv = Conversation::single(self.image.clone(), q);
+            identical += usize::from(greedy_answer(model, &conv)? == *ids);
+            if !ids.is_empty() {
+                other.extend(model.text_trace(&conv, ids)?);
+                reference.extend(ref_trace.iter().cloned());
+            }
+        }
+        let text = if reference.is_empty() { None } else { Some(divergence(&reference, &other)?) };
+        Ok(Quality { image_tokens, text, identical_answers: identical, answers: self.answers.len() })
+    }
+}
+
+fn greedy_answer(model: &Janus, conv: &Conversation) -> Result<Vec<u32>> {
+    let params = TextParams { max_new_tokens: Some(QUALITY_ANSWER_TOKENS), ..Default::default() };
+    Ok(model.answer(conv, &params, |_| true)?.token_ids)
 }
 
 /// `janus bench --requests R`: R one-image requests through the serving engine, all at once
@@ -191,6 +383,7 @@ pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
         model: a.model.model.clone(),
         device: a.model.device.clone(),
         dtype: a.model.dtype.clone(),
+        quant: a.model.quant,
         max_batch_images: requests.max(1),
         queue_capacity: requests.max(1) * 2,
         decode_chunk: a.decode_chunk,

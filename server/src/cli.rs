@@ -8,7 +8,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use janus::understand::DEFAULT_QUESTION;
-use janus::{Conversation, Janus, SamplingParams, TextParams, DEFAULT_MODEL};
+use janus::{Conversation, Janus, Parts, Quant, SamplingParams, TextParams, DEFAULT_MODEL};
 
 #[derive(Parser, Debug)]
 #[command(name = "janus", version, about = "Janus-Pro text-to-image and image understanding")]
@@ -38,6 +38,9 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Serve the OpenAI-compatible HTTP API (image generation, chat with images, describe).
     Serve(ServeArgs),
+    /// Write a quantized copy of a model (`model.gguf` and its config and tokenizer files), which
+    /// `--model DIR` then loads without the original weights.
+    Quantize(QuantizeArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,13 +147,20 @@ pub struct ModelArgs {
     /// Weights dtype: `f32`, `bf16` or `f16` (default: bf16 on CUDA, f32 on CPU).
     #[arg(long, env = "JANUS_DTYPE")]
     pub dtype: Option<String>,
+
+    /// Quantize the language model's and the generation head's linear layers while loading:
+    /// `none` (exact), `q8_0`, `q6k`, `q5k` or `q4k`. A checkpoint written by `janus quantize`
+    /// loads as it was quantized.
+    #[arg(long, env = "JANUS_QUANT", default_value_t = Quant::None)]
+    pub quant: Quant,
 }
 
 impl ModelArgs {
-    pub fn load(&self) -> Result<Janus> {
+    /// Loads the `parts` a command uses (the other job's modules stay on disk).
+    pub fn load(&self, parts: Parts) -> Result<Janus> {
         let t = Instant::now();
-        let model = Janus::open(&self.model, &self.device, self.dtype.as_deref())?;
-        tracing::info!(secs = t.elapsed().as_secs_f32(), "loaded");
+        let model = Janus::open_parts(&self.model, &self.device, self.dtype.as_deref(), self.quant, parts)?;
+        tracing::info!(secs = t.elapsed().as_secs_f32(), quant = %model.quant(), "loaded");
         Ok(model)
     }
 }
@@ -257,6 +267,21 @@ pub struct DescribeArgs {
     pub json: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// The original model: a local directory or a hub id.
+    #[arg(long, env = "JANUS_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+
+    /// The quantization: `q8_0`, `q6k`, `q5k` or `q4k`.
+    #[arg(long, env = "JANUS_QUANT")]
+    pub quant: Quant,
+
+    /// The directory to write (created; an existing model.gguf there is replaced).
+    #[arg(long, env = "JANUS_OUT")]
+    pub out: PathBuf,
+}
+
 pub fn init_logging(filter: &str, format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -274,7 +299,27 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Describe(a) => describe(a),
         Command::Bench(a) => crate::bench::run(a),
         Command::Serve(a) => crate::http::run(a),
+        Command::Quantize(a) => quantize(a),
     }
+}
+
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    if a.quant == Quant::None {
+        bail!("--quant none writes nothing new; pick q8_0, q6k, q5k or q4k");
+    }
+    let t = Instant::now();
+    let files = janus::ModelFiles::resolve(&a.model)?;
+    let path = janus::gguf::write_quantized(&files, a.quant, &a.out)?;
+    let bytes = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len();
+    eprintln!(
+        "wrote {} ({:.2} GB, {}) in {:.1} s; load it with --model {}",
+        path.display(),
+        bytes as f64 / 1e9,
+        a.quant,
+        t.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
 }
 
 fn describe(a: DescribeArgs) -> Result<()> {
@@ -289,7 +334,7 @@ fn describe(a: DescribeArgs) -> Result<()> {
         bail!("--max-tokens must be at least 1");
     }
     let image = janus::preprocess::load_image(&a.image)?;
-    let model = a.model.load()?;
+    let model = a.model.load(Parts::Understanding)?;
     let conv = Conversation::single(image, &a.question);
     let mut stdout = std::io::stdout().lock();
     let out = model.answer(&conv, &params, |piece| {
@@ -330,7 +375,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let n = a.n as usize;
     check_out_path(&a.out, n)?;
     let seed = a.seed.unwrap_or_else(rand_seed);
-    let model = a.model.load()?;
+    let model = a.model.load(Parts::Generation)?;
     let jobs = model.t2i_jobs(&a.prompt, n, seed, params)?;
     eprintln!("generating {n} image(s) of {0}x{0} with seed {seed}", model.image_size());
     let bar = ProgressBar::new(model.num_image_tokens() as u64).with_style(
@@ -365,7 +410,7 @@ fn decode_tokens(a: DecodeArgs) -> Result<()> {
         bail!("{}: no images in the file", a.tokens.display());
     }
     check_out_path(&a.out, tokens.len())?;
-    let model = a.model.load()?;
+    let model = a.model.load(Parts::Generation)?;
     let images = model.decode_images(&tokens, a.decode_chunk)?;
     let paths = write_pngs(&a.out, &images)?;
     eprintln!("wrote {} image(s) to {}", paths.len(), a.out.display());

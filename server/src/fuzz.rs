@@ -139,7 +139,7 @@ fn tiny_model() -> &'static Janus {
     static MODEL: OnceLock<Janus> = OnceLock::new();
     MODEL.get_or_init(|| {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/tiny/janus-pro-tiny");
-        Janus::open(dir, "cpu", None).expect("the tiny model loads")
+        Janus::open(dir, "cpu", None, janus::Quant::None).expect("the tiny model loads")
     })
 }
 

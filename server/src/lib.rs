@@ -8,3 +8,4 @@ pub mod cli;
 pub mod engine;
 pub mod fuzz;
 pub mod http;
+pub mod rss;

@@ -179,3 +179,75 @@ fn bench_reports_json() {
     assert!(r["step_ms_median"].as_f64().unwrap() > 0.0);
     assert!(r["vq_decode_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn bench_compares_quantizations_with_quality() {
+    let out = janus()
+        .args(["bench", "--model", &tiny(), "-n", "1", "--steps", "8", "--warmup", "1", "--json"])
+        .args(["--quants", "none,q8_0", "--quality"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r[0]["quant"].as_str(), r[1]["quant"].as_str()), (Some("none"), Some("q8_0")));
+    assert!(r[0]["quality"].is_null() && r[0]["peak_rss_anon_gib"].as_f64().unwrap() > 0.0);
+    let q = &r[1]["quality"];
+    assert_eq!(q["image_tokens"]["steps"], 64);
+    let kl = q["image_tokens"]["mean_kl"].as_f64().unwrap();
+    assert!(kl > 0.0 && kl < 0.1, "{q}");
+    assert_eq!(q["answers"], 4);
+
+    let e = run_err(janus().args(["bench", "--model", &tiny(), "--quality"]));
+    assert!(e.contains("--quants"), "{e}");
+}
+
+#[test]
+fn quantize_writes_a_checkpoint_that_generates_and_describes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("tiny-q8");
+    let stderr = run_ok(janus().args(["quantize", "--model", &tiny(), "--quant", "q8_0"]).arg("--out").arg(&q));
+    assert!(stderr.contains("model.gguf") && stderr.contains("q8_0"), "{stderr}");
+    let gen = |model: &str, quant: &str, out: &std::path::Path| {
+        run_ok(
+            janus()
+                .args(["generate", "--model", model, "--quant", quant, "--prompt", "a red fox", "--greedy"])
+                .arg("--out")
+                .arg(out),
+        );
+        std::fs::read(out).unwrap()
+    };
+    let from_file = gen(q.to_str().unwrap(), "none", &tmp.path().join("a.png"));
+    let at_load = gen(&tiny(), "q8_0", &tmp.path().join("b.png"));
+    assert_eq!(from_file, at_load, "the saved checkpoint gives what quantizing while loading gives");
+    let image = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/images/square.png");
+    let describe = |model: &str, quant: &str| {
+        let out = janus()
+            .args(["describe", "--model", model, "--quant", quant, "--json", "--max-tokens", "8"])
+            .arg("--image")
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["token_ids"].clone()
+    };
+    assert_eq!(describe(q.to_str().unwrap(), "none"), describe(&tiny(), "q8_0"));
+
+    let png = tmp.path().join("c.png");
+    let e = run_err(
+        janus().args(["generate", "--model", &tiny(), "--quant", "q3", "--prompt", "x"]).arg("--out").arg(&png),
+    );
+    assert!(e.contains("q3") && e.contains("q4k"), "{e}");
+    let e = run_err(
+        janus()
+            .args(["generate", "--model", q.to_str().unwrap(), "--quant", "q4k", "--prompt", "x"])
+            .arg("--out")
+            .arg(&png),
+    );
+    assert!(e.contains("quantized as q8_0"), "{e}");
+    let e = run_err(
+        janus().args(["quantize", "--model", &tiny(), "--quant", "none"]).arg("--out").arg(tmp.path().join("n")),
+    );
+    assert!(e.contains("--quant none"), "{e}");
+    let e = run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "x"]));
+    assert!(e.contains("--out"), "clap's own errors are one line too: {e}");
+}

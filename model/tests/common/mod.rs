@@ -26,7 +26,13 @@ pub fn tiny_dir(variant: &str) -> PathBuf {
 pub fn load_tiny_with(variant: &str, dtype: DType) -> Janus {
     let dir = tiny_dir(variant);
     let files = ModelFiles::from_dir(&dir, variant).expect("tiny model files");
-    let opts = LoadOptions { device: Device::Cpu, dtype, vq_dtype: DType::F32 };
+    let opts = LoadOptions {
+        device: Device::Cpu,
+        dtype,
+        vq_dtype: DType::F32,
+        quant: janus::Quant::None,
+        parts: janus::Parts::All,
+    };
     Janus::load(&files, &opts).unwrap_or_else(|e| panic!("loading {variant}: {e}"))
 }
 

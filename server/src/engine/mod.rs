@@ -23,6 +23,12 @@ pub struct ModelInfo {
     pub max_prompt_tokens: usize,
     /// The LM context, in tokens.
     pub context_length: usize,
+    /// How the linear layers are stored: `none`, `q8_0`, `q6k`, `q5k`, `q4k`.
+    pub quant: janus::Quant,
+    /// The model dtype (`f32`, `bf16`, `f16`).
+    pub dtype: String,
+    /// Where the model runs (`cpu`, `cuda:0`).
+    pub device: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

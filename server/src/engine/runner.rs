@@ -32,6 +32,8 @@ pub struct EngineOptions {
     pub device: String,
     /// `f32`, `bf16`, `f16`; default per device.
     pub dtype: Option<String>,
+    /// Storage of the linear layers (`--quant`).
+    pub quant: janus::Quant,
     /// Most images generated together in one CFG batch.
     pub max_batch_images: usize,
     /// Most requests waiting to start; beyond that, 429.
@@ -172,7 +174,8 @@ impl Engine for ModelEngine {
 // -------------------------------------------------------------------------------------------
 
 fn engine_thread(opts: EngineOptions, shared: Arc<Shared>, rx: Receiver<Work>) {
-    let loaded = catch_unwind(AssertUnwindSafe(|| Janus::open(&opts.model, &opts.device, opts.dtype.as_deref())));
+    let loaded =
+        catch_unwind(AssertUnwindSafe(|| Janus::open(&opts.model, &opts.device, opts.dtype.as_deref(), opts.quant)));
     let model = match loaded {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => return refuse_all(&shared, rx, e.to_string()),
@@ -185,10 +188,13 @@ fn engine_thread(opts: EngineOptions, shared: Arc<Shared>, rx: Receiver<Work>) {
         num_image_tokens: model.num_image_tokens(),
         max_prompt_tokens: model.max_prompt_tokens(),
         context_length: model.cfg.llm.max_position_embeddings,
+        quant: model.quant(),
+        dtype: janus::device::dtype_name(model.dtype()).to_string(),
+        device: janus::device::device_name(model.device()),
     };
     *shared.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = EngineStatus::Ready;
-    tracing::info!(model = %opts.model, "engine ready");
+    tracing::info!(model = %opts.model, quant = %model.quant(), "engine ready");
     Scheduler::new(&model, &opts, &shared).run(rx);
 }
 
@@ -646,6 +652,7 @@ mod tests {
             model: tiny(),
             device: "cpu".into(),
             dtype: None,
+            quant: janus::Quant::None,
             max_batch_images: 16,
             queue_capacity: queue,
             decode_chunk: 4,
@@ -753,7 +760,7 @@ mod tests {
         let img = janus::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
         let conv = Conversation::single(img, "Describe this image.");
         let params = TextParams { max_new_tokens: Some(10), ..Default::default() };
-        let model = Janus::open(&tiny(), "cpu", None).unwrap();
+        let model = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap();
         let want = model.answer(&conv, &params, |_| true).unwrap();
         let mut rx = e.submit_chat(ChatRequest { conversation: conv, params }).unwrap();
         let mut text = String::new();
@@ -877,6 +884,7 @@ mod tests {
             model: "/no/such/model".into(),
             device: "cpu".into(),
             dtype: None,
+            quant: janus::Quant::None,
             max_batch_images: 4,
             queue_capacity: 4,
             decode_chunk: 4,

@@ -42,6 +42,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
             "Time to the response headers (streams: to the first byte), by route, method and status"
         );
         metrics::describe_gauge!("janus_queue_depth", "Requests waiting to start in the engine");
+        metrics::describe_gauge!(
+            "janus_model_info",
+            "1 once the model is loaded; its id, quant, dtype and device as labels"
+        );
         metrics::describe_gauge!("janus_batch_images", "Images in the running CFG batch");
         metrics::describe_counter!("janus_image_tokens_total", "Image tokens generated");
         metrics::describe_histogram!("janus_step_seconds", metrics::Unit::Seconds, "Time of one engine decode step");

@@ -36,7 +36,15 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>,
 }
 
 fn card(info: ModelInfo) -> ModelCard {
-    ModelCard { id: info.id, object: "model".into(), created: info.created, owned_by: "deepseek-ai".into() }
+    ModelCard {
+        id: info.id,
+        object: "model".into(),
+        created: info.created,
+        owned_by: "deepseek-ai".into(),
+        quant: info.quant.to_string(),
+        dtype: info.dtype,
+        device: info.device,
+    }
 }
 
 /// The loaded model, in OpenAI's list shape.
@@ -89,6 +97,11 @@ pub async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Res
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let handle = super::observe::prometheus();
     metrics::gauge!("janus_queue_depth").set(state.engine.queue_depth() as f64);
+    if let Some(info) = state.engine.info() {
+        let labels =
+            [("model", info.id), ("quant", info.quant.to_string()), ("dtype", info.dtype), ("device", info.device)];
+        metrics::gauge!("janus_model_info", &labels).set(1.0);
+    }
     handle.run_upkeep();
     let mut resp = handle.render().into_response();
     resp.headers_mut()

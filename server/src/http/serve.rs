@@ -47,6 +47,7 @@ impl ServeArgs {
             model: self.model.model.clone(),
             device: self.model.device.clone(),
             dtype: self.model.dtype.clone(),
+            quant: self.model.quant,
             max_batch_images: self.max_batch_images,
             queue_capacity: self.queue_capacity,
             decode_chunk: self.decode_chunk,

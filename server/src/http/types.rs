@@ -372,6 +372,12 @@ pub struct ModelCard {
     /// Unix seconds when the model was loaded.
     pub created: u64,
     pub owned_by: String,
+    /// Extension: how the linear layers are stored (`none`, `q8_0`, `q6k`, `q5k`, `q4k`).
+    pub quant: String,
+    /// Extension: the model dtype (`f32`, `bf16`, `f16`).
+    pub dtype: String,
+    /// Extension: where the model runs (`cpu`, `cuda:0`).
+    pub device: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -36,7 +36,8 @@ async fn models_are_listed_in_openai_shape() {
     assert_eq!(
         r.json(),
         json!({"object": "list", "data": [
-            {"id": "fake/janus", "object": "model", "created": 1_700_000_000u64, "owned_by": "deepseek-ai"}]})
+            {"id": "fake/janus", "object": "model", "created": 1_700_000_000u64, "owned_by": "deepseek-ai",
+             "quant": "q8_0", "dtype": "f32", "device": "cpu"}]})
     );
     let r = send(&h.app, get("/v1/models/fake%2Fjanus")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -129,6 +130,7 @@ async fn metrics_count_requests_by_route_and_status_and_show_the_queue() {
     assert!(text.contains("status=\"400\""), "{text}");
     assert!(has("janus_http_request_duration_seconds_bucket{"), "{text}");
     assert!(text.contains("janus_queue_depth 3"), "{text}");
+    assert!(text.contains(r#"janus_model_info{model="fake/janus",quant="q8_0",dtype="f32",device="cpu"} 1"#), "{text}");
 }
 
 #[tokio::test]

@@ -1,0 +1,170 @@
+//! Our quantized checkpoint: one GGUF file (`model.gguf`) beside the original `config.json`,
+//! tokenizer and preprocessor files, as `janus quantize` writes it.
+//!
+//! Tensors are stored under the original Janus names, as the model holds them after loading:
+//! the quantized linear layers in their GGML block type (the fused ones under their own names,
+//! `self_attn.qkv_proj` and `mlp.gate_up_proj`), everything else (embeddings, norms, SigLIP,
+//! the aligners, the VQ decoder) dense in the dtype it was loaded in, the source's own dtype.
+//! Metadata: `general.architecture = "janus"`, `janus.format_version`, `janus.quant` and
+//! `janus.source_format`. The file is memory-mapped for reading; each tensor is copied out once.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::{self, Content, TensorInfo, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device};
+
+use crate::config::CheckpointFormat;
+use crate::error::{Error, Result};
+use crate::hub::ModelFiles;
+use crate::model::{Janus, LoadOptions, Parts};
+use crate::quant::Quant;
+use crate::weights::{Checkpoint, Recorded};
+
+/// The file name of a quantized checkpoint in a model directory.
+pub const GGUF_FILE: &str = "model.gguf";
+const FORMAT_VERSION: u32 = 1;
+const KEY_VERSION: &str = "janus.format_version";
+const KEY_QUANT: &str = "janus.quant";
+const KEY_SOURCE: &str = "janus.source_format";
+
+/// Whether a GGUF tensor type is a plain float (kept as a dense tensor).
+pub fn is_dense(t: GgmlDType) -> bool {
+    matches!(t, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+}
+
+/// The dtype a GGUF tensor is handed out in when asked for densely.
+pub fn dense_dtype(t: GgmlDType) -> DType {
+    match t {
+        GgmlDType::F16 => DType::F16,
+        GgmlDType::BF16 => DType::BF16,
+        _ => DType::F32,
+    }
+}
+
+fn ggml_of(dtype: DType) -> GgmlDType {
+    match dtype {
+        DType::F16 => GgmlDType::F16,
+        DType::BF16 => GgmlDType::BF16,
+        _ => GgmlDType::F32,
+    }
+}
+
+/// An open `model.gguf`.
+pub struct GgufFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    content: Content,
+    quant: Quant,
+    source_format: CheckpointFormat,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let bad = |msg: String| Error::Weights(format!("{}: {msg}", path.display()));
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: mapped read-only; like every mmap user we rely on nobody truncating the file
+        // while the process runs.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let content = Content::read(&mut Cursor::new(&map[..])).map_err(|e| bad(format!("not a GGUF file: {e}")))?;
+        let text = |key: &str| match content.metadata.get(key) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            _ => Err(bad(format!("no {key} in the metadata: not a checkpoint written by `janus quantize`"))),
+        };
+        match content.metadata.get(KEY_VERSION) {
+            Some(Value::U32(FORMAT_VERSION)) => {}
+            None => return Err(bad(format!("no {KEY_VERSION}: not a checkpoint written by `janus quantize`"))),
+            Some(v) => return Err(bad(format!("{KEY_VERSION} is {v:?}; this build reads {FORMAT_VERSION}"))),
+        }
+        let quant = text(KEY_QUANT)?.parse::<Quant>().map_err(|e| bad(e.to_string()))?;
+        let source_format = match text(KEY_SOURCE)?.as_str() {
+            "original" => CheckpointFormat::Original,
+            "transformers" => CheckpointFormat::Transformers,
+            other => return Err(bad(format!("unknown {KEY_SOURCE} {other:?}"))),
+        };
+        Ok(Self { path: path.to_path_buf(), map, content, quant, source_format })
+    }
+
+    pub fn tensors(&self) -> &HashMap<String, TensorInfo> {
+        &self.content.tensor_infos
+    }
+
+    pub fn quant(&self) -> Quant {
+        self.quant
+    }
+
+    pub fn source_format(&self) -> CheckpointFormat {
+        self.source_format
+    }
+
+    /// One tensor, as stored, on `dev`.
+    pub fn read(&self, name: &str, dev: &Device) -> Result<QTensor> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::Weights(format!("{}: tensor {name} is missing", self.path.display())))?;
+        info.read(&mut Cursor::new(&self.map[..]), self.content.tensor_data_offset, dev)
+            .map_err(|e| Error::Weights(format!("{}: tensor {name}: {e}", self.path.display())))
+    }
+}
+
+/// `janus quantize`: loads `files` on the CPU with `quant` (the dense parts in the checkpoint's
+/// own dtype) and writes `out/model.gguf` plus copies of the config, tokenizer and preprocessor
+/// files. Returns the path of the GGUF file.
+pub fn write_quantized(files: &ModelFiles, quant: Quant, out: &Path) -> Result<PathBuf> {
+    let ckpt = Arc::new(Checkpoint::open(&files.weights)?);
+    if let Some(q) = ckpt.stored_quant() {
+        return Err(Error::InvalidInput(format!(
+            "{} is already quantized ({q}); quantize the original weights",
+            files.name
+        )));
+    }
+    let dtype = ckpt.stored_dtype();
+    let opts = LoadOptions { device: Device::Cpu, dtype, vq_dtype: dtype, quant, parts: Parts::All };
+    ckpt.record();
+    let model = Janus::load_checkpoint(files, &opts, ckpt.clone())?;
+    let recorded = ckpt.take_recorded();
+    drop(model);
+
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for src in files.side_files() {
+        let name = src.file_name().ok_or_else(|| Error::ModelFiles(format!("{}: no file name", src.display())))?;
+        let dst = out.join(name);
+        std::fs::copy(&src, &dst).map_err(|e| Error::io(&dst, e))?;
+    }
+    let tensors = recorded
+        .into_iter()
+        .map(|(name, t)| {
+            let q = match t {
+                Recorded::Quantized(q) => q,
+                Recorded::Dense(t) => Arc::new(QTensor::quantize(&t, ggml_of(t.dtype()))?),
+            };
+            Ok((name, q))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let source = match ckpt.format() {
+        CheckpointFormat::Original => "original",
+        CheckpointFormat::Transformers => "transformers",
+    };
+    let meta = [
+        ("general.architecture", Value::String("janus".into())),
+        (KEY_VERSION, Value::U32(FORMAT_VERSION)),
+        (KEY_QUANT, Value::String(quant.name().into())),
+        (KEY_SOURCE, Value::String(source.into())),
+    ];
+    let path = out.join(GGUF_FILE);
+    // Written beside and renamed, so an interrupted run never leaves a loadable half file.
+    let tmp = out.join(format!("{GGUF_FILE}.partial"));
+    let mut w = std::io::BufWriter::new(File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (n.as_str(), q.as_ref())).collect();
+    gguf_file::write(&mut w, &meta_refs, &tensor_refs)?;
+    w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    Ok(path)
+}

@@ -1,0 +1,228 @@
+//! Weight quantization: which GGML block type the language model's and the generation head's
+//! linear layers are stored in, and the matmul of an input with such a weight.
+//!
+//! The blocks, their quantizers and their dot products are candle's (`candle_core::quantized`,
+//! after ggml). On CUDA the product is candle's `QMatMul`. On the CPU, q8_0 also goes through
+//! `QMatMul` (on AVX-512 VNNI CPUs candle repacks the weight into tiles once, a second copy of
+//! its size, for a 3× faster product), while the k-quants call candle's row-tiled
+//! `k_quants::matmul` on the stored blocks directly: as fast as the repacked path at a few rows,
+//! with no second copy of the weights (docs/PERF.md, "Quantized matmul on the CPU").
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use candle_core::quantized::k_quants::{self, BlockQ4K, BlockQ5K, BlockQ6K, GgmlType};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
+
+use crate::error::{Error, Result};
+
+/// How the linear layers of the language model and of `gen_head` are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quant {
+    /// The model dtype, exact (the default).
+    #[default]
+    None,
+    /// 8-bit blocks of 32 with an f16 scale (8.5 bits per weight).
+    Q8_0,
+    /// 6-bit k-quant (6.56 bits per weight).
+    Q6k,
+    /// 5-bit k-quant (5.5 bits per weight).
+    Q5k,
+    /// 4-bit k-quant (4.5 bits per weight).
+    Q4k,
+}
+
+impl Quant {
+    pub const ALL: [Quant; 5] = [Quant::None, Quant::Q8_0, Quant::Q6k, Quant::Q5k, Quant::Q4k];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::None => "none",
+            Quant::Q8_0 => "q8_0",
+            Quant::Q6k => "q6k",
+            Quant::Q5k => "q5k",
+            Quant::Q4k => "q4k",
+        }
+    }
+
+    /// The GGML block type, `None` for unquantized weights.
+    pub fn ggml(self) -> Option<GgmlDType> {
+        match self {
+            Quant::None => None,
+            Quant::Q8_0 => Some(GgmlDType::Q8_0),
+            Quant::Q6k => Some(GgmlDType::Q6K),
+            Quant::Q5k => Some(GgmlDType::Q5K),
+            Quant::Q4k => Some(GgmlDType::Q4K),
+        }
+    }
+
+    /// The quant of a stored block type (the inverse of [`Quant::ggml`]).
+    pub fn from_ggml(dtype: GgmlDType) -> Option<Self> {
+        Quant::ALL.into_iter().find(|q| q.ggml() == Some(dtype))
+    }
+
+    /// The block type for a weight whose rows hold `in_dim` values: the requested one when
+    /// `in_dim` is a multiple of its block, else q8_0 (blocks of 32) when that fits, else none
+    /// (the layer stays unquantized). Janus-Pro's widths are all multiples of 256; only small
+    /// test models fall back.
+    pub fn block_type_for(self, in_dim: usize) -> Option<GgmlDType> {
+        let want = self.ggml()?;
+        [want, GgmlDType::Q8_0].into_iter().find(|d| in_dim.is_multiple_of(d.block_size()))
+    }
+}
+
+impl std::fmt::Display for Quant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Quant {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        Quant::ALL.into_iter().find(|q| q.name() == s || q.name().replace('_', "") == s).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "unknown quantization {s:?}: expected one of {}",
+                Quant::ALL.map(Quant::name).join(", ")
+            ))
+        })
+    }
+}
+
+/// A quantized weight `[out, in]` and its matmul.
+#[derive(Debug, Clone)]
+pub struct QWeight {
+    q: Arc<QTensor>,
+    mm: QMatMul,
+}
+
+impl QWeight {
+    pub fn new(q: QTensor) -> Result<Self> {
+        let q = Arc::new(q);
+        Ok(Self { mm: QMatMul::from_arc(q.clone())?, q })
+    }
+
+    pub fn qtensor(&self) -> &Arc<QTensor> {
+        &self.q
+    }
+
+    pub fn dtype(&self) -> GgmlDType {
+        self.q.dtype()
+    }
+
+    /// `x [.., in] · Wᵀ → [.., out]` in `x`'s dtype.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let on_cpu = self.q.device().is_cpu();
+        if on_cpu && matches!(self.q.dtype(), GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K) {
+            let dtype = x.dtype();
+            let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&StoredBlocks(&self.q))?;
+            return y.to_dtype(dtype);
+        }
+        if on_cpu {
+            return self.mm.forward(&x.contiguous()?);
+        }
+        // candle's CUDA kernels take f32 activations.
+        let dtype = x.dtype();
+        self.mm.forward(&x.to_dtype(DType::F32)?.contiguous()?)?.to_dtype(dtype)
+    }
+}
+
+/// The CPU product with the blocks as stored (no repacked copy).
+struct StoredBlocks<'a>(&'a QTensor);
+
+impl CustomOp1 for StoredBlocks<'_> {
+    fn name(&self) -> &'static str {
+        "qmatmul-stored-blocks"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, k) = self.0.shape().dims2()?;
+        let dims = layout.shape().dims();
+        if dims.last() != Some(&k) {
+            candle_core::bail!("qmatmul: input {dims:?} for a weight of {:?}", self.0.shape());
+        }
+        let (Some((start, end)), CpuStorage::F32(x)) = (layout.contiguous_offsets(), storage) else {
+            candle_core::bail!("qmatmul: contiguous f32 input only");
+        };
+        let x = &x[start..end];
+        let m = x.len() / k;
+        let mut dst = vec![0f32; m * n];
+        let data = self.0.data()?;
+        match self.0.dtype() {
+            GgmlDType::Q4K => k_quants::matmul((m, k, n), x, blocks::<BlockQ4K>(&data)?, &mut dst)?,
+            GgmlDType::Q5K => k_quants::matmul((m, k, n), x, blocks::<BlockQ5K>(&data)?, &mut dst)?,
+            GgmlDType::Q6K => k_quants::matmul((m, k, n), x, blocks::<BlockQ6K>(&data)?, &mut dst)?,
+            other => candle_core::bail!("qmatmul: no stored-block path for {other:?}"),
+        }
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("checked above") = n;
+        Ok((CpuStorage::F32(dst), Shape::from(out)))
+    }
+}
+
+/// The stored bytes of a CPU `QTensor` as its blocks.
+fn blocks<'a, T: GgmlType>(data: &'a Cow<'a, [u8]>) -> candle_core::Result<&'a [T]> {
+    let size = std::mem::size_of::<T>();
+    if !data.len().is_multiple_of(size) || data.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
+        candle_core::bail!("qmatmul: {} bytes are not whole aligned {:?} blocks", data.len(), T::DTYPE);
+    }
+    // SAFETY: the bytes are a `Vec<T>`'s storage (candle's CPU `QStorage`), checked above for
+    // size and alignment; `T` is a plain-old-data block of integers and halfs.
+    Ok(unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn names_round_trip() {
+        for q in Quant::ALL {
+            assert_eq!(q.name().parse::<Quant>().unwrap(), q);
+            assert_eq!(serde_json::to_string(&q).unwrap(), format!("\"{}\"", q.name()));
+        }
+        assert_eq!("Q4_K".replace('_', "").parse::<Quant>().unwrap(), Quant::Q4k);
+        assert_eq!("q80".parse::<Quant>().unwrap(), Quant::Q8_0);
+        let err = "q3".parse::<Quant>().unwrap_err().to_string();
+        assert!(err.contains("none, q8_0, q6k, q5k, q4k"), "{err}");
+    }
+
+    #[test]
+    fn block_type_falls_back_by_width() {
+        assert_eq!(Quant::Q4k.block_type_for(2048), Some(GgmlDType::Q4K));
+        assert_eq!(Quant::Q4k.block_type_for(64), Some(GgmlDType::Q8_0));
+        assert_eq!(Quant::Q8_0.block_type_for(48), None);
+        assert_eq!(Quant::None.block_type_for(4096), None);
+    }
+
+    /// Every CPU path against the dequantized weight's f32 product: the only difference is the
+    /// activations' own rounding to 8 bits, so the error stays within a few per cent of |y|.
+    #[test]
+    fn cpu_product_matches_dequantized_weight() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, k) = (96, 512);
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
+        for rows in [1, 2, 5, 40] {
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)?;
+            for q in [Quant::Q8_0, Quant::Q6k, Quant::Q5k, Quant::Q4k] {
+                let qw = QWeight::new(QTensor::quantize(&w, q.ggml().unwrap())?)?;
+                let want = x.matmul(&qw.qtensor().dequantize(&dev)?.t()?)?;
+                let got = qw.forward(&x)?;
+                let err = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(err <= 0.02 * scale, "{q} × {rows} rows: max error {err} of {scale}");
+                // batched rows give the row alone's answer
+                let one = qw.forward(&x.narrow(0, rows - 1, 1)?)?;
+                let last = got.narrow(0, rows - 1, 1)?;
+                let d = (&one - &last)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(d <= 1e-5 * scale, "{q}: row {} differs by {d} alone", rows - 1);
+            }
+        }
+        Ok(())
+    }
+}
