@@ -18,6 +18,7 @@ pub mod llm;
 pub mod model;
 pub mod nn;
 pub mod preprocess;
+pub mod q4k_cpu;
 pub mod quality;
 pub mod quant;
 pub mod sampling;

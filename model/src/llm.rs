@@ -299,7 +299,8 @@ pub struct Llama {
     embed_tokens: Embedding,
     layers: Vec<Block>,
     norm: RmsNorm,
-    lm_head: Linear,
+    /// `None` when loaded for image generation only (images go through `gen_head`).
+    lm_head: Option<Linear>,
     rope: Rope,
     cfg: LlmConfig,
     /// The activations' dtype (the embeddings may be stored narrower).
@@ -307,8 +308,9 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// `vb` points at `language_model`; `lin` stores the linear layers (quantized or not).
-    pub fn load(vb: VarBuilder, cfg: &LlmConfig, lin: &Linears) -> Result<Self> {
+    /// `vb` points at `language_model`; `lin` stores the linear layers (quantized or not);
+    /// `text` loads `lm_head` (text answers need it, image generation does not).
+    pub fn load(vb: VarBuilder, cfg: &LlmConfig, lin: &Linears, text: bool) -> Result<Self> {
         let m = vb.pp("model");
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Block::load(m.pp(format!("layers.{i}")), cfg, lin))
@@ -316,12 +318,14 @@ impl Llama {
         let embed_tokens = lin.embedding(&m.pp("embed_tokens"), cfg.vocab_size, cfg.hidden_size)?;
         // The original checkpoints store a separate lm_head; a transformers export with tied
         // embeddings omits it, and then the embedding matrix is the head.
-        let lm_head = if vb.contains_tensor("lm_head.weight") {
-            lin.load(&vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?
+        let lm_head = if !text {
+            None
+        } else if vb.contains_tensor("lm_head.weight") {
+            Some(lin.load(&vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?)
         } else {
             tracing::info!("no lm_head.weight in the checkpoint: using the tied token embeddings");
             let w = embed_tokens.embeddings().to_dtype(vb.dtype())?;
-            lin.from_tensor(&format!("{}.lm_head.weight", vb.prefix()), &w, &vb)?
+            Some(lin.from_tensor(&format!("{}.lm_head.weight", vb.prefix()), &w, &vb)?)
         };
         Ok(Self {
             embed_tokens,
@@ -376,7 +380,9 @@ impl Llama {
 
     /// Text logits (f32) for post-norm hidden states.
     pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
+        let head =
+            self.lm_head.as_ref().ok_or(Error::PartNotLoaded("lm_head (it was loaded for image generation only)"))?;
+        Ok(head.forward(hidden)?.to_dtype(DType::F32)?)
     }
 }
 

@@ -34,7 +34,8 @@ pub struct LoadOptions {
 }
 
 /// The jobs a loaded model can do. A one-job process leaves the other job's modules on disk:
-/// SigLIP and its aligner (0.3 B parameters) for generation, the VQ decoder for understanding.
+/// SigLIP, its aligner and `lm_head` (0.5 B parameters) for generation, the VQ decoder for
+/// understanding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Parts {
     #[default]
@@ -136,7 +137,7 @@ impl Janus {
         let vb = ckpt.var_builder(opts.dtype, &opts.device);
         let vq_vb = ckpt.var_builder(opts.vq_dtype, &opts.device);
         let linears = Linears::new(ckpt.clone(), opts.quant);
-        let llm = Llama::load(vb.pp("language_model"), &cfg.llm, &linears)?;
+        let llm = Llama::load(vb.pp("language_model"), &cfg.llm, &linears, opts.parts.understanding())?;
         let gen_embed = GenEmbed::load(vb.clone(), &cfg.gen, &cfg.gen_aligner)?;
         let gen_head = GenHead::load(vb.pp("gen_head"), cfg.llm.hidden_size, &cfg.gen, &linears)?;
         let vq = opts.parts.generation().then(|| VqDecoder::load(vq_vb.pp("gen_vision_model"), &vq_cfg)).transpose()?;

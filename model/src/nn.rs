@@ -5,9 +5,9 @@
 //! the 2–16 rows of a decode step that costs several times the weight read itself. With few rows
 //! the product is a set of dot products along `W`'s contiguous rows, which is what
 //! [`SkinnyMatmul`] computes, streaming `W` once, split across threads by output columns.
-//! Larger inputs (prefill, big batches) and other devices/dtypes use candle's matmul.
+//! Larger inputs (prefill, big batches) and other devices/dtypes use candle's matmul. A layer may
+//! instead hold a quantized weight ([`crate::quant`]), whose product is candle's or `q4k_cpu`'s.
 
-use candle_core::quantized::QTensor;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -53,7 +53,7 @@ impl Linear {
                 if Some(block) != quant.ggml() {
                     tracing::debug!(name, in_dim, requested = %quant, used = ?block, "width not a multiple of the block");
                 }
-                let q = QTensor::quantize_onto(&w.to_device(&Device::Cpu)?, block, dev)?;
+                let q = crate::quant::quantize(&w.to_device(&Device::Cpu)?, block, dev)?;
                 Ok(Self::quantized(QWeight::new(q)?, bias))
             }
             None => {

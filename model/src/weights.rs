@@ -1,18 +1,16 @@
 //! Checkpoint files → one `VarBuilder` that speaks the original Janus tensor names.
 //!
 //! Supported on disk: safetensors (one file, or shards listed by `model.safetensors.index.json`;
-//! memory-mapped) and PyTorch zip pickles (`pytorch_model.bin`, or shards listed by
-//! `pytorch_model.bin.index.json`), in bf16, f16 or f32, with either the original
-//! `deepseek-ai/Janus` names or the transformers names (mapping from transformers'
-//! `convert_janus_weights_to_hf.py`). Every module asks for the *original* name; this layer
+//! memory-mapped), PyTorch zip pickles (`pytorch_model.bin`, or shards listed by
+//! `pytorch_model.bin.index.json`) and our quantized `model.gguf` ([`crate::gguf`]), in bf16, f16
+//! or f32, with either the original `deepseek-ai/Janus` names or the transformers names (mapping
+//! from transformers' `convert_janus_weights_to_hf.py`). Every module asks for the *original* name; this layer
 //! maps it, splits or fuses where the formats differ (SigLIP `qkv`, `pos_embed` rank), and
 //! checks the shape, so nothing above it knows which format it came from.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::pickle::PthTensors;
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -179,21 +177,25 @@ impl Checkpoint {
         self.files.iter().any(|f| matches!(f, File::Gguf(_)))
     }
 
+    fn recorder(&self) -> MutexGuard<'_, Option<Vec<(String, Recorded)>>> {
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// From now on, keeps every tensor handed to the model (see [`Checkpoint::take_recorded`]).
     pub fn record(&self) {
-        *self.recorded.lock().expect("recorder lock") = Some(Vec::new());
+        *self.recorder() = Some(Vec::new());
     }
 
     /// The tensors handed out since [`Checkpoint::record`], in order, first of each name.
     pub fn take_recorded(&self) -> Vec<(String, Recorded)> {
-        let mut all = self.recorded.lock().expect("recorder lock").take().unwrap_or_default();
+        let mut all = self.recorder().take().unwrap_or_default();
         let mut seen = std::collections::HashSet::new();
         all.retain(|(name, _)| seen.insert(name.clone()));
         all
     }
 
     fn keep(&self, name: &str, t: impl FnOnce() -> Recorded) {
-        if let Some(v) = self.recorded.lock().expect("recorder lock").as_mut() {
+        if let Some(v) = self.recorder().as_mut() {
             v.push((name.to_string(), t()));
         }
     }
