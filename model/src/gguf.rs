@@ -14,9 +14,10 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use candle_core::quantized::ggml_file;
 use candle_core::quantized::gguf_file::{self, Content, TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 use crate::config::CheckpointFormat;
 use crate::error::{Error, Result};
@@ -101,15 +102,38 @@ impl GgufFile {
         self.source_format
     }
 
-    /// One tensor, as stored, on `dev`.
+    /// One tensor, as stored, on `dev`: copied once, straight out of the mapped file.
     pub fn read(&self, name: &str, dev: &Device) -> Result<QTensor> {
-        let info = self
-            .content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| Error::Weights(format!("{}: tensor {name} is missing", self.path.display())))?;
-        info.read(&mut Cursor::new(&self.map[..]), self.content.tensor_data_offset, dev)
+        let (info, data) = self.bytes(name)?;
+        ggml_file::qtensor_from_ggml(info.ggml_dtype, data, info.shape.dims().to_vec(), dev)
             .map_err(|e| Error::Weights(format!("{}: tensor {name}: {e}", self.path.display())))
+    }
+
+    /// A tensor stored dense (f32, f16, bf16) as a tensor of that dtype, copied once; a quantized
+    /// one dequantized to f32.
+    pub fn read_dense(&self, name: &str, dev: &Device) -> Result<Tensor> {
+        let (info, data) = self.bytes(name)?;
+        if !is_dense(info.ggml_dtype) {
+            return Ok(self.read(name, &Device::Cpu)?.dequantize(dev)?);
+        }
+        Ok(Tensor::from_raw_buffer(data, dense_dtype(info.ggml_dtype), info.shape.dims(), dev)?)
+    }
+
+    fn bytes(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let bad = |msg: String| Error::Weights(format!("{}: tensor {name}: {msg}", self.path.display()));
+        let info = self.content.tensor_infos.get(name).ok_or_else(|| bad("missing".into()))?;
+        let dtype = info.ggml_dtype;
+        let bytes = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        let start = usize::try_from(self.content.tensor_data_offset + info.offset).map_err(|e| bad(e.to_string()))?;
+        // GGUF aligns tensor data (to 32 bytes by default) and the map starts on a page.
+        if start % 32 != 0 {
+            return Err(bad(format!("data at offset {start} is not 32-byte aligned")));
+        }
+        let data = self
+            .map
+            .get(start..start + bytes)
+            .ok_or_else(|| bad(format!("{bytes} bytes at {start} run past the end of the file")))?;
+        Ok((info, data))
     }
 }
 

@@ -78,7 +78,7 @@ fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
 /// `y[m, n] = x[m, k] · Wᵀ` for the q4k weight `w` (`n` rows of `k / 256` stored blocks).
 /// Needs [`available`]; `m ≤ MAX_ROWS`.
 pub fn matmul(x: &[f32], m: usize, k: usize, n: usize, w: &[u8]) -> Vec<f32> {
-    assert!(available() && m <= MAX_ROWS && k % QK == 0);
+    assert!(available() && m <= MAX_ROWS && k.is_multiple_of(QK));
     assert!(x.len() == m * k && w.len() == n * (k / QK) * BLOCK_BYTES, "q4k matmul: sizes");
     let kb = k / QK;
     let zero = ActBlock { qs: [0; QK], sums: [0; 16], d: 0.0 };

@@ -254,9 +254,7 @@ impl Checkpoint {
                 .get(name)
                 .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("missing".into())))
                 .and_then(|t| t.to_device(dev)),
-            File::Gguf(g) => {
-                g.read(name, &Device::Cpu).map_err(candle_core::Error::wrap).and_then(|q| q.dequantize(dev))
-            }
+            File::Gguf(g) => g.read_dense(name, dev).map_err(candle_core::Error::wrap),
         };
         t.map_err(|e| Error::Weights(format!("{}: tensor {name}: {e}", path.display())))
     }
