@@ -140,6 +140,13 @@ impl Janus {
         let llm = Llama::load(vb.pp("language_model"), &cfg.llm, &linears, opts.parts.understanding())?;
         let gen_embed = GenEmbed::load(vb.clone(), &cfg.gen, &cfg.gen_aligner)?;
         let gen_head = GenHead::load(vb.pp("gen_head"), cfg.llm.hidden_size, &cfg.gen, &linears)?;
+        if linears.fallbacks() > 0 {
+            tracing::warn!(
+                layers = linears.fallbacks(),
+                quant = %opts.quant,
+                "layers whose width is not a multiple of the block size were stored as q8_0 or left unquantized"
+            );
+        }
         let vq = opts.parts.generation().then(|| VqDecoder::load(vq_vb.pp("gen_vision_model"), &vq_cfg)).transpose()?;
         let vision = opts
             .parts

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::pickle::PthTensors;
@@ -337,15 +338,21 @@ impl SimpleBackend for Backend {
 /// Builds the linear layers that `--quant` applies to (the language model's and `gen_head`'s):
 /// quantized while loading, one layer at a time from f32 on the CPU, so that the full-precision
 /// weights are never all in memory; or taken as stored from a quantized checkpoint.
-#[derive(Clone)]
 pub struct Linears {
     ckpt: Arc<Checkpoint>,
     quant: Quant,
+    /// Layers whose width does not split into the requested blocks (q8_0 or dense instead).
+    fallbacks: AtomicUsize,
 }
 
 impl Linears {
     pub fn new(ckpt: Arc<Checkpoint>, quant: Quant) -> Self {
-        Self { ckpt, quant }
+        Self { ckpt, quant, fallbacks: AtomicUsize::new(0) }
+    }
+
+    /// How many layers could not take the requested quantization.
+    pub fn fallbacks(&self) -> usize {
+        self.fallbacks.load(Ordering::Relaxed)
     }
 
     /// The linear layer at `vb` (`weight` `[out_dim, in_dim]`, and `bias` when asked).
@@ -421,10 +428,14 @@ impl Linears {
 
     fn build(&self, name: &str, w: Tensor, bias: Option<Tensor>, vb: &VarBuilder) -> Result<Linear> {
         let lin = Linear::from_weight(w, bias, self.quant, vb.dtype(), vb.device(), name)?;
-        self.ckpt.keep(name, || match lin.stored() {
+        let recorded = match lin.stored() {
             StoredWeight::Dense(t) => Recorded::Dense(t.clone()),
             StoredWeight::Quantized(q) => Recorded::Quantized(q.qtensor().clone()),
-        });
+        };
+        if !matches!(&recorded, Recorded::Quantized(q) if Some(q.dtype()) == self.quant.ggml()) {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ckpt.keep(name, || recorded);
         Ok(lin)
     }
 }

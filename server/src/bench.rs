@@ -81,7 +81,8 @@ struct Report {
     images_per_s: f64,
     /// Peak anonymous resident memory of the process during this model's load and run (CPU).
     peak_rss_anon_gib: Option<f64>,
-    /// CUDA: device memory in use after the run (all processes).
+    /// CUDA: the most device memory in use (the driver's count, all processes) seen with the
+    /// batch's KV cache still held, and after the VQ decode.
     device_memory_gib: Option<f64>,
     /// With `--quants`: the first quant's mean step time over this one's.
     step_speedup: Option<f64>,
@@ -219,6 +220,11 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
 
     // Decode full grids (unfinished images padded with token 0).
     let tokens = batch.padded_tokens(0..batch.num_images())?;
+    let device_memory = |now: Option<f64>| {
+        let used = if model.device().is_cuda() { memory_in_use(model.device()) } else { None };
+        used.map(|b| b as f64 / GIB).into_iter().chain(now).reduce(f64::max)
+    };
+    let with_cache = device_memory(None);
     let t = Instant::now();
     model.decode_images(&tokens, a.decode_chunk)?;
     let vq_decode_s = t.elapsed().as_secs_f64();
@@ -243,11 +249,7 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
         vq_decode_s,
         images_per_s: a.n as f64 / (tokens_s + vq_decode_s),
         peak_rss_anon_gib: None,
-        device_memory_gib: if model.device().is_cuda() {
-            memory_in_use(model.device()).map(|b| b as f64 / GIB)
-        } else {
-            None
-        },
+        device_memory_gib: device_memory(with_cache),
         step_speedup: None,
         quality: None,
     };
