@@ -14,8 +14,6 @@
 //! holds weight `64c + i` (sub-block 2c) in its low nibble and `64c + 32 + i` (2c + 1) in its high
 //! one. Weight = `d·scale[s]·q − dmin·min[s]`.
 
-use rayon::prelude::*;
-
 /// Values per block.
 const QK: usize = 256;
 /// Bytes per stored block.
@@ -44,8 +42,8 @@ pub fn available() -> bool {
 struct ActBlock {
     /// Sub-blocks in the order 0, 2, 1, 3, 4, 6, 5, 7: the order the nibbles unpack in.
     qs: [i8; QK],
-    /// Lanes 8..16: the sums of sub-blocks 0..8; lanes 0..8 zero.
-    sums: [i32; 16],
+    /// Lanes 8..16: the sums of sub-blocks 0..8 times `d` (the activations' values); 0..8 zero.
+    sums: [f32; 16],
     d: f32,
 }
 
@@ -55,7 +53,7 @@ const SLOT: [usize; 8] = [0, 2, 1, 3, 4, 6, 5, 7];
 fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
     for (xb, ab) in x.chunks_exact(QK).zip(out) {
         let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        ab.sums = [0; 16];
+        ab.sums = [0.0; 16];
         if amax == 0.0 {
             ab.d = 0.0;
             ab.qs = [0; QK];
@@ -70,7 +68,7 @@ fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
                 ab.qs[32 * SLOT[s] + i] = q;
                 sum += q as i32;
             }
-            ab.sums[8 + s] = sum;
+            ab.sums[8 + s] = sum as f32 * ab.d;
         }
     }
 }
@@ -81,16 +79,22 @@ pub fn matmul(x: &[f32], m: usize, k: usize, n: usize, w: &[u8]) -> Vec<f32> {
     assert!(available() && m <= MAX_ROWS && k.is_multiple_of(QK));
     assert!(x.len() == m * k && w.len() == n * (k / QK) * BLOCK_BYTES, "q4k matmul: sizes");
     let kb = k / QK;
-    let zero = ActBlock { qs: [0; QK], sums: [0; 16], d: 0.0 };
+    let zero = ActBlock { qs: [0; QK], sums: [0.0; 16], d: 0.0 };
     let mut acts = vec![zero; m * kb];
     for (row, a) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
         quantize_row(row, a);
     }
     let row_bytes = kb * BLOCK_BYTES;
-    // Weight rows per task: enough work to amortise the split.
-    let chunk = (n / (rayon::current_num_threads() * 8)).clamp(16, 512);
     let mut out_t = vec![0f32; n * m]; // [n, m], transposed back below
-    out_t.par_chunks_mut(chunk * m).zip(w.par_chunks(chunk * row_bytes)).for_each(|(o, wc)| {
+    let out_ptr = out_t.as_mut_ptr() as usize;
+    // candle's own pool (its other CPU ops run there too, so the two pools do not fight over
+    // the cores between ops); work items are single weight rows, grabbed in chunks.
+    candle_core::utils::barrier_pool().execute_chunked(n, |rows| {
+        let o = unsafe {
+            // SAFETY: the ranges handed out are disjoint and inside 0..n.
+            std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(rows.start * m), rows.len() * m)
+        };
+        let wc = &w[rows.start * row_bytes..rows.end * row_bytes];
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available()` was checked above; sizes were checked against m, k and n.
         unsafe {
@@ -122,13 +126,13 @@ mod avx512 {
     pub(super) unsafe fn rows(o: &mut [f32], w: &[u8], acts: &[ActBlock], m: usize, kb: usize) {
         let row_bytes = kb * BLOCK_BYTES;
         let nib = _mm512_set1_epi8(0x0f);
-        // lane → scale index for the four products of a block (see `block`)
-        let idx = [
-            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
-            _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3),
-            _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6),
-            _mm512_setr_epi32(5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7),
-        ];
+        // i16 lane → scale index for the four products of a block: maddubs leaves 16 lanes per
+        // 32-value sub-block, the first sub-block of the pair in lanes 0..16
+        let idx = [(0, 2), (1, 3), (4, 6), (5, 7)].map(|(a, b): (i16, i16)| {
+            let mut v = [a; 32];
+            v[16..].fill(b);
+            _mm512_loadu_si512(v.as_ptr() as *const _)
+        });
         for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
             let mut acc = [_mm512_setzero_ps(); MAX_ROWS];
             for b in 0..kb {
@@ -138,9 +142,12 @@ mod avx512 {
                 _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 128) as *const i8);
                 let d = half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32();
                 let dmin = half::f16::from_le_bytes([*blk.add(2), *blk.add(3)]).to_f32();
-                // the 6-bit scales (lanes 0..8) and mins (lanes 8..16) as i32
-                let sm = _mm512_cvtepu8_epi32(_mm_loadu_si128(scales_and_mins(blk.add(4)).as_ptr() as *const __m128i));
-                let sc = idx.map(|i| _mm512_permutexvar_epi32(i, sm));
+                let sm_bytes = _mm_loadu_si128(scales_and_mins(blk.add(4)).as_ptr() as *const __m128i);
+                // the 6-bit scales as i16 (lanes 0..8), broadcast per sub-block
+                let sm16 = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(sm_bytes));
+                let sc = idx.map(|i| _mm512_permutexvar_epi16(i, sm16));
+                // dmin × the mins as f32 in lanes 8..16 (lanes 0..8, the scales, meet zero sums)
+                let mins = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm_bytes)), _mm512_set1_ps(dmin));
                 let q01 = _mm512_loadu_si512(blk.add(16) as *const _);
                 let q23 = _mm512_loadu_si512(blk.add(16 + 64) as *const _);
                 // sub-blocks [0, 2], [1, 3], [4, 6], [5, 7] as unsigned bytes
@@ -155,17 +162,12 @@ mod avx512 {
                     let aq = a.qs.as_ptr();
                     let mut p = _mm512_setzero_si512();
                     for (t, (wt, st)) in w4.iter().zip(&sc).enumerate() {
-                        let dp = _mm512_dpbusd_epi32(
-                            _mm512_setzero_si512(),
-                            *wt,
-                            _mm512_loadu_si512(aq.add(64 * t) as *const _),
-                        );
-                        p = _mm512_add_epi32(p, _mm512_mullo_epi32(dp, *st));
+                        // pairs of u8×i8 products as i16 (at most 2·15·127), then × scale, summed
+                        let pairs = _mm512_maddubs_epi16(*wt, _mm512_loadu_si512(aq.add(64 * t) as *const _));
+                        p = _mm512_dpwssd_epi32(p, pairs, *st);
                     }
-                    // mins × sub-block sums, in lanes 8..16
-                    let mins = _mm512_mullo_epi32(sm, _mm512_loadu_si512(a.sums.as_ptr() as *const _));
                     *acc_r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * a.d), *acc_r);
-                    *acc_r = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_set1_ps(dmin * a.d), *acc_r);
+                    *acc_r = _mm512_fnmadd_ps(mins, _mm512_loadu_ps(a.sums.as_ptr()), *acc_r);
                 }
             }
             for (r, acc_r) in acc.iter().enumerate().take(m) {
@@ -219,7 +221,8 @@ mod tests {
                 .chunks(QK)
                 .flat_map(|b| {
                     let amax = b.iter().fold(0f32, |a, v| a.max(v.abs()));
-                    b.iter().map(move |v| (v * 127.0 / amax).round() * (amax / 127.0))
+                    let inv = 127.0 / amax; // as `quantize_row` computes it, to round alike
+                    b.iter().map(move |v| (v * inv).round() * (amax / 127.0))
                 })
                 .collect();
             let q = QTensor::quantize(&w, GgmlDType::Q4K)?;
