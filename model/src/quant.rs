@@ -1,12 +1,13 @@
 //! Weight quantization: which GGML block type the language model's and the generation head's
 //! linear layers are stored in, and the matmul of an input with such a weight.
 //!
-//! The blocks, their quantizers and their dot products are candle's (`candle_core::quantized`,
-//! after ggml). On CUDA the product is candle's `QMatMul`. On the CPU, q8_0 also goes through
-//! `QMatMul` (on AVX-512 VNNI CPUs candle repacks the weight into tiles once, a second copy of
-//! its size, for a 3× faster product), while the k-quants call candle's row-tiled
-//! `k_quants::matmul` on the stored blocks directly: as fast as the repacked path at a few rows,
-//! with no second copy of the weights (docs/PERF.md, "Quantized matmul on the CPU").
+//! The blocks and their quantizers are candle's (`candle_core::quantized`, after ggml). On CUDA
+//! the product is candle's `QMatMul`. On the CPU it always reads the blocks as stored, with no
+//! second copy (candle's `QMatMul` repacks q8_0 and q4k into tiles beside them on AVX-512 VNNI
+//! CPUs): [`crate::quant_cpu`]'s kernels for q8_0 and for q4k at ≤ 16 rows where the CPU has
+//! AVX-512 VNNI, candle's row-tiled `k_quants::matmul` for the other k-quants and rows, and
+//! candle's `QMatMul` for q8_0 elsewhere (it does not repack without VNNI). docs/PERF.md, "which
+//! kernel", has the measurements.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, T
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::q4k_cpu;
+use crate::quant_cpu;
 
 /// How the linear layers of the language model and of `gen_head` are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -155,7 +156,12 @@ impl QWeight {
     /// `x [.., in] · Wᵀ → [.., out]` in `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let on_cpu = self.q.device().is_cpu();
-        if on_cpu && matches!(self.q.dtype(), GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K) {
+        let stored_blocks = match self.q.dtype() {
+            GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => true,
+            GgmlDType::Q8_0 => quant_cpu::available() && self.q.shape().dims()[1].is_multiple_of(256),
+            _ => false,
+        };
+        if on_cpu && stored_blocks {
             let dtype = x.dtype();
             let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&StoredBlocks(&self.q))?;
             return y.to_dtype(dtype);
@@ -191,8 +197,15 @@ impl CustomOp1 for StoredBlocks<'_> {
         let data = self.0.data()?;
         let mut out = dims.to_vec();
         *out.last_mut().expect("checked above") = n;
-        if self.0.dtype() == GgmlDType::Q4K && m <= q4k_cpu::MAX_ROWS && q4k_cpu::available() {
-            return Ok((CpuStorage::F32(q4k_cpu::matmul(x, m, k, n, &data)), Shape::from(out)));
+        let ours = quant_cpu::available() && k.is_multiple_of(256);
+        match self.0.dtype() {
+            GgmlDType::Q4K if ours && m <= quant_cpu::MAX_ROWS => {
+                return Ok((CpuStorage::F32(quant_cpu::matmul_q4k(x, m, k, n, &data)), Shape::from(out)))
+            }
+            GgmlDType::Q8_0 if ours => {
+                return Ok((CpuStorage::F32(quant_cpu::matmul_q8_0(x, m, k, n, &data)), Shape::from(out)))
+            }
+            _ => {}
         }
         let mut dst = vec![0f32; m * n];
         match self.0.dtype() {
