@@ -6,7 +6,7 @@
 //! the product is a set of dot products along `W`'s contiguous rows, which is what
 //! [`SkinnyMatmul`] computes, streaming `W` once, split across threads by output columns.
 //! Larger inputs (prefill, big batches) and other devices/dtypes use candle's matmul. A layer may
-//! instead hold a quantized weight ([`crate::quant`]), whose product is candle's or `q4k_cpu`'s.
+//! instead hold a quantized weight ([`crate::quant`]), whose product is candle's or `quant_cpu`'s.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
