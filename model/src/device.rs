@@ -68,16 +68,13 @@ fn cuda(_ordinal: usize) -> Result<Device> {
     ))
 }
 
-/// Memory in use, in bytes: on CUDA the device's used memory (all processes), on the CPU this
-/// process's peak resident set (Linux). `None` where it cannot be read.
+/// Device memory in use on CUDA, in bytes (the driver's count, all processes); `None` on other
+/// devices or where it cannot be read (host memory: `janus bench` samples `RssAnon`).
 pub fn memory_in_use(device: &Device) -> Option<u64> {
     if device.is_cuda() {
         return cuda_used_memory(device);
     }
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    None
 }
 
 #[cfg(feature = "cuda")]

@@ -38,31 +38,21 @@ impl Linear {
     }
 
     /// The weight `[out, in]` stored as `quant` asks (see [`Quant::block_type_for`]) on `dev`,
-    /// or kept dense in `dtype` there. `name` is for the log when a layer cannot be quantized.
+    /// or kept dense in `dtype` there.
     pub fn from_weight(
         w: Tensor,
         bias: Option<Tensor>,
         quant: Quant,
         dtype: DType,
         dev: &Device,
-        name: &str,
     ) -> crate::Result<Self> {
         let (_, in_dim) = w.dims2()?;
         match quant.block_type_for(in_dim) {
             Some(block) => {
-                if Some(block) != quant.ggml() {
-                    tracing::debug!(name, in_dim, requested = %quant, used = ?block, "width not a multiple of the block");
-                }
                 let q = crate::quant::quantize(&w.to_device(&Device::Cpu)?, block, dev)?;
                 Ok(Self::quantized(QWeight::new(q)?, bias))
             }
-            None => {
-                if quant != Quant::None {
-                    tracing::debug!(name, in_dim, requested = %quant, "width not a multiple of 32: kept unquantized");
-                }
-                let w = w.to_device(dev)?.to_dtype(dtype)?;
-                Ok(Self::new(w, bias))
-            }
+            None => Ok(Self::new(w.to_device(dev)?.to_dtype(dtype)?, bias)),
         }
     }
 
@@ -71,13 +61,6 @@ impl Linear {
         match &self.weight {
             Weight::Dense(l) => StoredWeight::Dense(l.weight()),
             Weight::Quantized { w, .. } => StoredWeight::Quantized(w),
-        }
-    }
-
-    pub fn bias(&self) -> Option<&Tensor> {
-        match &self.weight {
-            Weight::Dense(l) => l.bias(),
-            Weight::Quantized { bias, .. } => bias.as_ref(),
         }
     }
 }

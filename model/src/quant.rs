@@ -9,7 +9,6 @@
 //! candle's `QMatMul` for q8_0 elsewhere (it does not repack without VNNI). docs/PERF.md, "which
 //! kernel", has the measurements.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::quantized::k_quants::{self, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0, GgmlType};
@@ -59,11 +58,6 @@ impl Quant {
             Quant::Q5k => Some(GgmlDType::Q5K),
             Quant::Q4k => Some(GgmlDType::Q4K),
         }
-    }
-
-    /// The quant of a stored block type (the inverse of [`Quant::ggml`]).
-    pub fn from_ggml(dtype: GgmlDType) -> Option<Self> {
-        Quant::ALL.into_iter().find(|q| q.ggml() == Some(dtype))
     }
 
     /// The block type for a weight whose rows hold `in_dim` values: the requested one when
@@ -149,16 +143,12 @@ impl QWeight {
         &self.q
     }
 
-    pub fn dtype(&self) -> GgmlDType {
-        self.q.dtype()
-    }
-
     /// `x [.., in] · Wᵀ → [.., out]` in `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let on_cpu = self.q.device().is_cpu();
         let stored_blocks = match self.q.dtype() {
             GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => true,
-            GgmlDType::Q8_0 => quant_cpu::available() && self.q.shape().dims()[1].is_multiple_of(256),
+            GgmlDType::Q8_0 => quant_cpu::takes_q8_0(self.q.shape().dims()[1]),
             _ => false,
         };
         if on_cpu && stored_blocks {
@@ -197,29 +187,29 @@ impl CustomOp1 for StoredBlocks<'_> {
         let data = self.0.data()?;
         let mut out = dims.to_vec();
         *out.last_mut().expect("checked above") = n;
-        let ours = quant_cpu::available() && k.is_multiple_of(256);
-        match self.0.dtype() {
-            GgmlDType::Q4K if ours && m <= quant_cpu::MAX_ROWS => {
-                return Ok((CpuStorage::F32(quant_cpu::matmul_q4k(x, m, k, n, &data)), Shape::from(out)))
-            }
-            GgmlDType::Q8_0 if ours => {
-                return Ok((CpuStorage::F32(quant_cpu::matmul_q8_0(x, m, k, n, &data)), Shape::from(out)))
-            }
-            _ => {}
-        }
-        let mut dst = vec![0f32; m * n];
-        match self.0.dtype() {
-            GgmlDType::Q4K => k_quants::matmul((m, k, n), x, blocks::<BlockQ4K>(&data)?, &mut dst)?,
-            GgmlDType::Q5K => k_quants::matmul((m, k, n), x, blocks::<BlockQ5K>(&data)?, &mut dst)?,
-            GgmlDType::Q6K => k_quants::matmul((m, k, n), x, blocks::<BlockQ6K>(&data)?, &mut dst)?,
+        let mkn = (m, k, n);
+        let dst = match self.0.dtype() {
+            GgmlDType::Q4K if quant_cpu::takes_q4k(k, m) => quant_cpu::matmul_q4k(x, m, k, n, &data),
+            // `QWeight::forward` sends q8_0 here only when `takes_q8_0`
+            GgmlDType::Q8_0 => quant_cpu::matmul_q8_0(x, m, k, n, &data),
+            GgmlDType::Q4K => candle_matmul::<BlockQ4K>(mkn, x, &data)?,
+            GgmlDType::Q5K => candle_matmul::<BlockQ5K>(mkn, x, &data)?,
+            GgmlDType::Q6K => candle_matmul::<BlockQ6K>(mkn, x, &data)?,
             other => candle_core::bail!("qmatmul: no stored-block path for {other:?}"),
-        }
+        };
         Ok((CpuStorage::F32(dst), Shape::from(out)))
     }
 }
 
+/// candle's row-tiled product of `x [m, k]` with the stored blocks `data` of a `[n, k]` weight.
+fn candle_matmul<T: GgmlType>(mkn: (usize, usize, usize), x: &[f32], data: &[u8]) -> candle_core::Result<Vec<f32>> {
+    let mut dst = vec![0f32; mkn.0 * mkn.2];
+    k_quants::matmul(mkn, x, blocks::<T>(data)?, &mut dst)?;
+    Ok(dst)
+}
+
 /// The stored bytes of a CPU `QTensor` as its blocks.
-fn blocks<'a, T: GgmlType>(data: &'a Cow<'a, [u8]>) -> candle_core::Result<&'a [T]> {
+fn blocks<T: GgmlType>(data: &[u8]) -> candle_core::Result<&[T]> {
     let size = std::mem::size_of::<T>();
     if !data.len().is_multiple_of(size) || data.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
         candle_core::bail!("qmatmul: {} bytes are not whole aligned {:?} blocks", data.len(), T::DTYPE);

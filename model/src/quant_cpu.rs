@@ -27,10 +27,20 @@ const BLOCK_BYTES: usize = 144;
 const Q8_SPAN_BYTES: usize = 8 * 34;
 /// Rows up to which the q4k kernel is used (beyond, candle's tiled product reuses blocks
 /// anyway); also the q8_0 kernel's tile of rows.
-pub const MAX_ROWS: usize = 16;
+const MAX_ROWS: usize = 16;
 
-/// Whether this CPU runs the kernel.
-pub fn available() -> bool {
+/// Whether [`matmul_q8_0`] takes a weight whose rows hold `k` values on this CPU.
+pub fn takes_q8_0(k: usize) -> bool {
+    available() && k.is_multiple_of(QK)
+}
+
+/// Whether [`matmul_q4k`] takes `m` rows against a weight whose rows hold `k` values.
+pub fn takes_q4k(k: usize, m: usize) -> bool {
+    takes_q8_0(k) && m <= MAX_ROWS
+}
+
+/// Whether this CPU runs the kernels.
+fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -85,7 +95,7 @@ fn quantize_row(x: &[f32], out: &mut [ActBlock], slots: &[usize; 8]) {
 }
 
 /// `y[m, n] = x[m, k] · Wᵀ` for the q4k weight `w` (`n` rows of `k / 256` stored blocks).
-/// Needs [`available`]; `m ≤ MAX_ROWS`.
+/// Needs [`takes_q4k`].
 pub fn matmul_q4k(x: &[f32], m: usize, k: usize, n: usize, w: &[u8]) -> Vec<f32> {
     assert!(m <= MAX_ROWS, "q4k kernel: at most {MAX_ROWS} rows");
     #[cfg(target_arch = "x86_64")]
@@ -95,7 +105,7 @@ pub fn matmul_q4k(x: &[f32], m: usize, k: usize, n: usize, w: &[u8]) -> Vec<f32>
 }
 
 /// `y[m, n] = x[m, k] · Wᵀ` for the q8_0 weight `w` (`n` rows of `k / 32` stored blocks), any
-/// number of rows. Needs [`available`] and `k` a multiple of 256.
+/// number of rows. Needs [`takes_q8_0`].
 pub fn matmul_q8_0(x: &[f32], m: usize, k: usize, n: usize, w: &[u8]) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     return drive(x, (m, k, n), w, Q8_SPAN_BYTES, &Q8_SLOTS, avx512::rows_q8_0);

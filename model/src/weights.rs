@@ -427,14 +427,17 @@ impl Linears {
     }
 
     fn build(&self, name: &str, w: Tensor, bias: Option<Tensor>, vb: &VarBuilder) -> Result<Linear> {
-        let lin = Linear::from_weight(w, bias, self.quant, vb.dtype(), vb.device(), name)?;
+        let in_dim = w.dim(1)?;
+        let used = self.quant.block_type_for(in_dim);
+        if used != self.quant.ggml() {
+            tracing::debug!(name, in_dim, requested = %self.quant, ?used, "width not a multiple of the block");
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        let lin = Linear::from_weight(w, bias, self.quant, vb.dtype(), vb.device())?;
         let recorded = match lin.stored() {
             StoredWeight::Dense(t) => Recorded::Dense(t.clone()),
             StoredWeight::Quantized(q) => Recorded::Quantized(q.qtensor().clone()),
         };
-        if !matches!(&recorded, Recorded::Quantized(q) if Some(q.dtype()) == self.quant.ggml()) {
-            self.fallbacks.fetch_add(1, Ordering::Relaxed);
-        }
         self.ckpt.keep(name, || recorded);
         Ok(lin)
     }

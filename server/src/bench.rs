@@ -221,8 +221,7 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
     // Decode full grids (unfinished images padded with token 0).
     let tokens = batch.padded_tokens(0..batch.num_images())?;
     let device_memory = |now: Option<f64>| {
-        let used = if model.device().is_cuda() { memory_in_use(model.device()) } else { None };
-        used.map(|b| b as f64 / GIB).into_iter().chain(now).reduce(f64::max)
+        memory_in_use(model.device()).map(|b| b as f64 / GIB).into_iter().chain(now).reduce(f64::max)
     };
     let with_cache = device_memory(None);
     let t = Instant::now();

@@ -48,7 +48,8 @@ impl PeakRss {
 
     /// The peak so far, in bytes (with a last reading, so a peak just reached counts).
     pub fn peak(&self) -> u64 {
-        self.peak.fetch_max(rss_anon().unwrap_or(0), Ordering::Relaxed).max(rss_anon().unwrap_or(0))
+        let now = rss_anon().unwrap_or(0);
+        self.peak.fetch_max(now, Ordering::Relaxed).max(now)
     }
 
     /// Starts over from the present level.
