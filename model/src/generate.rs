@@ -57,10 +57,9 @@ impl Janus {
     /// The jobs for `n` images of one prompt: image `i` samples with `image_seed(seed, i)`.
     pub fn t2i_jobs(&self, prompt: &str, n: usize, seed: u64, params: SamplingParams) -> Result<Vec<ImageJob>> {
         params.validate()?;
-        if prompt.trim().is_empty() {
-            return Err(Error::InvalidInput("the prompt is empty".into()));
-        }
+        crate::request::check_prompt(prompt)?;
         let prompt_ids = self.tokenizer.t2i_prompt_ids(prompt)?;
+        self.check_t2i_prompt(prompt_ids.len())?;
         Ok((0..n)
             .map(|i| ImageJob { prompt_ids: prompt_ids.clone(), params, seed: image_seed(seed, i as u64) })
             .collect())
@@ -69,6 +68,15 @@ impl Janus {
     /// Longest prompt (in tokens, template included) that leaves room for one image.
     pub fn max_prompt_tokens(&self) -> usize {
         (self.cfg.llm.max_position_embeddings + 1).saturating_sub(self.num_image_tokens())
+    }
+
+    /// A prompt of `tokens` (template included) leaves room for the image tokens.
+    pub fn check_t2i_prompt(&self, tokens: usize) -> Result<()> {
+        let max = self.max_prompt_tokens();
+        if tokens > max {
+            return Err(Error::PromptTooLong { tokens, max });
+        }
+        Ok(())
     }
 
     /// Generates the image tokens of `jobs` in one batch; `on_step(done, total)` after each step.
@@ -88,20 +96,13 @@ impl<'m> T2iBatch<'m> {
             return Err(Error::InvalidInput("no images to generate".into()));
         }
         let tok = &model.tokenizer;
-        let max_prompt = model.max_prompt_tokens();
         for j in &jobs {
             j.params.validate()?;
             let ids = &j.prompt_ids;
             if ids.len() < 2 || ids[0] != tok.special.bos || *ids.last().unwrap() != tok.special.begin_of_image {
                 return Err(Error::InvalidInput("prompt ids must start with BOS and end with <begin_of_image>".into()));
             }
-            if ids.len() > max_prompt {
-                return Err(Error::InvalidInput(format!(
-                    "the prompt is {} tokens long; at most {max_prompt} fit in the context with the {} image tokens",
-                    ids.len(),
-                    model.num_image_tokens()
-                )));
-            }
+            model.check_t2i_prompt(ids.len())?;
         }
         let len = jobs.iter().map(|j| j.prompt_ids.len()).max().unwrap_or(0);
         let total = model.num_image_tokens();

@@ -30,6 +30,6 @@ pub fn to_rgb(pixels: &Tensor) -> Result<Vec<RgbImage>> {
 /// PNG bytes of an RGB image (the `image` crate's fast default compression).
 pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, ImageFormat::Png).map_err(|e| Error::Image(e.to_string()))?;
+    img.write_to(&mut out, ImageFormat::Png).map_err(|e| Error::ImageEncode(e.to_string()))?;
     Ok(out.into_inner())
 }

@@ -240,39 +240,39 @@ fn pil_coeffs(in_size: usize, out_size: usize, filter: Filter) -> (Vec<(usize, u
 /// oversized images from their header, before any pixel memory is allocated.
 pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
     if bytes.is_empty() {
-        return Err(Error::Image("the image is empty (0 bytes)".into()));
+        return Err(Error::InvalidImage("the image is empty (0 bytes)".into()));
     }
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::Image(e.to_string()))?;
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::InvalidImage(e.to_string()))?;
     let Some(format) = reader.format() else {
-        return Err(Error::Image("unrecognised image format; send PNG, JPEG, WebP or GIF".into()));
+        return Err(Error::UnsupportedImage { format: "unrecognised".into() });
     };
     if !matches!(
         format,
         image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP | image::ImageFormat::Gif
     ) {
-        return Err(Error::Image(format!("{format:?} images are not supported; send PNG, JPEG, WebP or GIF")));
+        return Err(Error::UnsupportedImage { format: format!("{format:?}") });
     }
     let (w, h) =
-        reader.into_dimensions().map_err(|e| Error::Image(format!("cannot read the {format:?} header: {e}")))?;
+        reader.into_dimensions().map_err(|e| Error::InvalidImage(format!("cannot read the {format:?} header: {e}")))?;
     check_size(w, h)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| Error::Image(format!("cannot decode the {format:?} image: {e}")))?;
+    let img = reader.decode().map_err(|e| Error::InvalidImage(format!("cannot decode the {format:?} image: {e}")))?;
     if img.width() == 0 || img.height() == 0 {
-        return Err(Error::Image("the image has no pixels".into()));
+        return Err(Error::InvalidImage("the image has no pixels".into()));
     }
     Ok(img)
 }
 
 fn check_size(w: u32, h: u32) -> Result<()> {
     if w == 0 || h == 0 {
-        return Err(Error::Image(format!("the image is {w}x{h}: it has no pixels")));
+        return Err(Error::InvalidImage(format!("the image is {w}x{h}: it has no pixels")));
     }
     if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
-        return Err(Error::Image(format!(
+        return Err(Error::InvalidImage(format!(
             "the image is {w}x{h}; the limit is {MAX_IMAGE_SIDE} pixels a side and {} megapixels",
             MAX_IMAGE_PIXELS / (1024 * 1024)
         )));
@@ -284,7 +284,7 @@ fn check_size(w: u32, h: u32) -> Result<()> {
 pub fn load_image(path: &Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     decode_image(&bytes).map_err(|e| match e {
-        Error::Image(m) => Error::Image(format!("{}: {m}", path.display())),
+        Error::InvalidImage(m) => Error::InvalidImage(format!("{}: {m}", path.display())),
         other => other,
     })
 }

@@ -13,14 +13,18 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Field, Invalid, Result};
+use crate::limits::{
+    DEFAULT_CFG_WEIGHT, DEFAULT_IMAGE_TEMPERATURE, GREEDY_BELOW_TEMPERATURE, MAX_CFG_WEIGHT, MAX_IMAGE_TEMPERATURE,
+};
 
 /// How image tokens are chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingParams {
     /// CFG weight w (the reference default is 5).
     pub cfg_weight: f32,
-    /// Softmax temperature (reference default 1). 0 means greedy.
+    /// Softmax temperature (reference default 1). Below `GREEDY_BELOW_TEMPERATURE` (0 included)
+    /// the pick is greedy.
     pub temperature: f32,
     /// Keep only the k most likely tokens (off by default, as in the reference).
     pub top_k: Option<usize>,
@@ -32,32 +36,40 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { cfg_weight: 5.0, temperature: 1.0, top_k: None, top_p: None, greedy: false }
+        Self {
+            cfg_weight: DEFAULT_CFG_WEIGHT,
+            temperature: DEFAULT_IMAGE_TEMPERATURE,
+            top_k: None,
+            top_p: None,
+            greedy: false,
+        }
     }
 }
 
 impl SamplingParams {
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidInput(m));
-        if !self.cfg_weight.is_finite() || self.cfg_weight < 0.0 || self.cfg_weight > 100.0 {
-            return bad(format!("cfg weight must be in [0, 100], got {}", self.cfg_weight));
+    /// Checks each value against [`crate::limits`], naming the field at fault.
+    pub fn validate(&self) -> std::result::Result<(), Invalid> {
+        if !(0.0..=MAX_CFG_WEIGHT).contains(&self.cfg_weight) {
+            let why = format!("must be between 0 and {MAX_CFG_WEIGHT}; got {}", self.cfg_weight);
+            return Err(Invalid::new(Field::CfgWeight, why));
         }
-        if !self.temperature.is_finite() || self.temperature < 0.0 || self.temperature > 10.0 {
-            return bad(format!("temperature must be in [0, 10], got {}", self.temperature));
+        if !(0.0..=MAX_IMAGE_TEMPERATURE).contains(&self.temperature) {
+            let why = format!("must be between 0 and {MAX_IMAGE_TEMPERATURE}; got {}", self.temperature);
+            return Err(Invalid::new(Field::Temperature, why));
         }
         if self.top_k == Some(0) {
-            return bad("top_k must be at least 1".into());
+            return Err(Invalid::new(Field::TopK, "must be at least 1; got 0"));
         }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return bad(format!("top_p must be in (0, 1], got {p}"));
-            }
+        if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return Err(Invalid::new(Field::TopP, format!("must be in (0, 1]; got {p}")));
         }
         Ok(())
     }
 
-    fn is_greedy(&self) -> bool {
-        self.greedy || self.temperature == 0.0
+    /// Argmax instead of a draw: asked for, or a temperature below
+    /// [`GREEDY_BELOW_TEMPERATURE`] (0 included), where logits / T could overflow.
+    pub fn is_greedy(&self) -> bool {
+        self.greedy || self.temperature < GREEDY_BELOW_TEMPERATURE
     }
 }
 

@@ -10,7 +10,8 @@
 use candle_core::{DType, Tensor};
 use image::DynamicImage;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Field, Invalid, Result};
+use crate::limits::{DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEXT_TEMPERATURE};
 use crate::llm::{last_position, LlmCache};
 use crate::model::Janus;
 use crate::sampling::{Sampler, SamplingParams};
@@ -19,8 +20,6 @@ use crate::tokenizer::{ASSISTANT, EOS, IMAGE_PLACEHOLDER, USER};
 /// `VLChatProcessor.system_prompt` of the released processor.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful language and vision assistant. You are able to understand the visual content that the user provides, and assist the user with a variety of tasks using natural language.";
 
-/// The question `janus describe` asks when none is given.
-pub const DEFAULT_QUESTION: &str = "Describe this image in detail.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -118,8 +117,6 @@ pub enum FinishReason {
     Cancelled,
 }
 
-/// The reference's `max_new_tokens`.
-pub const DEFAULT_MAX_NEW_TOKENS: usize = 512;
 
 /// Answer positions a text session's KV cache grows by at a time (it starts with the prompt and
 /// one chunk, not with the whole `max_tokens`).
@@ -136,7 +133,7 @@ pub struct TextParams {
 
 impl Default for TextParams {
     fn default() -> Self {
-        Self { max_new_tokens: None, sampling: SamplingParams { temperature: 0.0, ..Default::default() }, seed: 0 }
+        Self { max_new_tokens: None, sampling: SamplingParams { temperature: DEFAULT_TEXT_TEMPERATURE, ..Default::default() }, seed: 0 }
     }
 }
 
@@ -274,7 +271,7 @@ impl<'m> TextSession<'m> {
     pub fn new(model: &'m Janus, conv: &Conversation, params: &TextParams) -> Result<Self> {
         params.sampling.validate()?;
         if params.max_new_tokens == Some(0) {
-            return Err(Error::InvalidInput("max_tokens must be at least 1".into()));
+            return Err(Invalid::new(Field::MaxTokens, "must be at least 1; got 0").into());
         }
         let prompt = model.prepare(conv)?;
         let prompt_tokens = prompt.ids.len();
@@ -282,16 +279,10 @@ impl<'m> TextSession<'m> {
         let room = max_ctx.saturating_sub(prompt_tokens);
         let max_new = match params.max_new_tokens {
             Some(n) if n > room => {
-                return Err(Error::InvalidInput(format!(
-                    "the prompt is {prompt_tokens} tokens and max_tokens is {n}; together they must fit in the context of {max_ctx}"
-                )))
+                return Err(Error::PromptTooLong { tokens: prompt_tokens, max: max_ctx.saturating_sub(n) })
             }
             Some(n) => n,
-            None if room == 0 => {
-                return Err(Error::InvalidInput(format!(
-                    "the prompt is {prompt_tokens} tokens and fills the context of {max_ctx}"
-                )))
-            }
+            None if room == 0 => return Err(Error::PromptTooLong { tokens: prompt_tokens, max: max_ctx - 1 }),
             None => room.min(DEFAULT_MAX_NEW_TOKENS),
         };
         let embeds = model.prompt_embeds(&prompt)?;

@@ -156,15 +156,23 @@ fn bf16_and_f16_weights_run_and_stay_close() {
 #[test]
 fn bad_requests_get_clear_errors() {
     let model = load_tiny("janus-pro-tiny");
-    let e = model.t2i_jobs("   ", 1, 0, SamplingParams::default()).unwrap_err().to_string();
-    assert!(e.contains("empty"), "{e}");
+    let e = model.t2i_jobs("   ", 1, 0, SamplingParams::default()).unwrap_err();
+    assert!(matches!(&e, janus::Error::Invalid(i) if i.field == janus::Field::Prompt), "{e}");
+    assert!(e.to_string().contains("empty"), "{e}");
     let bad = SamplingParams { top_p: Some(1.5), ..Default::default() };
-    let e = model.t2i_jobs("a cat", 1, 0, bad).unwrap_err().to_string();
-    assert!(e.contains("top_p"), "{e}");
+    let e = model.t2i_jobs("a cat", 1, 0, bad).unwrap_err();
+    assert!(matches!(&e, janus::Error::Invalid(i) if i.field == janus::Field::TopP), "{e}");
     let long = "word ".repeat(400);
-    let jobs = model.t2i_jobs(&long, 1, 0, SamplingParams::default()).unwrap();
-    let e = T2iBatch::new(&model, jobs).err().unwrap().to_string();
-    assert!(e.contains("at most"), "{e}");
+    let e = model.t2i_jobs(&long, 1, 0, SamplingParams::default()).unwrap_err();
+    let max = model.max_prompt_tokens();
+    assert!(matches!(e, janus::Error::PromptTooLong { tokens, max: m } if tokens > max && m == max), "{e}");
+    let mut jobs = model.t2i_jobs("a cat", 1, 0, SamplingParams::default()).unwrap();
+    let ids = &mut jobs[0].prompt_ids;
+    let end = ids.pop().unwrap();
+    ids.extend(std::iter::repeat_n(ids[1], max));
+    ids.push(end);
+    let e = T2iBatch::new(&model, jobs).err().unwrap();
+    assert!(matches!(e, janus::Error::PromptTooLong { .. }), "the batch checks ids from any source: {e}");
     let e = model.decode_images(&[vec![0; 10]], 1).unwrap_err().to_string();
     assert!(e.contains("64"), "{e}");
     let e = model.decode_images(&[vec![999; 64]], 1).unwrap_err().to_string();

@@ -1,0 +1,38 @@
+//! Every request limit and default, defined once. The library validates with them
+//! ([`crate::request`]); the HTTP layer, the CLI's clap defaults and the evals read them from
+//! here.
+
+/// The reference's classifier-free guidance weight (`generation_inference.py`).
+pub const DEFAULT_CFG_WEIGHT: f32 = 5.0;
+/// Largest CFG weight accepted.
+pub const MAX_CFG_WEIGHT: f32 = 100.0;
+/// The reference's image-token temperature.
+pub const DEFAULT_IMAGE_TEMPERATURE: f32 = 1.0;
+/// Largest image-token temperature accepted.
+pub const MAX_IMAGE_TEMPERATURE: f32 = 10.0;
+/// Text answers are greedy by default, as the reference's `do_sample=False`.
+pub const DEFAULT_TEXT_TEMPERATURE: f32 = 0.0;
+/// Largest text temperature accepted (OpenAI's limit).
+pub const MAX_TEXT_TEMPERATURE: f32 = 2.0;
+/// Temperatures below this are greedy: the argmax, which is what sampling tends to as the
+/// temperature goes to 0, and logits / T could overflow to infinity below it (1e-40 would).
+pub const GREEDY_BELOW_TEMPERATURE: f32 = 1e-5;
+
+/// Longest image prompt in characters (OpenAI's GPT-image limit); tokens are checked against the
+/// model's context as well.
+pub const MAX_PROMPT_CHARS: usize = 32_000;
+/// Most images one request asks for (the default and largest `--max-batch-images`).
+pub const MAX_IMAGES_PER_REQUEST: usize = 16;
+/// Most previews per image while streaming (as OpenAI).
+pub const MAX_PARTIAL_IMAGES: usize = 3;
+/// Most images in one conversation (each takes 576 tokens of the 4096-token context).
+pub const MAX_CHAT_IMAGES: usize = 8;
+/// Text tokens generated when the request sets no limit (the reference's `max_new_tokens`;
+/// fewer when the context is fuller).
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 512;
+/// Text answers decoded concurrently by the serving engine.
+pub const MAX_TEXT_SESSIONS: usize = 8;
+/// Images decoded at once by the VQ decoder (`--decode-chunk`).
+pub const DEFAULT_DECODE_CHUNK: usize = 4;
+/// The question `janus describe` and `/v1/images/describe` ask when none is given.
+pub const DEFAULT_QUESTION: &str = "Describe this image in detail.";
