@@ -223,10 +223,11 @@ fn generate(a: GenerateArgs, dpg: bool) -> Result<()> {
     }
     let (backend, settings, concurrency): (Box<dyn ImageBackend>, _, usize) = match (&a.model, &a.endpoint) {
         (Some(model), None) => {
+            let defaults = janus::SamplingParams::default();
             let params = janus::SamplingParams {
-                cfg_weight: a.cfg.unwrap_or(5.0),
-                temperature: a.temperature.unwrap_or(1.0),
-                ..Default::default()
+                cfg_weight: a.cfg.unwrap_or(defaults.cfg_weight),
+                temperature: a.temperature.unwrap_or(defaults.temperature),
+                ..defaults
             };
             let settings = json!({ "cfg": params.cfg_weight, "temperature": params.temperature });
             let b = InProcess::open(model, &a.device, a.dtype.as_deref(), a.quant, params, a.decode_chunk)?;
