@@ -269,4 +269,24 @@ mod tests {
         assert!(b.pick(&logits(3, 16, 0)).is_err(), "rows must match the images");
         assert_eq!(b.pick(&logits(2, 16, 0)).unwrap().dims(), &[2]);
     }
+
+    /// Temperature 1e-40 (logits / T overflows) picks the argmax of the guided logits, as the
+    /// host sampler's greedy rows do, in a batch with ordinary sampled rows.
+    #[test]
+    fn batch_vanishing_temperature_picks_the_argmax() {
+        let tiny = SamplingParams { temperature: 1e-40, cfg_weight: 3.0, ..Default::default() };
+        let greedy = SamplingParams { greedy: true, ..tiny };
+        let (n, v) = (4, 300);
+        let params = |i: usize| if i % 2 == 0 { tiny } else { SamplingParams::default() };
+        let mut b = BatchSampler::new((0..n).map(|i| (params(i), i as u64)), v, &Device::Cpu).unwrap();
+        for step in 0..4 {
+            let l = logits(n, v, step);
+            let got: Vec<u32> = b.pick(&l).unwrap().to_vec1().unwrap();
+            let rows = l.to_vec2::<f32>().unwrap();
+            for i in (0..n).step_by(2) {
+                let want = Sampler::new(greedy, 0).sample(&rows[2 * i], &rows[2 * i + 1]);
+                assert_eq!(got[i], want, "row {i} step {step}");
+            }
+        }
+    }
 }

@@ -195,4 +195,19 @@ mod tests {
             assert_ne!(s.sample(&[inf, 0.5, 0.0], &[inf, 0.0, 0.0]), 0);
         }
     }
+
+    /// A temperature so small that logits / T overflows (1e-40, a subnormal f32) is greedy: the
+    /// argmax, not a draw from a softmax of infinities.
+    #[test]
+    fn vanishing_temperature_picks_the_argmax() {
+        let logits = [0.5f32, 2.0, -1.0, 1.9, 0.0];
+        let cond = [0.1f32, 0.4, 0.3, 0.2, 0.0];
+        for seed in 0..50 {
+            let p = SamplingParams { temperature: 1e-40, ..Default::default() };
+            let mut s = Sampler::new(p, seed);
+            assert_eq!(s.sample_logits(&logits), 1, "seed {seed}");
+            // guided = uncond + 5 (cond − uncond): 2.5 at index 1 is the largest
+            assert_eq!(s.sample(&cond, &[0.0; 5]), 1, "seed {seed}");
+        }
+    }
 }

@@ -103,4 +103,13 @@ mod tests {
         assert_ne!(image_seed(1, 0), image_seed(2, 0));
         assert_eq!(image_seed(42, 3), image_seed(42, 3));
     }
+
+    #[test]
+    fn temperatures_below_the_limit_are_valid_and_greedy() {
+        for t in [0.0, 1e-40, f32::from_bits(1), 9.9e-6] {
+            let p = SamplingParams { temperature: t, ..Default::default() };
+            assert!(p.validate().is_ok() && p.is_greedy(), "T = {t:e}");
+        }
+        assert!(!SamplingParams { temperature: GREEDY_BELOW_TEMPERATURE, ..Default::default() }.is_greedy());
+    }
 }
