@@ -43,9 +43,12 @@ pub enum Error {
     #[error("the prompt is {tokens} tokens with its template; at most {max} fit in the context with the tokens to generate")]
     PromptTooLong { tokens: usize, max: usize },
 
-    /// The image is in a format this library does not read.
-    #[error("{format} images are not supported; send PNG, JPEG, WebP or GIF")]
-    UnsupportedImage { format: String },
+    /// The image is in a format this library does not read (`None`: not recognised at all).
+    #[error("{}; send PNG, JPEG, WebP or GIF", match format {
+        Some(f) => format!("{f} images are not supported"),
+        None => "unrecognised image format".to_string(),
+    })]
+    UnsupportedImage { format: Option<String> },
 
     /// The image bytes could not be decoded (corrupt, truncated, empty, too many pixels).
     #[error("{0}")]

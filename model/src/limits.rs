@@ -23,6 +23,8 @@ pub const GREEDY_BELOW_TEMPERATURE: f32 = 1e-5;
 pub const MAX_PROMPT_CHARS: usize = 32_000;
 /// Most images one request asks for (the default and largest `--max-batch-images`).
 pub const MAX_IMAGES_PER_REQUEST: usize = 16;
+/// Most images one `janus generate` run makes (one batch).
+pub const MAX_IMAGES_PER_RUN: usize = 64;
 /// Most previews per image while streaming (as OpenAI).
 pub const MAX_PARTIAL_IMAGES: usize = 3;
 /// Most images in one conversation (each takes 576 tokens of the 4096-token context).

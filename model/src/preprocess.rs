@@ -244,13 +244,13 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
     }
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::InvalidImage(e.to_string()))?;
     let Some(format) = reader.format() else {
-        return Err(Error::UnsupportedImage { format: "unrecognised".into() });
+        return Err(Error::UnsupportedImage { format: None });
     };
     if !matches!(
         format,
         image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP | image::ImageFormat::Gif
     ) {
-        return Err(Error::UnsupportedImage { format: format!("{format:?}") });
+        return Err(Error::UnsupportedImage { format: Some(format!("{format:?}")) });
     }
     let (w, h) =
         reader.into_dimensions().map_err(|e| Error::InvalidImage(format!("cannot read the {format:?} header: {e}")))?;

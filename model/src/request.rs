@@ -16,7 +16,7 @@ pub struct ImageAsk {
     /// Images (default 1).
     pub n: Option<i64>,
     /// Random (53 bits, exact in JSON) when absent.
-    pub seed: Option<i64>,
+    pub seed: Option<u64>,
     pub cfg_weight: Option<f32>,
     pub temperature: Option<f32>,
     pub top_k: Option<i64>,
@@ -69,7 +69,7 @@ impl ImageAsk {
         Ok(ImageRequest {
             prompt: self.prompt,
             n: n as usize,
-            seed: seed_or_random(self.seed)?,
+            seed: self.seed.unwrap_or_else(random_seed),
             params,
             partial_images: partial_images as usize,
         })
@@ -131,13 +131,18 @@ pub fn check_prompt(prompt: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// A seed as given (not negative), or a random one exactly representable as a JSON number.
+/// A seed as given (not negative), or a random one.
 pub fn seed_or_random(seed: Option<i64>) -> Result<u64, Invalid> {
     match seed {
         Some(s) if s < 0 => Err(Invalid::new(Field::Seed, format!("must not be negative; got {s}"))),
         Some(s) => Ok(s as u64),
-        None => Ok(rand::random::<u64>() >> 11),
+        None => Ok(random_seed()),
     }
+}
+
+/// A random seed, exactly representable as a JSON number (53 bits).
+pub fn random_seed() -> u64 {
+    rand::random::<u64>() >> 11
 }
 
 #[cfg(test)]
@@ -163,7 +168,6 @@ mod tests {
             (ask(&"x".repeat(MAX_PROMPT_CHARS + 1)), Field::Prompt),
             (ImageAsk { n: Some(0), ..ask("a") }, Field::N),
             (ImageAsk { n: Some(5), ..ask("a") }, Field::N),
-            (ImageAsk { seed: Some(-1), ..ask("a") }, Field::Seed),
             (ImageAsk { cfg_weight: Some(-1.0), ..ask("a") }, Field::CfgWeight),
             (ImageAsk { cfg_weight: Some(f32::NAN), ..ask("a") }, Field::CfgWeight),
             (ImageAsk { temperature: Some(11.0), ..ask("a") }, Field::Temperature),

@@ -9,7 +9,7 @@ use janus::quality::{divergence, guided_log_probs, Divergence, Trace};
 use janus::{memory_in_use, Conversation, Janus, Parts, Quant, SamplingParams, T2iBatch, TextParams};
 use serde::Serialize;
 
-use crate::cli::ModelArgs;
+use crate::model_args::ModelArgs;
 use crate::rss::PeakRss;
 
 #[derive(Args, Debug)]
@@ -377,8 +377,8 @@ fn greedy_answer(model: &Janus, conv: &Conversation) -> Result<Vec<u32>> {
 /// `janus bench --requests R`: R one-image requests through the serving engine, all at once
 /// (batched) and then one after another, with the same seeds.
 pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
-    use crate::engine::runner::{EngineOptions, ModelEngine};
     use crate::engine::{Engine, EngineStatus, ImageEvent, ImageRequest};
+    use crate::engine::{EngineOptions, ModelEngine};
 
     let engine = ModelEngine::start(EngineOptions {
         model: a.model.model.clone(),

@@ -7,10 +7,10 @@
 //! | target | what it drives |
 //! | --- | --- |
 //! | `images_generations` | `ApiJson` parsing of `ImageGenerationRequest`, `images::plan`, `images::check_size` |
-//! | `chat_completions` | `ApiJson` parsing of `ChatCompletionRequest`, `chat::plan`, `chat::max_tokens`, `chat::conversation` (data-URL images decoded) |
-//! | `describe_multipart` | axum's `Multipart` extractor on the raw body, `images::describe_form`, `chat::max_tokens`, `chat::decode_image` |
-//! | `data_url` | `chat::image_source` and `chat::decode_base64` |
-//! | `image_preprocess` | `chat::decode_image` (`janus::preprocess::decode_image`) and the model's preprocessing to pixels |
+//! | `chat_completions` | `ApiJson` parsing of `ChatCompletionRequest`, `chat::plan` (with `TextAsk::validate`), `chat::conversation` (data-URL images decoded) |
+//! | `describe_multipart` | axum's `Multipart` extractor on the raw body, `describe::describe_form`, `TextAsk::validate`, `image_input::decode_image` |
+//! | `data_url` | `image_input::ImageSource::parse` and `image_input::decode_base64` |
+//! | `image_preprocess` | `image_input::decode_image` (`janus::preprocess::decode_image`) and the model's preprocessing to pixels |
 //! | `chat_template` | `Conversation::render`, tokenisation and placeholder expansion (`Janus::prepare`) and the text-to-image template (`Janus::t2i_jobs`) on the tiny model's tokenizer |
 
 use std::sync::OnceLock;
@@ -21,11 +21,12 @@ use axum::http::Request;
 use base64::Engine as _;
 use image::DynamicImage;
 use janus::preprocess::PreprocessConfig;
-use janus::{Conversation, Device, Janus, Message, Part, Role, SamplingParams};
+use janus::{Conversation, Device, Janus, Message, Part, Role, SamplingParams, TextAsk};
 
 use crate::http::error::parse_json;
+use crate::http::image_input::{decode_base64, decode_image, ImageSource};
 use crate::http::types::{ChatCompletionRequest, ImageGenerationRequest};
-use crate::http::{chat, images, ApiError, HttpConfig};
+use crate::http::{chat, describe, images, ApiError, HttpConfig};
 
 /// Every target, by name (the folder names under `server/fuzz/corpus/` and `regressions/`).
 pub const TARGETS: &[&str] =
@@ -77,11 +78,7 @@ pub fn images_generations(data: &[u8]) {
 /// `POST /v1/chat/completions` up to the engine (remote URLs off, as by default).
 pub fn chat_completions(data: &[u8]) {
     let Some(req) = check(parse_json::<ChatCompletionRequest>(data)) else { return };
-    let given = req.max_completion_tokens.or(req.max_tokens);
-    let Some(plan) = check(chat::plan(req, false)) else { return };
-    if check(chat::max_tokens(given, "max_tokens", CONTEXT_LENGTH)).is_none() {
-        return;
-    }
+    let Some(plan) = check(chat::plan(req, false, CONTEXT_LENGTH)) else { return };
     if let Some(conv) = check(chat::conversation(plan.system, plan.turns, 1 << 20)) {
         // What the engine does first with it.
         let _ = conv.render();
@@ -102,9 +99,10 @@ pub fn describe_multipart(data: &[u8]) {
         .expect("a valid request");
     runtime().block_on(async move {
         let form = Multipart::from_request(req, &()).await.expect("the content type is multipart");
-        let Some(input) = check(images::describe_form(form, 1 << 20).await) else { return };
-        if check(chat::max_tokens(input.max_tokens, "max_tokens", CONTEXT_LENGTH)).is_some() {
-            check(chat::decode_image(&input.image, "image"));
+        let Some(input) = check(describe::describe_form(form, 1 << 20).await) else { return };
+        let ask = TextAsk { max_tokens: input.max_tokens, ..TextAsk::default() };
+        if check(ask.validate(CONTEXT_LENGTH).map_err(ApiError::from)).is_some() {
+            check(decode_image(&input.image, "image"));
         }
     });
 }
@@ -113,21 +111,21 @@ pub fn describe_multipart(data: &[u8]) {
 pub fn data_url(data: &[u8]) {
     let url = String::from_utf8_lossy(data);
     let param = "messages[0].content[0].image_url.url";
-    match check(chat::image_source(&url, param, false)) {
-        Some(chat::ImageSource::Base64(b64)) => {
-            if let Ok(bytes) = chat::decode_base64(&b64) {
+    match check(ImageSource::parse(&url, param, false)) {
+        Some(ImageSource::Base64(b64)) => {
+            if let Ok(bytes) = decode_base64(&b64) {
                 let again = base64::prelude::BASE64_STANDARD.encode(&bytes);
-                assert_eq!(chat::decode_base64(&again).expect("re-encoded base64 decodes"), bytes);
+                assert_eq!(decode_base64(&again).expect("re-encoded base64 decodes"), bytes);
             }
         }
-        Some(chat::ImageSource::Remote(_)) => panic!("a remote URL was accepted with remote images off"),
+        Some(ImageSource::Remote(_)) => panic!("a remote URL was accepted with remote images off"),
         None => {}
     }
 }
 
 /// Image bytes → decoded image → the model's pixels (Janus-Pro's 384 px preprocessing).
 pub fn image_preprocess(data: &[u8]) {
-    let Some(img) = check(chat::decode_image(data, "image")) else { return };
+    let Some(img) = check(decode_image(data, "image")) else { return };
     assert!(img.width() > 0 && img.height() > 0);
     let cfg = PreprocessConfig::janus_default(IMAGE_SIZE);
     let pixels = cfg.pixels(&img, &Device::Cpu).expect("a decoded image preprocesses");
@@ -183,13 +181,13 @@ pub fn chat_template(data: &[u8]) {
             assert_eq!(p.pixels.is_some(), images > 0);
             assert_eq!(p.ids[0], sp.bos, "the prompt starts with BOS");
         }
-        Err(janus::Error::InvalidInput(_) | janus::Error::Tokenizer(_)) => {}
+        Err(e) if e.is_bad_request() || matches!(e, janus::Error::InvalidInput(_) | janus::Error::Tokenizer(_)) => {}
         Err(e) => panic!("preparing a conversation failed unexpectedly: {e}"),
     }
     let prompt = String::from_utf8_lossy(data);
     match model.t2i_jobs(&prompt, 1, 0, SamplingParams::default()) {
         Ok(jobs) => assert!(!jobs[0].prompt_ids.is_empty()),
-        Err(janus::Error::InvalidInput(_) | janus::Error::Tokenizer(_)) => {}
+        Err(e) if e.is_bad_request() || matches!(e, janus::Error::InvalidInput(_) | janus::Error::Tokenizer(_)) => {}
         Err(e) => panic!("the text-to-image template failed unexpectedly: {e}"),
     }
 }

@@ -8,4 +8,5 @@ pub mod cli;
 pub mod engine;
 pub mod fuzz;
 pub mod http;
+pub mod model_args;
 pub mod rss;

@@ -96,7 +96,7 @@ fn bad_input_gives_one_line_and_nonzero_exit() {
     assert!(e.contains("config.json"), "{e}");
     let e =
         run_err(janus().args(["generate", "--model", &tiny(), "--prompt", "a", "--top-p", "2"]).arg("--out").arg(&out));
-    assert!(e.contains("top_p"), "{e}");
+    assert!(e.contains("--top-p") && e.contains("got 2"), "{e}");
     let e = run_err(
         janus().args(["generate", "--model", &tiny(), "--prompt", "a", "--device", "cuda"]).arg("--out").arg(&out),
     );

@@ -1,12 +1,37 @@
-//! The seam between the HTTP layer and the model. Handlers submit requests and read events from
-//! a per-request channel; they never touch tensors. Dropping the receiver cancels the request.
-//! [`runner::ModelEngine`] is the real engine (one thread owns the model); tests use fakes.
+//! The seam between the HTTP layer and the model. Handlers call the [`EngineClient`] facade
+//! (`generate_images`, `generate_images_stream`, `chat`, `chat_stream`); it submits to an
+//! [`Engine`] and reads the per-request event channel, which handlers never see. Dropping what
+//! the client returned (a future or a stream) drops the channel, which cancels the request.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `mod.rs` | [`Engine`] (what a backend implements), [`ModelInfo`], the request and event types |
+//! | `error.rs` | [`EngineError`]: typed failures, library errors mapped by kind |
+//! | `client.rs` | [`EngineClient`]: the facade handlers call |
+//! | `model_engine.rs` | [`ModelEngine`]: the real engine's handle: bounded queue, counters, the engine thread |
+//! | `scheduler.rs` | the engine thread's loop: admission, one step per cohort and text answer per turn |
+//! | `cohort.rs` | image cohorts (one CFG batch), their previews, and VQ decodes one chunk per turn |
+//! | `text.rs` | text answers, one token per turn |
 
-pub mod runner;
+mod client;
+mod cohort;
+mod error;
+mod model_engine;
+mod scheduler;
+#[cfg(test)]
+mod tests;
+mod text;
+
+pub use client::{ChatOutput, EngineClient, ImagesOutput};
+pub use error::EngineError;
+pub use model_engine::{EngineOptions, ModelEngine};
 
 use image::RgbImage;
-use janus::{Conversation, FinishReason, SamplingParams, TextParams};
+use janus::{Conversation, FinishReason, TextParams};
 use tokio::sync::mpsc;
+
+/// A validated text-to-image request (`janus::ImageAsk::validate`).
+pub use janus::ImageRequest;
 
 /// What the loaded model can do, for validation and `/v1/models`.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,18 +64,6 @@ pub enum EngineStatus {
     Failed(String),
 }
 
-/// `n` images for one prompt.
-#[derive(Debug, Clone)]
-pub struct ImageRequest {
-    pub prompt: String,
-    pub n: usize,
-    /// Image `i` samples with its own RNG seeded from (seed, i).
-    pub seed: u64,
-    pub params: SamplingParams,
-    /// Previews per image sent while generating (0..=3), decoded from the tokens so far.
-    pub partial_images: usize,
-}
-
 #[derive(Debug)]
 pub enum ImageEvent {
     /// A preview of image `index`: the rows generated so far, the rest grey.
@@ -81,32 +94,7 @@ pub enum ChatEvent {
     Failed(EngineError),
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum EngineError {
-    /// The queue is full: 429 with Retry-After.
-    #[error("the server is busy ({queued} requests waiting); retry in {retry_after_s} s")]
-    QueueFull { queued: usize, retry_after_s: u64 },
-    /// 503 while the model loads.
-    #[error("the model is still loading")]
-    Loading,
-    /// 503: the model could not be loaded.
-    #[error("the model failed to load: {0}")]
-    LoadFailed(String),
-    /// 400: the request cannot be served as asked (prompt too long, bad parameter...).
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// 503: the device ran out of memory for this batch; the server keeps serving.
-    #[error("out of memory: {0}")]
-    OutOfMemory(String),
-    /// 500: a fault inside the engine; the server keeps serving.
-    #[error("internal error: {0}")]
-    Internal(String),
-    /// 503: the server is draining for shutdown.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-}
-
-/// What the HTTP layer needs from an engine.
+/// What a backend implements; handlers use it only through [`EngineClient`].
 pub trait Engine: Send + Sync + 'static {
     fn status(&self) -> EngineStatus;
     /// `None` until the model is loaded.

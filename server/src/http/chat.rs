@@ -7,75 +7,20 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
-use futures_util::{stream, Stream, StreamExt};
-use image::DynamicImage;
+use futures_util::{Stream, StreamExt};
+use janus::limits::MAX_CHAT_IMAGES;
 use janus::understand::DEFAULT_SYSTEM_PROMPT;
-use janus::{Conversation, FinishReason, Message, Part, Role, SamplingParams, TextParams};
+use janus::{Conversation, Field, Message, Part, Role, TextAsk, TextParams};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
-use super::error::{ApiJson, CommonErrors, ErrorResponse};
-use super::images::sse_json;
+use super::error::{param_name, ApiJson, CommonErrors, ErrorResponse};
+use super::image_input::ImageSource;
 use super::types::{
-    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatRole, ChunkChoice,
-    ChunkDelta, Usage,
+    finish_reason, AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatRole,
+    ChunkChoice, ChunkDelta, Usage,
 };
-use super::{blocking, unix_now, ApiError, AppState, MAX_CHAT_IMAGES};
+use super::{blocking, sse, unix_now, ApiError, AppState};
 use crate::engine::{ChatEvent, ChatRequest};
-
-pub fn finish_reason(r: FinishReason) -> &'static str {
-    match r {
-        FinishReason::Length => "length",
-        FinishReason::Stop | FinishReason::Cancelled => "stop",
-    }
-}
-
-/// `max_tokens`-style limit: 1..=context length; `None` lets the engine pick (512 or what fits).
-pub fn max_tokens(given: Option<i64>, param: &str, context_length: usize) -> Result<Option<usize>, ApiError> {
-    match given {
-        None => Ok(None),
-        Some(n) if n >= 1 && n as u64 <= context_length as u64 => Ok(Some(n as usize)),
-        Some(n) => Err(ApiError::field(
-            param,
-            format!("must be between 1 and {context_length} (the model's context length); got {n}"),
-        )),
-    }
-}
-
-/// Decodes image bytes (blocking; call inside `spawn_blocking`). Formats we do not read → 415;
-/// corrupt, truncated or oversized images → 400.
-pub fn decode_image(bytes: &[u8], param: &str) -> Result<DynamicImage, ApiError> {
-    janus::preprocess::decode_image(bytes).map_err(|e| {
-        let msg = match e {
-            janus::Error::Image(m) => m,
-            other => other.to_string(),
-        };
-        if msg.contains("not supported") || msg.contains("unrecognised image format") {
-            ApiError::unsupported_image(param, msg)
-        } else {
-            ApiError::invalid_image(param, msg)
-        }
-    })
-}
-
-/// Base64 with or without padding, ignoring line breaks; the URL-safe alphabet as a fallback.
-pub fn decode_base64(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    const CFG: GeneralPurposeConfig =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    const STD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, CFG);
-    const URL: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, CFG);
-    let cleaned: String;
-    let data = if data.bytes().any(|b| b.is_ascii_whitespace()) {
-        cleaned = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        cleaned.as_str()
-    } else {
-        data
-    };
-    STD.decode(data).or_else(|e| if data.contains(['-', '_']) { URL.decode(data) } else { Err(e) })
-}
 
 /// A part before its image is decoded.
 pub enum Pending {
@@ -85,45 +30,6 @@ pub enum Pending {
         source: ImageSource,
         param: String,
     },
-}
-
-/// Where a chat image comes from.
-pub enum ImageSource {
-    /// The base64 payload of a data URL.
-    Base64(String),
-    /// An http(s) URL to fetch (only with `--allow-remote-images`).
-    Remote(String),
-}
-
-/// The image behind a `data:image/...;base64,` URL (or, when allowed, an http(s) URL), or the
-/// 400 that explains what to send.
-pub fn image_source(url: &str, param: &str, allow_remote: bool) -> Result<ImageSource, ApiError> {
-    const HOW: &str = "send the image inline as a `data:image/<format>;base64,<data>` URL";
-    if let Some(rest) = url.strip_prefix("data:") {
-        let Some((meta, data)) = rest.split_once(',') else {
-            return Err(ApiError::field(param, format!("malformed data URL (no comma); {HOW}")));
-        };
-        let mut meta = meta.split(';');
-        let mime = meta.next().unwrap_or("").trim();
-        if !mime.to_ascii_lowercase().starts_with("image/") {
-            return Err(ApiError::field(param, format!("the data URL holds `{mime}`, not an image; {HOW}")));
-        }
-        if !meta.any(|p| p.trim().eq_ignore_ascii_case("base64")) {
-            return Err(ApiError::field(param, format!("the data URL is not base64-encoded; {HOW}")));
-        }
-        return Ok(ImageSource::Base64(data.to_string()));
-    }
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    if lower.starts_with("http://") || lower.starts_with("https://") {
-        if allow_remote {
-            return Ok(ImageSource::Remote(url.to_string()));
-        }
-        return Err(ApiError::unsupported(
-            param,
-            format!("remote image URLs are refused by this server (see --allow-remote-images); {HOW}"),
-        ));
-    }
-    Err(ApiError::field(param, format!("not an image URL; {HOW}")))
 }
 
 /// One message's content → parts, with precise errors.
@@ -183,7 +89,7 @@ fn content_parts(
                     }
                     _ => return Err(ApiError::field(&url_param, "required: a string")),
                 };
-                let source = image_source(&url, &url_param, allow_remote)?;
+                let source = ImageSource::parse(&url, &url_param, allow_remote)?;
                 ("image_url", Pending::Image { source, param: url_param })
             }
             other => {
@@ -205,22 +111,23 @@ fn content_parts(
 pub struct ChatPlan {
     pub system: Option<String>,
     pub turns: Vec<(Role, Vec<Pending>)>,
-    pub temperature: f32,
-    pub top_p: Option<f32>,
-    pub seed: u64,
+    pub params: TextParams,
     pub stream: bool,
     pub include_usage: bool,
 }
 
-/// Checks every field and content part of a chat request (the handler's first step).
-pub fn plan(req: ChatCompletionRequest, allow_remote: bool) -> Result<ChatPlan, ApiError> {
-    let temperature = req.temperature.unwrap_or(0.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::field("temperature", format!("must be between 0 and 2; got {temperature}")));
-    }
-    if let Some(p) = req.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
-        return Err(ApiError::field("top_p", format!("must be in (0, 1]; got {p}")));
-    }
+/// Checks every field and content part of a chat request (the handler's first step);
+/// `context_length` bounds `max_tokens`.
+pub fn plan(req: ChatCompletionRequest, allow_remote: bool, context_length: usize) -> Result<ChatPlan, ApiError> {
+    let (max_tokens, max_tokens_param) = match (req.max_completion_tokens, req.max_tokens) {
+        (Some(n), _) => (Some(n), "max_completion_tokens"),
+        (None, n) => (n, param_name(Field::MaxTokens)),
+    };
+    let ask = TextAsk { temperature: req.temperature, top_p: req.top_p, seed: req.seed, max_tokens };
+    let params = ask.validate(context_length).map_err(|e| match e.field {
+        Field::MaxTokens => ApiError::field(max_tokens_param, e.reason),
+        _ => e.into(),
+    })?;
     if let Some(n) = req.n.filter(|n| *n != 1) {
         return Err(ApiError::unsupported("n", format!("only 1 choice per request is supported; got {n}")));
     }
@@ -261,17 +168,10 @@ pub fn plan(req: ChatCompletionRequest, allow_remote: bool) -> Result<ChatPlan, 
     if images > MAX_CHAT_IMAGES {
         return Err(ApiError::field("messages", format!("at most {MAX_CHAT_IMAGES} images per request; got {images}")));
     }
-    let seed = match req.seed {
-        Some(s) => s as u64,
-        None if temperature > 0.0 => super::random_seed(),
-        None => 0,
-    };
     Ok(ChatPlan {
         system: system.map(|s| s.join("\n")),
         turns,
-        temperature,
-        top_p: req.top_p,
-        seed,
+        params,
         stream: req.stream.unwrap_or(false),
         include_usage: req.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
     })
@@ -290,54 +190,12 @@ pub fn conversation(
         for p in pending {
             parts.push(match p {
                 Pending::Text(t) => Part::Text(t),
-                Pending::Image { source, param } => {
-                    let bytes = match source {
-                        ImageSource::Base64(b64) => decode_base64(&b64).map_err(|e| {
-                            ApiError::invalid_image(&param, format!("the data URL is not valid base64: {e}"))
-                        })?,
-                        ImageSource::Remote(url) => {
-                            super::remote::fetch(&url, max_bytes).map_err(|m| ApiError::invalid_image(&param, m))?
-                        }
-                    };
-                    Part::Image(decode_image(&bytes, &param)?)
-                }
+                Pending::Image { source, param } => Part::Image(source.load(&param, max_bytes)?),
             });
         }
         messages.push(Message { role, parts });
     }
     Ok(Conversation { system: system.unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string()), messages })
-}
-
-/// Waits for `Started` and returns the prompt's token count.
-pub async fn started(rx: &mut mpsc::Receiver<ChatEvent>) -> Result<usize, ApiError> {
-    match rx.recv().await {
-        Some(ChatEvent::Started { prompt_tokens }) => Ok(prompt_tokens),
-        Some(ChatEvent::Failed(e)) => Err(e.into()),
-        Some(other) => Err(ApiError::internal(format!("the engine sent {other:?} before Started"))),
-        None => Err(ApiError::internal("the engine dropped the request")),
-    }
-}
-
-pub struct TextResult {
-    pub text: String,
-    pub completion_tokens: usize,
-    pub finish_reason: FinishReason,
-}
-
-/// Reads the rest of an answer.
-pub async fn collect_text(rx: &mut mpsc::Receiver<ChatEvent>) -> Result<TextResult, ApiError> {
-    let mut text = String::new();
-    loop {
-        match rx.recv().await {
-            Some(ChatEvent::Started { .. }) => {}
-            Some(ChatEvent::Delta(d)) => text.push_str(&d),
-            Some(ChatEvent::Done { completion_tokens, finish_reason }) => {
-                return Ok(TextResult { text, completion_tokens, finish_reason })
-            }
-            Some(ChatEvent::Failed(e)) => return Err(e.into()),
-            None => return Err(ApiError::internal("the engine dropped the request")),
-        }
-    }
 }
 
 /// Chat with text and images (OpenAI's Chat Completions API). With `stream: true`, server-sent
@@ -362,31 +220,22 @@ pub async fn completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let (given, param) = match (req.max_completion_tokens, req.max_tokens) {
-        (Some(n), _) => (Some(n), "max_completion_tokens"),
-        (None, n) => (n, "max_tokens"),
-    };
-    let plan = plan(req, state.cfg.allow_remote_images)?;
+    // The context bounds max_tokens; while the model loads, the 503 below answers first.
+    let context_length = state.engine.info().map_or(usize::MAX, |i| i.context_length);
+    let ChatPlan { system, turns, params, stream, include_usage } =
+        plan(req, state.cfg.allow_remote_images, context_length)?;
     let info = state.model_info()?;
-    let max_new_tokens = max_tokens(given, param, info.context_length)?;
-    let (system, turns) = (plan.system, plan.turns);
     let max_bytes = state.cfg.max_body_bytes;
     let conversation = blocking(move || conversation(system, turns, max_bytes)).await??;
-    let params = TextParams {
-        max_new_tokens,
-        sampling: SamplingParams { temperature: plan.temperature, top_p: plan.top_p, ..SamplingParams::default() },
-        seed: plan.seed,
-    };
-    params.sampling.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let slot = if plan.stream { Some(state.stream_slot()?) } else { None };
-    let mut rx = state.engine.submit_chat(ChatRequest { conversation, params })?;
-    let prompt_tokens = started(&mut rx).await?;
+    let request = ChatRequest { conversation, params };
     let ids = Ids { id: super::random_id("chatcmpl-"), created: unix_now(), model: info.id };
-    if plan.stream {
-        let events = super::hold(chunk_events(rx, ids, prompt_tokens, plan.include_usage), slot);
+    if stream {
+        let slot = state.stream_slot()?;
+        let (prompt_tokens, events) = state.engine.chat_stream(request).await?;
+        let events = sse::hold(chunk_events(events, ids, prompt_tokens, include_usage), Some(slot));
         return Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response());
     }
-    let out = collect_text(&mut rx).await?;
+    let out = state.engine.chat(request).await?;
     Ok(Json(ChatCompletion {
         id: ids.id,
         object: "chat.completion".into(),
@@ -398,7 +247,7 @@ pub async fn completions(
             finish_reason: finish_reason(out.finish_reason).into(),
             logprobs: None,
         }],
-        usage: Usage::new(prompt_tokens, out.completion_tokens),
+        usage: Usage::new(out.prompt_tokens, out.completion_tokens),
     })
     .into_response())
 }
@@ -411,7 +260,7 @@ struct Ids {
 
 impl Ids {
     fn event(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Event {
-        sse_json(
+        sse::json(
             None,
             &ChatCompletionChunk {
                 id: self.id.clone(),
@@ -435,44 +284,31 @@ impl Ids {
 }
 
 /// Engine events → `chat.completion.chunk` events: the role first, then the text as it comes,
-/// the finish reason, the usage (if asked) and `[DONE]`. The stream owns the receiver, so a
-/// client that goes away cancels the answer.
+/// the finish reason, the usage (if asked) and `[DONE]`. The SSE stream owns the event stream,
+/// so a client that goes away cancels the answer.
 fn chunk_events(
-    rx: mpsc::Receiver<ChatEvent>,
+    events: impl Stream<Item = ChatEvent> + Send + 'static,
     ids: Ids,
     prompt_tokens: usize,
     include_usage: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let first = ids.chunk(ChunkDelta { role: Some("assistant".into()), content: Some(String::new()) }, None);
-    let rest = stream::unfold(Some((rx, ids)), move |st| async move {
-        let (mut rx, ids) = st?;
-        loop {
-            let (events, done) = match rx.recv().await {
-                Some(ChatEvent::Started { .. }) => continue,
-                Some(ChatEvent::Delta(d)) if d.is_empty() => continue,
-                Some(ChatEvent::Delta(d)) => {
-                    (vec![ids.chunk(ChunkDelta { role: None, content: Some(d) }, None)], false)
+    let rest = events.flat_map(move |ev| {
+        let events = match ev {
+            ChatEvent::Started { .. } => vec![],
+            ChatEvent::Delta(d) if d.is_empty() => vec![],
+            ChatEvent::Delta(d) => vec![ids.chunk(ChunkDelta { role: None, content: Some(d) }, None)],
+            ChatEvent::Done { completion_tokens, finish_reason: r } => {
+                let mut ev = vec![ids.chunk(ChunkDelta::default(), Some(finish_reason(r)))];
+                if include_usage {
+                    ev.push(ids.usage_chunk(Usage::new(prompt_tokens, completion_tokens)));
                 }
-                Some(ChatEvent::Done { completion_tokens, finish_reason: r }) => {
-                    let mut ev = vec![ids.chunk(ChunkDelta::default(), Some(finish_reason(r)))];
-                    if include_usage {
-                        ev.push(ids.usage_chunk(Usage::new(prompt_tokens, completion_tokens)));
-                    }
-                    ev.push(Event::default().data("[DONE]"));
-                    (ev, true)
-                }
-                Some(ChatEvent::Failed(e)) => (vec![stream_error(e.into())], true),
-                None => (vec![stream_error(ApiError::internal("the engine dropped the request"))], true),
-            };
-            let next = if done { None } else { Some((rx, ids)) };
-            return Some((stream::iter(events.into_iter().map(Ok)), next));
-        }
-    })
-    .flatten();
-    stream::once(async move { Ok(first) }).chain(rest)
-}
-
-fn stream_error(e: ApiError) -> Event {
-    tracing::warn!("chat stream failed: {}", e.message);
-    sse_json(None, &e.body())
+                ev.push(Event::default().data("[DONE]"));
+                ev
+            }
+            ChatEvent::Failed(e) => vec![sse::error(None, e.into())],
+        };
+        futures_util::stream::iter(events.into_iter().map(Ok))
+    });
+    futures_util::stream::once(async move { Ok(first) }).chain(rest)
 }

@@ -1,4 +1,5 @@
-//! The one place where failures become HTTP statuses, in OpenAI's error envelope
+//! The one place where failures become HTTP statuses (by their kind: engine errors, the
+//! library's typed errors, validation), in OpenAI's error envelope
 //! `{"error": {"message", "type", "param", "code"}}`; and the JSON body extractor whose
 //! rejections (syntax, shape, unknown fields, size) land in the same envelope.
 
@@ -11,6 +12,8 @@ use serde::Serialize;
 use utoipa::{IntoResponses, ToSchema};
 
 use super::AppState;
+use janus::{Field, Invalid};
+
 use crate::engine::EngineError;
 
 /// OpenAI's error envelope.
@@ -175,6 +178,33 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// The JSON field that carries a library [`Field`] in this API.
+pub fn param_name(field: Field) -> &'static str {
+    match field {
+        Field::CfgWeight => "guidance_scale",
+        other => other.name(),
+    }
+}
+
+impl From<Invalid> for ApiError {
+    /// 400 naming the field as this API calls it.
+    fn from(i: Invalid) -> Self {
+        Self::field(param_name(i.field), i.reason)
+    }
+}
+
+impl ApiError {
+    /// An image that cannot be used, by the library's error kind: 415 for a format we do not
+    /// read, 400 for bytes that do not decode; anything else is ours (500).
+    pub fn image(param: &str, e: janus::Error) -> Self {
+        match e {
+            janus::Error::UnsupportedImage { .. } => Self::unsupported_image(param, e),
+            janus::Error::InvalidImage(m) => Self::invalid_image(param, m),
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let msg = e.to_string();
@@ -188,7 +218,10 @@ impl From<EngineError> for ApiError {
             EngineError::LoadFailed(_) => unavailable("model_load_failed"),
             EngineError::OutOfMemory(_) => Self { retry_after: Some(1), ..unavailable("out_of_memory") },
             EngineError::ShuttingDown => unavailable("shutting_down"),
-            EngineError::InvalidRequest(_) => Self::bad_request(msg),
+            EngineError::Invalid(i) => i.into(),
+            EngineError::PromptTooLong { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, INVALID, "context_length_exceeded", msg)
+            }
             EngineError::Internal(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal_error", msg),
         }
     }

@@ -8,27 +8,35 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `mod.rs` | [`HttpConfig`], [`State`], [`router`]: routes and layers |
+//! | `mod.rs` | [`State`], [`router`]: routes and layers |
+//! | `config.rs` | [`HttpConfig`] and its defaults |
 //! | `error.rs` | [`ApiError`]: the one mapping from failures to statuses, OpenAI's envelope; the JSON extractor |
 //! | `types.rs` | OpenAI request/response bodies |
-//! | `images.rs` | `/v1/images/generations` (JSON and SSE), `/v1/images/describe` (multipart) |
-//! | `chat.rs` | `/v1/chat/completions` (JSON and SSE), data-URL images |
+//! | `images.rs` | `/v1/images/generations` (JSON and SSE) |
+//! | `describe.rs` | `/v1/images/describe` (multipart) |
+//! | `chat.rs` | `/v1/chat/completions` (JSON and SSE): messages and content parts → a conversation |
+//! | `image_input.rs` | images in requests: data URLs, http(s) URLs (with `remote.rs`), uploads → decoded images |
+//! | `sse.rs` | server-sent event helpers shared by the streamed routes |
 //! | `files.rs` | the bounded, expiring in-memory store behind `/v1/files/{id}/content` |
 //! | `probes.rs` | `/health`, `/ready`, `/v1/models`, `/metrics`, `/openapi.json`, fallbacks |
 //! | `observe.rs` | request ids, access logs, request metrics, the Prometheus recorder; API-key check |
 //! | `openapi.rs` | the OpenAPI document, from the handlers' annotations |
-//! | `serve.rs` | `janus serve`: runtime, engine, listener, graceful shutdown |
+//! | `serve.rs` | `janus serve`: flags, runtime, engine, listener, graceful shutdown |
 //! | `web.rs` | the browser playground at `/` (`assets/web/`, embedded) |
 
 pub mod chat;
+mod config;
+pub mod describe;
 pub mod error;
 mod files;
+pub mod image_input;
 pub mod images;
 mod observe;
 mod openapi;
 mod probes;
 pub mod remote;
 mod serve;
+pub mod sse;
 pub mod types;
 mod web;
 
@@ -37,7 +45,6 @@ mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
@@ -48,61 +55,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use config::HttpConfig;
 pub use error::ApiError;
 pub use openapi::ApiDoc;
-pub use serve::run;
+pub use serve::{run, ServeArgs};
 
-use crate::engine::{Engine, EngineError, EngineStatus, ModelInfo};
-
-/// Most images per request (OpenAI allows 10 for dall-e-2; Janus batches up to 16).
-pub const MAX_IMAGES_PER_REQUEST: usize = 16;
-/// Most previews per image while streaming (as OpenAI).
-pub const MAX_PARTIAL_IMAGES: usize = 3;
-/// Most images in one chat request (each takes 576 tokens of the 4096-token context).
-pub const MAX_CHAT_IMAGES: usize = 8;
-
-/// What the HTTP layer needs to know beyond the engine (the `janus serve` flags that concern it).
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// When set, `/v1/*` requests need `Authorization: Bearer <key>`.
-    pub api_key: Option<String>,
-    pub max_body_bytes: usize,
-    /// The engine's batch limit; `n` may not exceed it.
-    pub max_batch_images: usize,
-    /// Whether http(s) image URLs in chat messages are fetched (public addresses only, checked at
-    /// the one DNS lookup; see `remote.rs`); off by default.
-    pub allow_remote_images: bool,
-    /// How long `response_format=url` images stay downloadable.
-    pub file_ttl: Duration,
-    /// Most images kept for `response_format=url`; the oldest go first.
-    pub max_files: usize,
-    /// Base of the URLs handed out (e.g. behind a proxy); default `http://{Host header}`.
-    pub public_url: Option<String>,
-    /// Origins allowed by CORS (`*` for any); empty: CORS off.
-    pub cors_origins: Vec<String>,
-    /// Most streamed (`stream: true`) responses open at once; beyond that, 429.
-    pub max_streams: usize,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            api_key: None,
-            max_body_bytes: 16 * 1024 * 1024,
-            max_batch_images: 16,
-            allow_remote_images: false,
-            file_ttl: Duration::from_secs(3600),
-            max_files: 256,
-            public_url: None,
-            cors_origins: Vec::new(),
-            max_streams: 64,
-        }
-    }
-}
+use crate::engine::{Engine, EngineClient, EngineError, EngineStatus, ModelInfo};
 
 /// Shared by all handlers.
 pub struct State {
-    pub engine: Arc<dyn Engine>,
+    pub engine: EngineClient,
     pub cfg: HttpConfig,
     pub files: files::FileStore,
     /// Set when shutdown starts: `/ready` answers 503.
@@ -117,14 +79,14 @@ impl State {
     pub fn new(engine: Arc<dyn Engine>, cfg: HttpConfig) -> AppState {
         let files = files::FileStore::new(cfg.max_files, cfg.file_ttl);
         let streams = Arc::new(Semaphore::new(cfg.max_streams.max(1)));
-        Arc::new(Self { engine, cfg, files, draining: AtomicBool::new(false), streams })
+        Arc::new(Self { engine: EngineClient::new(engine), cfg, files, draining: AtomicBool::new(false), streams })
     }
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// A slot for one streamed response, to be held by the stream (see [`hold`]) until it ends
+    /// A slot for one streamed response, to be held by the stream (see [`sse::hold`]) until it ends
     /// or the client goes away; 429 when `--max-streams` streams are open.
     pub fn stream_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.streams.clone().try_acquire_owned().map_err(|_| ApiError::too_many_streams(self.cfg.max_streams))
@@ -165,7 +127,7 @@ pub fn router(engine: Arc<dyn Engine>, cfg: HttpConfig) -> Router {
 pub fn app(state: AppState) -> Router {
     let protected = Router::new()
         .route("/v1/images/generations", post(images::generate))
-        .route("/v1/images/describe", post(images::describe))
+        .route("/v1/images/describe", post(describe::describe))
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(probes::models))
         .route("/v1/models/{*id}", get(probes::model))
@@ -216,18 +178,6 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// `stream`, keeping `slot` until the stream is dropped (finished, or the client went away).
-pub fn hold<S: futures_util::Stream>(
-    stream: S,
-    slot: Option<OwnedSemaphorePermit>,
-) -> impl futures_util::Stream<Item = S::Item> {
-    use futures_util::StreamExt;
-    stream.map(move |item| {
-        let _slot = &slot;
-        item
-    })
-}
-
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -236,11 +186,6 @@ pub fn unix_now() -> u64 {
 /// A random 128-bit id in hex, after `prefix` (unguessable: file ids are credentials).
 pub fn random_id(prefix: &str) -> String {
     format!("{prefix}{:032x}", rand::random::<u128>())
-}
-
-/// A random seed, exactly representable as a JSON number (53 bits).
-pub fn random_seed() -> u64 {
-    rand::random::<u64>() >> 11
 }
 
 /// Runs blocking work (image decode, PNG encode) off the async runtime.

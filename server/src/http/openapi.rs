@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorResponse};
 use super::types::*;
-use super::{chat, files, images, probes};
+use super::{chat, describe, files, images, probes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,7 +19,7 @@ use super::{chat, files, images, probes};
     ),
     paths(
         images::generate,
-        images::describe,
+        describe::describe,
         chat::completions,
         files::content,
         probes::models,

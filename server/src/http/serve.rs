@@ -11,12 +11,88 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use clap::builder::TypedValueParser as _;
+use clap::Args;
+use janus::limits::{DEFAULT_DECODE_CHUNK, MAX_IMAGES_PER_REQUEST};
 use tokio::sync::watch;
 
+use super::config::{DEFAULT_FILE_TTL_SECS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_FILES, DEFAULT_MAX_STREAMS};
 use super::{app, HttpConfig, State};
-use crate::cli::ServeArgs;
-use crate::engine::runner::{EngineOptions, ModelEngine};
-use crate::engine::{Engine, EngineStatus};
+use crate::engine::{Engine, EngineClient, EngineOptions, EngineStatus, ModelEngine};
+use crate::model_args::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Address to listen on (`0.0.0.0` for all interfaces).
+    #[arg(long, env = "JANUS_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, env = "JANUS_PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// When set, `/v1/*` requests need `Authorization: Bearer <key>` (compared in constant time).
+    #[arg(long, env = "JANUS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Largest request body in bytes (413 above); the default fits a base64 image of ~12 MB.
+    #[arg(long, env = "JANUS_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Most images generated together in one CFG batch (also caps `n`).
+    #[arg(long, env = "JANUS_MAX_BATCH_IMAGES", default_value_t = MAX_IMAGES_PER_REQUEST,
+          value_parser = clap::value_parser!(u32).range(1..=256).map(|v| v as usize))]
+    pub max_batch_images: usize,
+
+    /// Most requests waiting to start; beyond that, 429 with Retry-After.
+    #[arg(long, env = "JANUS_QUEUE_CAPACITY", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub queue_capacity: usize,
+
+    /// Most streamed (`stream: true`) responses open at once; beyond that, 429 with Retry-After.
+    #[arg(long, env = "JANUS_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_streams: usize,
+
+    /// When idle, how long to wait for more image requests to batch with the first (ms).
+    #[arg(long, env = "JANUS_BATCH_WAIT_MS", default_value_t = 20)]
+    pub batch_wait_ms: u64,
+
+    /// Images decoded at once by the VQ decoder (bounds memory).
+    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = DEFAULT_DECODE_CHUNK,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub decode_chunk: usize,
+
+    /// Fetch http(s) image URLs in chat messages (public addresses only, no redirects, 10 s,
+    /// at most --max-body-bytes); off by default, when only data: URLs are accepted.
+    #[arg(long, env = "JANUS_ALLOW_REMOTE_IMAGES")]
+    pub allow_remote_images: bool,
+
+    /// How long `response_format=url` images stay downloadable, in seconds.
+    #[arg(long, env = "JANUS_FILE_TTL_SECS", default_value_t = DEFAULT_FILE_TTL_SECS)]
+    pub file_ttl_secs: u64,
+
+    /// Most `response_format=url` images kept in memory (the oldest go first).
+    #[arg(long, env = "JANUS_MAX_FILES", default_value_t = DEFAULT_MAX_FILES,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_files: usize,
+
+    /// Base of the image URLs handed out, e.g. `https://janus.example.com` behind a proxy
+    /// (default: `http://` + the request's Host header).
+    #[arg(long, env = "JANUS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish, in seconds.
+    #[arg(long, env = "JANUS_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// Allow browsers from these origins (comma-separated, `*` for any); CORS is off by default.
+    #[arg(long = "cors-origin", env = "JANUS_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+}
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,7 +139,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Bind first: a taken port fails at once, before the model loads.
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
     let engine: Arc<dyn Engine> = ModelEngine::start(args.engine_options());
-    let state = State::new(engine.clone(), args.http_config());
+    let state = State::new(engine, args.http_config());
     tracing::info!(
         "listening on http://{} (model {}, loading in the background; /ready says when)",
         listener.local_addr().map_or(addr.clone(), |a| a.to_string()),
@@ -85,7 +161,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             let _ = signalled_tx.send(Some(Instant::now()));
         }
     };
-    let load_failed = load_failure(engine.clone());
+    let load_failed = load_failure(state.engine.clone());
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(on_signal);
     let deadline = async {
         let at = *signalled.wait_for(Option::is_some).await.expect("the sender lives until the signal");
@@ -98,18 +174,26 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     // Connections are closed; let the engine finish (or cancel) what it still holds.
     let until = signalled.borrow().map_or_else(Instant::now, |at| at + grace);
-    while !engine.is_idle() && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if !engine.is_idle() {
+    if !drain(&state.engine, until).await {
         tracing::warn!("the engine is still busy at the end of the grace period; exiting anyway");
     }
     tracing::info!("stopped");
     Ok(())
 }
 
+/// Waits until the engine has finished what it holds, or `until`; returns whether it did.
+pub async fn drain(engine: &EngineClient, until: Instant) -> bool {
+    while !engine.is_idle() {
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 /// Resolves with the reason if the engine's model fails to load; never resolves once it is ready.
-async fn load_failure(engine: Arc<dyn Engine>) -> String {
+async fn load_failure(engine: EngineClient) -> String {
     loop {
         match engine.status() {
             EngineStatus::Loading => tokio::time::sleep(Duration::from_millis(20)).await,

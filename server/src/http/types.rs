@@ -392,3 +392,11 @@ pub struct ReadyResponse {
     pub status: String,
     pub model: String,
 }
+
+/// The `finish_reason` OpenAI uses for ours.
+pub fn finish_reason(r: janus::FinishReason) -> &'static str {
+    match r {
+        janus::FinishReason::Length => "length",
+        janus::FinishReason::Stop | janus::FinishReason::Cancelled => "stop",
+    }
+}

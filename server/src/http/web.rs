@@ -86,7 +86,7 @@ mod tests {
         }
         let head = Request::head("/app.js").body(Body::empty()).unwrap();
         assert_eq!(send(&h.app, head).await.status, StatusCode::OK);
-        send(&h.app, get("/nope.js")).await.assert_error(404, None, "");
+        send(&h.app, get("/nope.js")).await.assert_error(404, None, "no route for `/nope.js`");
     }
 
     #[tokio::test]

@@ -130,9 +130,10 @@ async fn a_failure_mid_stream_is_an_error_chunk_and_before_it_a_status() {
     let r = send(&h.app, post_json(CHAT, &body)).await;
     r.assert_error(429, None, "busy");
     assert_eq!(r.header("retry-after"), "2");
-    h.fake.set_mode(Mode::Reject(EngineError::InvalidRequest("the prompt is 5000 tokens; the context is 4096".into())));
+    h.fake.set_mode(Mode::Reject(EngineError::PromptTooLong { tokens: 5000, max: 4095 }));
     let body = json!({"messages": [{"role": "user", "content": "a"}]});
-    send(&h.app, post_json(CHAT, &body)).await.assert_error(400, None, "context is 4096");
+    let e = send(&h.app, post_json(CHAT, &body)).await.assert_error(400, None, "5000 tokens");
+    assert_eq!(e["code"], "context_length_exceeded");
     h.fake.set_status(crate::engine::EngineStatus::Loading);
     send(&h.app, post_json(CHAT, &body)).await.assert_error(503, None, "loading");
 }

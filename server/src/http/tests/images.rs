@@ -221,21 +221,25 @@ async fn a_failure_mid_stream_is_an_error_event() {
 #[tokio::test]
 async fn engine_errors_map_to_statuses() {
     let h = default_harness();
+    let invalid = janus::Invalid::new(janus::Field::CfgWeight, "must be between 0 and 100; got 101");
     let cases = [
-        (Mode::Reject(EngineError::QueueFull { queued: 64, retry_after_s: 7 }), 429, "queue_full"),
-        (Mode::Reject(EngineError::ShuttingDown), 503, "shutting_down"),
+        (Mode::Reject(EngineError::QueueFull { queued: 64, retry_after_s: 7 }), 429, None, "queue_full", "64 requests"),
+        (Mode::Reject(EngineError::ShuttingDown), 503, None, "shutting_down", "shutting down"),
         (
-            Mode::Reject(EngineError::InvalidRequest("the prompt is 300 tokens; the limit is 256".into())),
+            Mode::Reject(EngineError::PromptTooLong { tokens: 300, max: 256 }),
             400,
-            "invalid_request",
+            None,
+            "context_length_exceeded",
+            "300 tokens",
         ),
-        (Mode::FailLater(EngineError::OutOfMemory("batch of 16".into())), 503, "out_of_memory"),
-        (Mode::FailLater(EngineError::Internal("boom".into())), 500, "internal_error"),
+        (Mode::Reject(EngineError::Invalid(invalid)), 400, Some("guidance_scale"), "invalid_value", "got 101"),
+        (Mode::FailLater(EngineError::OutOfMemory("batch of 16".into())), 503, None, "out_of_memory", "batch of 16"),
+        (Mode::FailLater(EngineError::Internal("boom".into())), 500, None, "internal_error", "boom"),
     ];
-    for (mode, status, code) in cases {
+    for (mode, status, param, code, needle) in cases {
         h.fake.set_mode(mode);
         let r = send(&h.app, post_json(GEN, &json!({"prompt": "x"}))).await;
-        let e = r.assert_error(status, None, "");
+        let e = r.assert_error(status, param, needle);
         assert_eq!(e["code"], code);
         if status == 429 {
             assert_eq!(r.header("retry-after"), "7");
@@ -314,7 +318,7 @@ async fn describe_answers_a_multipart_upload() {
 
     // the default question
     let r = send(&h.app, multipart(&[("image", Some("a.png"), &png)])).await;
-    assert_eq!(r.json()["text"], format!("1 image(s). You said: {}", janus::understand::DEFAULT_QUESTION));
+    assert_eq!(r.json()["text"], format!("1 image(s). You said: {}", janus::limits::DEFAULT_QUESTION));
 }
 
 #[tokio::test]

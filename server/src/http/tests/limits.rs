@@ -81,8 +81,11 @@ async fn open_streams_are_capped_with_a_429_and_freed_when_a_stream_ends() {
 #[tokio::test]
 async fn a_chat_request_holds_at_most_8_images() {
     let h = default_harness();
-    assert_eq!(send(&h.app, post_json(CHAT, &user_images(super::super::MAX_CHAT_IMAGES))).await.status, StatusCode::OK);
-    let e = send(&h.app, post_json(CHAT, &user_images(super::super::MAX_CHAT_IMAGES + 1))).await.assert_error(
+    assert_eq!(
+        send(&h.app, post_json(CHAT, &user_images(janus::limits::MAX_CHAT_IMAGES))).await.status,
+        StatusCode::OK
+    );
+    let e = send(&h.app, post_json(CHAT, &user_images(janus::limits::MAX_CHAT_IMAGES + 1))).await.assert_error(
         400,
         Some("messages"),
         "at most 8 images",

@@ -58,6 +58,7 @@ impl Resp {
     /// Asserts an error envelope with this status, param, and a message containing `needle`.
     #[track_caller]
     pub fn assert_error(&self, status: u16, param: Option<&str>, needle: &str) -> Value {
+        assert!(!needle.is_empty(), "name something the message must say (\"\" matches any message)");
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
         let v = self.json();
         let e = &v["error"];

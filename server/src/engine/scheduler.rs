@@ -1,0 +1,272 @@
+//! The engine thread's loop (after TGI's router/queue split, simplified to what Janus needs):
+//! - Requests wait in a bounded queue ([`ModelEngine`](super::ModelEngine)).
+//! - Image requests are grouped into *cohorts*: one CFG batch of up to `max_batch_images`
+//!   images, pairs of rows kept together. When the engine is idle it waits up to `batch_wait`
+//!   after the first image request so that requests arriving together share a batch. Requests
+//!   arriving while a cohort runs form the next cohort.
+//! - Each turn: admit what fits, advance every cohort and text answer by one step, then decode
+//!   at most one chunk (`decode_chunk` images) of previews or finished images. Nothing waits for a
+//!   whole image to start, nor for more than one decode chunk between two steps.
+//! - Every image samples with its own RNG, so its tokens do not depend on its batch mates.
+//! - A request whose receiver is dropped (client gone) leaves at the next turn.
+//! - A failing or panicking step fails only the work it belonged to; the loop goes on.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use janus::limits::MAX_TEXT_SESSIONS;
+use janus::Janus;
+use tokio::sync::mpsc;
+
+use super::cohort::{Cohort, Decode, Decoded, Member};
+use super::model_engine::{EngineOptions, Shared};
+use super::text::{TextAnswer, TextTurn};
+use super::{ChatEvent, ChatRequest, EngineError, ImageEvent, ImageRequest};
+
+/// A request on its way to the engine thread.
+pub(super) enum Work {
+    Images { req: ImageRequest, tx: mpsc::Sender<ImageEvent> },
+    Chat { req: ChatRequest, tx: mpsc::Sender<ChatEvent> },
+}
+
+impl Work {
+    /// Ends the request with `e`.
+    pub fn fail(self, e: EngineError) {
+        match self {
+            Work::Images { tx, .. } => drop(tx.try_send(ImageEvent::Failed(e))),
+            Work::Chat { tx, .. } => drop(tx.try_send(ChatEvent::Failed(e))),
+        }
+    }
+}
+
+pub(super) struct Scheduler<'m> {
+    model: &'m Janus,
+    opts: &'m EngineOptions,
+    shared: &'m Shared,
+    /// Image requests taken from the queue, waiting for room in a cohort.
+    waiting: VecDeque<(ImageRequest, mpsc::Sender<ImageEvent>)>,
+    /// Chat requests waiting for a text slot.
+    waiting_text: VecDeque<(ChatRequest, mpsc::Sender<ChatEvent>)>,
+    cohorts: Vec<Cohort<'m>>,
+    texts: Vec<TextAnswer<'m>>,
+    /// Previews and finished images to decode, in order.
+    decodes: VecDeque<Decode>,
+}
+
+impl<'m> Scheduler<'m> {
+    pub fn new(model: &'m Janus, opts: &'m EngineOptions, shared: &'m Shared) -> Self {
+        Self {
+            model,
+            opts,
+            shared,
+            waiting: VecDeque::new(),
+            waiting_text: VecDeque::new(),
+            cohorts: Vec::new(),
+            texts: Vec::new(),
+            decodes: VecDeque::new(),
+        }
+    }
+
+    fn is_busy(&self) -> bool {
+        !(self.cohorts.is_empty()
+            && self.texts.is_empty()
+            && self.waiting.is_empty()
+            && self.waiting_text.is_empty()
+            && self.decodes.is_empty())
+    }
+
+    fn take(&mut self, work: Work) {
+        self.shared.active.fetch_add(1, Ordering::SeqCst);
+        match work {
+            Work::Images { req, tx } => self.waiting.push_back((req, tx)),
+            Work::Chat { req, tx } => self.waiting_text.push_back((req, tx)),
+        }
+    }
+
+    /// `n` requests are over (finished, failed or abandoned).
+    fn finish(&self, n: usize) {
+        self.shared.active.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// A request leaves the queue (it starts, fails or was abandoned).
+    fn dequeued(&self) {
+        self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn run(mut self, rx: Receiver<Work>) {
+        loop {
+            // Take new work: block when idle, otherwise only what is already there.
+            if !self.is_busy() {
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(w) => {
+                        let is_images = matches!(w, Work::Images { .. });
+                        self.take(w);
+                        if is_images {
+                            self.gather(&rx);
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            while let Ok(w) = rx.try_recv() {
+                self.take(w);
+            }
+            self.admit();
+            self.step_all();
+            self.decode_one_chunk();
+            metrics::gauge!("janus_queue_depth").set(self.shared.queued.load(Ordering::SeqCst) as f64);
+        }
+    }
+
+    /// Gives image requests arriving together a chance to share the batch (`--batch-wait-ms`).
+    fn gather(&mut self, rx: &Receiver<Work>) {
+        let until = Instant::now() + self.opts.batch_wait;
+        while self.waiting.iter().map(|(r, _)| r.n).sum::<usize>() < self.opts.max_batch_images {
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(w) => self.take(w),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn running_images(&self) -> usize {
+        self.cohorts.iter().map(Cohort::num_images).sum()
+    }
+
+    /// Starts a new cohort from waiting image requests (when the running images leave room) and
+    /// new text answers.
+    fn admit(&mut self) {
+        let room = self.opts.max_batch_images.saturating_sub(self.running_images());
+        let (mut members, mut jobs) = (Vec::new(), Vec::new());
+        while let Some((req, _)) = self.waiting.front() {
+            if jobs.len() + req.n > room {
+                break;
+            }
+            let (req, tx) = self.waiting.pop_front().expect("front exists");
+            self.dequeued();
+            if tx.is_closed() {
+                self.finish(1);
+                continue;
+            }
+            match Member::prepare(self.model, &req, tx) {
+                Ok((member, js)) => {
+                    members.push(member);
+                    jobs.extend(js);
+                }
+                Err((tx, e)) => {
+                    let _ = tx.try_send(ImageEvent::Failed(e));
+                    self.finish(1);
+                }
+            }
+        }
+        if !jobs.is_empty() {
+            self.shared.largest_batch.fetch_max(jobs.len(), Ordering::SeqCst);
+            match Cohort::start(self.model, members, jobs) {
+                Ok(c) => self.cohorts.push(c),
+                Err((members, e)) => self.fail_members(&members, e),
+            }
+        }
+        while self.texts.len() < MAX_TEXT_SESSIONS {
+            let Some((req, tx)) = self.waiting_text.pop_front() else { break };
+            self.dequeued();
+            if tx.is_closed() {
+                self.finish(1);
+                continue;
+            }
+            match TextAnswer::start(self.model, &req, tx) {
+                Some(answer) => self.texts.push(answer),
+                None => self.finish(1),
+            }
+        }
+        metrics::gauge!("janus_batch_images").set(self.running_images() as f64);
+    }
+
+    /// Advances every cohort and text answer by one step.
+    fn step_all(&mut self) {
+        for mut c in std::mem::take(&mut self.cohorts) {
+            if self.step_cohort(&mut c) {
+                self.cohorts.push(c);
+            } else if c.is_done() {
+                match c.finish() {
+                    Ok(decodes) => self.decodes.extend(decodes),
+                    Err((members, e)) => self.fail_members(&members, e),
+                }
+            }
+        }
+        let before = self.texts.len();
+        self.texts.retain_mut(|t| matches!(t.step(), TextTurn::Running));
+        self.finish(before - self.texts.len());
+    }
+
+    /// Returns whether the cohort is still generating. A cohort that stops is done (its
+    /// images are to be decoded), failed (its members told) or abandoned.
+    fn step_cohort(&mut self, c: &mut Cohort<'m>) -> bool {
+        match c.drop_gone() {
+            Ok(gone) => self.finish(gone),
+            Err(e) => {
+                self.fail_members(c.members(), e);
+                return false;
+            }
+        }
+        if c.is_empty() {
+            return false;
+        }
+        let t = Instant::now();
+        let n = c.num_images();
+        if let Err(e) = c.step(|| self.injected_fault()) {
+            tracing::error!(error = %e, images = n, "image batch failed");
+            self.fail_members(c.members(), e);
+            return false;
+        }
+        metrics::histogram!("janus_step_seconds").record(t.elapsed().as_secs_f64());
+        metrics::counter!("janus_image_tokens_total").increment(n as u64);
+        if c.is_done() {
+            return false;
+        }
+        self.decodes.extend(c.previews_due());
+        true
+    }
+
+    fn fail_members(&self, members: &[Member], e: EngineError) {
+        for m in members {
+            m.fail(e.clone());
+        }
+        self.finish(members.len());
+    }
+
+    /// Decodes at most `decode_chunk` images of the first pending decode.
+    fn decode_one_chunk(&mut self) {
+        let Some(mut d) = self.decodes.pop_front() else { return };
+        let t = Instant::now();
+        let chunk = self.opts.decode_chunk.max(1);
+        #[cfg(test)]
+        self.shared.largest_decode_turn.fetch_max(d.remaining().min(chunk), Ordering::SeqCst);
+        let outcome = d.advance(self.model, chunk);
+        metrics::histogram!("janus_decode_seconds").record(t.elapsed().as_secs_f64());
+        match outcome {
+            Decoded::More => self.decodes.push_front(d),
+            Decoded::PreviewDone => {}
+            Decoded::Finished | Decoded::Failed => self.finish(1),
+            Decoded::Gone => self.finish(usize::from(d.is_final())),
+        }
+    }
+
+    /// Test builds: fails this step if the test asked for it, with the error the library gives
+    /// when the device is out of memory.
+    #[cfg(test)]
+    fn injected_fault(&self) -> janus::Result<()> {
+        if self.shared.fail_steps.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(janus::Error::OutOfMemory(candle_core::Error::Msg("injected: cuMemAlloc failed".into())));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn injected_fault(&self) -> janus::Result<()> {
+        Ok(())
+    }
+}
