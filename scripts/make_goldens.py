@@ -9,10 +9,16 @@ Everything is made locally and deterministically:
       assets/tiny/janus-pro-tiny/           original deepseek `multi_modality` format, bf16 pytorch_model.bin
       assets/tiny/janus-pro-tiny-sharded/   original names, f32 safetensors, 2 shards + index
       assets/tiny/janus-pro-tiny-hf-bin/    transformers names, f32 pytorch pickle, 2 shards + index
+  * a second, smaller transformers-format checkpoint whose generation grid does NOT follow from
+    the vision image size and the VQ factor (vision patch 8, VQ upsampling 2: 16 tokens on a 4x4
+    grid decoded into 8x8 images, where image_size / vq_factor would say 256 tokens and 32 px):
+      assets/tiny/janus-pro-tiny-grid-hf/   transformers `janus` format, bf16 safetensors
   * golden outputs of transformers' JanusForConditionalGeneration (f32, CPU), loaded from the
     transformers-format directory:
       assets/golden/t2i.json + t2i.safetensors   text-to-image (greedy CFG) + VQ decode + tokenizer vectors
       assets/golden/und.json + und.safetensors   image understanding (preprocess, vision, greedy text)
+      assets/golden/t2i_grid.json + t2i_grid.safetensors   text-to-image (greedy CFG) + VQ decode
+                                                 on janus-pro-tiny-grid-hf
 
 Run through scripts/make-goldens.sh (pins the exact package versions).
 """
@@ -87,6 +93,17 @@ NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2  # 64
 CODEBOOK = 128
 GUIDANCE = 5.0
 DEFAULT_SEED = 10
+
+# the grid checkpoint (janus-pro-tiny-grid-hf): vision patch 8 != VQ factor 2
+GRID_D = 32
+GRID_PATCH = 8
+GRID_NUM_PATCHES = IMAGE_SIZE // GRID_PATCH  # 4
+GRID_TOKENS = GRID_NUM_PATCHES ** 2  # 16
+GRID_VQ_MULT = [1, 1]  # one upsampling: factor 2
+GRID_VQ_FACTOR = 2 ** (len(GRID_VQ_MULT) - 1)
+GRID_PIXELS = GRID_NUM_PATCHES * GRID_VQ_FACTOR  # 8
+GRID_CODEBOOK = 64
+GRID_SEED_OFFSET = 100
 
 T2I_PROMPTS = [
     "a red bicycle leaning against a brick wall",
@@ -313,6 +330,99 @@ def make_config(tok_ids: dict) -> JanusConfig:
     )
 
 
+def make_grid_config(tok_ids: dict) -> JanusConfig:
+    """A smaller model whose vision patch (8) differs from the VQ's factor (2)."""
+    text_config = LlamaConfig(
+        vocab_size=LM_VOCAB,
+        hidden_size=GRID_D,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        hidden_act="silu",
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        bos_token_id=tok_ids[BOS],
+        eos_token_id=tok_ids[EOS],
+        pad_token_id=tok_ids[PAD],
+        tie_word_embeddings=False,
+    )
+    vision_config = JanusVisionConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=GRID_PATCH,
+        mlp_ratio=2.0,
+        projection_dim=GRID_D,
+        depth=2,
+        num_image_tokens=GRID_TOKENS,
+    )
+    vq_config = JanusVQVAEConfig(
+        embed_dim=8,
+        num_embeddings=GRID_CODEBOOK,
+        latent_channels=8,
+        base_channels=32,
+        channel_multiplier=GRID_VQ_MULT,
+        num_res_blocks=0,  # one residual block per decoder level (and none in the unused encoder)
+        projection_dim=GRID_D,
+        num_hidden_layers=2,
+        image_token_embed_dim=GRID_D,
+        num_patches=GRID_NUM_PATCHES,
+    )
+    return JanusConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        vq_config=vq_config,
+        image_token_id=tok_ids[IMG],
+        tie_word_embeddings=False,
+    )
+
+
+def make_grid_variant(out_dir: Path, tok, ids: dict, tok_info: dict, ip_kwargs: dict, seed: int,
+                      special_tokens_map: Path) -> tuple:
+    """Writes janus-pro-tiny-grid-hf (bf16 safetensors) and returns its t2i goldens."""
+    from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
+
+    cfg = make_grid_config(ids)
+    assert cfg.vq_config.num_patches == GRID_NUM_PATCHES
+    model = build_model(cfg, seed, tok_info["len"])
+    set_generation_config(model, ids)
+    image_processor = JanusImageProcessorPil(**ip_kwargs)
+    processor = JanusProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        chat_template=CHAT_TEMPLATE,
+        use_default_system_prompt=True,
+        num_image_tokens=GRID_TOKENS,
+    )
+    processor.save_pretrained(str(out_dir))
+    image_processor.save_pretrained(str(out_dir))
+    shutil.copy(special_tokens_map, out_dir / "special_tokens_map.json")
+    sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    model.to(torch.bfloat16).save_pretrained(str(out_dir))  # bf16-exact values: a lossless half-size file
+    del model
+
+    model = JanusForConditionalGeneration.from_pretrained(str(out_dir), dtype=torch.float32)
+    model.eval()
+    processor = JanusProcessor.from_pretrained(str(out_dir), backend="pil")
+    if not isinstance(processor.image_processor, JanusImageProcessorPil):
+        processor.image_processor = JanusImageProcessorPil.from_pretrained(str(out_dir))
+    sd2 = model.state_dict()
+    assert set(sd2) == set(sd) and all(torch.equal(sd2[k], sd[k]) for k in sd)
+    assert model.config.vq_config.num_patches == GRID_NUM_PATCHES
+    assert model.config.vision_config.num_image_tokens == GRID_TOKENS
+    with torch.no_grad():
+        meta, tensors, stats = t2i_goldens(model, processor, tok_info, n_tokens=GRID_TOKENS, hidden=GRID_D,
+                                           codebook=GRID_CODEBOOK, tokenizer_vectors=False)
+    for pi in range(len(T2I_PROMPTS)):
+        assert tuple(tensors[f"p{pi}.pixels"].shape) == (1, GRID_PIXELS, GRID_PIXELS, 3)
+    # the rule this checkpoint is here to pin down: image_size / vq_factor would say otherwise
+    assert (IMAGE_SIZE // GRID_VQ_FACTOR) ** 2 != GRID_TOKENS
+    return meta, tensors, stats
+
+
 def init_scale(name: str, shape: tuple, gains: dict) -> tuple[str, float, float]:
     """Return (kind, mean, std) used to fill one parameter (HF name)."""
     if len(shape) == 1:
@@ -536,6 +646,12 @@ def original_config(cfg: JanusConfig) -> dict:
                 "z_channels": q.latent_channels,
                 "ch": q.base_channels,
                 "num_res_blocks": q.num_res_blocks,
+                # tiny-model convention: the constants of the reference generation script
+                # (generation_inference.py: 576 tokens, img_size 384, patch_size 16 = the VQ's
+                # downsampling), which a released config never states, for this model's size.
+                "image_token_num_per_image": NUM_IMAGE_TOKENS,
+                "img_size": IMAGE_SIZE,
+                "patch_size": 2 ** (len(q.channel_multiplier) - 1),
             },
         },
         "language_config": {
@@ -689,12 +805,16 @@ def manual_t2i(model, input_ids: torch.Tensor, uncond_ids: torch.Tensor, steps: 
     return toks, hid
 
 
-def t2i_goldens(model, processor, tok_info) -> tuple[dict, dict, dict]:
+def saved_steps(n_tokens: int) -> list[int]:
+    return sorted({s for s in (0, 1, 2, 31, n_tokens - 1) if s < n_tokens})
+
+
+def t2i_goldens(model, processor, tok_info, n_tokens: int = NUM_IMAGE_TOKENS, hidden: int = D,
+                codebook: int = CODEBOOK, tokenizer_vectors: bool = True) -> tuple[dict, dict, dict]:
     tokenizer = processor.tokenizer
-    gen_cfg = model.generation_config
     bos_id, pad_id, boi_id = tok_info["ids"][BOS], tok_info["ids"][PAD], tok_info["ids"][BOI]
     tensors, meta_prompts, stats = {}, [], {"margins": [], "unique_tokens": []}
-    save_steps = [0, 1, 2, 31, NUM_IMAGE_TOKENS - 1]
+    save_steps = saved_steps(n_tokens)
 
     lm = model.model.language_model
     for pi, prompt in enumerate(T2I_PROMPTS):
@@ -728,13 +848,13 @@ def t2i_goldens(model, processor, tok_info) -> tuple[dict, dict, dict]:
         finally:
             for h in hooks:
                 h.remove()
-        assert tokens.shape == (1, NUM_IMAGE_TOKENS), tokens.shape
-        assert len(caps_h) == NUM_IMAGE_TOKENS and len(caps_l) == NUM_IMAGE_TOKENS
-        assert caps_h[0].shape == (2, input_ids.shape[1], D)
+        assert tokens.shape == (1, n_tokens), tokens.shape
+        assert len(caps_h) == n_tokens and len(caps_l) == n_tokens
+        assert caps_h[0].shape == (2, input_ids.shape[1], hidden)
         tokens_l = tokens[0].tolist()
 
         margins = []
-        for s in range(NUM_IMAGE_TOKENS):
+        for s in range(n_tokens):
             lg = caps_l[s]
             guided = lg[1:2] + (lg[0:1] - lg[1:2]) * GUIDANCE
             assert int(torch.argmax(guided)) == tokens_l[s]
@@ -743,9 +863,9 @@ def t2i_goldens(model, processor, tok_info) -> tuple[dict, dict, dict]:
         stats["unique_tokens"].append(len(set(tokens_l)))
 
         # independent re-implementation must agree with transformers' generate
-        mtoks, mhid = manual_t2i(model, input_ids, uncond, NUM_IMAGE_TOKENS)
+        mtoks, mhid = manual_t2i(model, input_ids, uncond, n_tokens)
         assert mtoks == tokens_l, "manual CFG loop disagrees with transformers generate"
-        max_hdiff = max(float((mhid[s] - caps_h[s][:, -1, :]).abs().max()) for s in range(NUM_IMAGE_TOKENS))
+        max_hdiff = max(float((mhid[s] - caps_h[s][:, -1, :]).abs().max()) for s in range(n_tokens))
         assert max_hdiff < 1e-4, max_hdiff
 
         for s in save_steps:
@@ -777,7 +897,7 @@ def t2i_goldens(model, processor, tok_info) -> tuple[dict, dict, dict]:
         )
 
     # VQ decode of a fixed grid
-    vq_tokens = [(i * 37 + 11) % CODEBOOK for i in range(NUM_IMAGE_TOKENS)]
+    vq_tokens = [(i * 37 + 11) % codebook for i in range(n_tokens)]
     with torch.no_grad():
         tt = torch.tensor([vq_tokens])
         decoded = model.model.vqmodel.decode(tt)  # NCHW
@@ -794,7 +914,7 @@ def t2i_goldens(model, processor, tok_info) -> tuple[dict, dict, dict]:
     stats["vq_decoded_range"] = [float(decoded.min()), float(decoded.max())]
 
     tok_vectors = []
-    for s in TOKENIZER_STRINGS:
+    for s in TOKENIZER_STRINGS if tokenizer_vectors else []:
         ids = tokenizer(s).input_ids
         raw = tok_info["raw"].encode(s).ids
         assert ids == raw, (s, ids, raw)
@@ -807,7 +927,9 @@ def t2i_goldens(model, processor, tok_info) -> tuple[dict, dict, dict]:
                 "decoded": tokenizer.decode(ids, skip_special_tokens=False),
             }
         )
-    meta = {"prompts": meta_prompts, "vq_tokens": vq_tokens, "tokenizer_vectors": tok_vectors}
+    meta = {"prompts": meta_prompts, "vq_tokens": vq_tokens}
+    if tokenizer_vectors:
+        meta["tokenizer_vectors"] = tok_vectors
     return meta, tensors, stats
 
 
@@ -963,7 +1085,8 @@ def main() -> None:
     d_orig = tiny / "janus-pro-tiny"
     d_shard = tiny / "janus-pro-tiny-sharded"
     d_hfbin = tiny / "janus-pro-tiny-hf-bin"
-    for d in (d_hf, d_orig, d_shard, d_hfbin, golden, tiny / "images"):
+    d_grid = tiny / "janus-pro-tiny-grid-hf"
+    for d in (d_hf, d_orig, d_shard, d_hfbin, d_grid, golden, tiny / "images"):
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
@@ -1093,6 +1216,8 @@ def main() -> None:
     with torch.no_grad():
         t2i_meta, t2i_t, t2i_stats = t2i_goldens(model, processor, tok_info)
         und_meta, und_t, und_stats = und_goldens(model, processor, images, tok_info)
+    grid_meta, grid_t, grid_stats = make_grid_variant(d_grid, tok, ids, tok_info, ip_kwargs,
+                                                      args.seed + GRID_SEED_OFFSET, d_orig / "special_tokens_map.json")
 
     common = {
         "generator": "scripts/make_goldens.py",
@@ -1121,7 +1246,7 @@ def main() -> None:
         {
             "guidance_scale": GUIDANCE,
             "num_image_tokens": NUM_IMAGE_TOKENS,
-            "saved_steps": [0, 1, 2, 31, NUM_IMAGE_TOKENS - 1],
+            "saved_steps": saved_steps(NUM_IMAGE_TOKENS),
             "cfg_layout": "block-wise: row 0 = conditional, row 1 = unconditional",
             "cfg_formula": "guided = uncond + (cond - uncond) * guidance_scale (f32), argmax",
             "min_top2_margin": min(t2i_stats["margins"]),
@@ -1152,11 +1277,36 @@ def main() -> None:
     save_file(dict(sorted(t2i_t.items())), str(golden / "t2i.safetensors"), metadata={"format": "pt"})
     write_json(golden / "und.json", und_json)
     save_file(dict(sorted(und_t.items())), str(golden / "und.safetensors"), metadata={"format": "pt"})
+    grid_json = dict(common)
+    grid_json.update(
+        {
+            "model_dir": "assets/tiny/janus-pro-tiny-grid-hf",
+            "seed": args.seed + GRID_SEED_OFFSET,
+            "guidance_scale": GUIDANCE,
+            "num_image_tokens": GRID_TOKENS,
+            "grid_size": GRID_NUM_PATCHES,
+            "image_size": GRID_PIXELS,
+            "vision_image_size": IMAGE_SIZE,
+            "vision_patch_size": GRID_PATCH,
+            "vq_upsampling": GRID_VQ_FACTOR,
+            "rule": "transformers: vision_config.num_image_tokens tokens, decoded on the vq num_patches grid "
+                    "(= vision image_size // patch_size); pixels = num_patches * VQ upsampling",
+            "saved_steps": saved_steps(GRID_TOKENS),
+            "min_top2_margin": min(grid_stats["margins"]),
+            "unique_image_tokens_per_prompt": grid_stats["unique_tokens"],
+            "vq_decoded_range": grid_stats["vq_decoded_range"],
+            "postprocess_formula_mismatches": grid_stats["postprocess_formula_mismatches"],
+        }
+    )
+    grid_json.update(grid_meta)
+    write_json(golden / "t2i_grid.json", grid_json)
+    save_file(dict(sorted(grid_t.items())), str(golden / "t2i_grid.safetensors"), metadata={"format": "pt"})
 
     log("t2i min margin per prompt:", t2i_stats["margins"], "unique tokens:", t2i_stats["unique_tokens"])
     log("vq unsaturated fraction:", t2i_stats["vq_unsaturated_fraction"], "range", t2i_stats["vq_decoded_range"],
         "gen:", t2i_stats["gen_unsaturated_fraction"], "formula mismatches:", t2i_stats["postprocess_formula_mismatches"])
     log("und min margin per case:", und_stats["margins"])
+    log("grid t2i min margin per prompt:", grid_stats["margins"], "unique tokens:", grid_stats["unique_tokens"])
     for c in und_meta["cases"]:
         log("und", c["image"], c["generated_ids"], "eos:", c["hit_eos"])
     log("done")

@@ -83,6 +83,8 @@ pub struct Janus {
     vq: Option<VqDecoder>,
     vision: Option<VisionEncoder>,
     pub preprocess: PreprocessConfig,
+    /// Side of a generated image in pixels.
+    image_size: usize,
     device: Device,
     dtype: DType,
     quant: Quant,
@@ -124,13 +126,17 @@ impl Janus {
                 vq_cfg.codebook_size, cfg.gen.image_token_size
             )));
         }
-        if cfg.vision.image_size % vq_cfg.downsample() != 0 {
+        // Generated images: the grid comes from the config (by its format's rule), the pixels
+        // from the VQ decoder's upsampling of that grid.
+        let image_size = cfg.image_grid.grid_size * vq_cfg.downsample();
+        if let Some(fixed) = cfg.image_grid.image_size.filter(|&s| s != image_size && opts.parts.generation()) {
             return Err(Error::Config {
                 path: files.config.clone(),
                 msg: format!(
-                    "image size {} is not a multiple of the VQ downsampling factor {}",
-                    cfg.vision.image_size,
-                    vq_cfg.downsample()
+                    "generated images are {fixed} pixels on a {g}×{g} token grid, but the VQ decoder upsamples by {f} \
+                     (to {image_size} pixels)",
+                    g = cfg.image_grid.grid_size,
+                    f = vq_cfg.downsample()
                 ),
             });
         }
@@ -175,6 +181,7 @@ impl Janus {
             vq,
             vision,
             preprocess,
+            image_size,
             device: opts.device.clone(),
             dtype: opts.dtype,
             quant,
@@ -223,19 +230,20 @@ impl Janus {
         &self.llm
     }
 
-    /// Side of the token grid (24 for Janus-Pro).
+    /// Side of the token grid of a generated image (24 for Janus-Pro), see [`crate::config::ImageGrid`].
     pub fn grid_size(&self) -> usize {
-        self.cfg.vision.image_size / self.vq_cfg.downsample()
+        self.cfg.image_grid.grid_size
     }
 
     /// Image tokens per generated image (576 for Janus-Pro).
     pub fn num_image_tokens(&self) -> usize {
-        self.grid_size() * self.grid_size()
+        self.cfg.image_grid.num_image_tokens
     }
 
-    /// Side of a generated image in pixels (384 for Janus-Pro).
+    /// Side of a generated image in pixels (384 for Janus-Pro): the grid times the VQ decoder's
+    /// upsampling.
     pub fn image_size(&self) -> usize {
-        self.cfg.vision.image_size
+        self.image_size
     }
 
     /// Image-token logits (f32) for post-norm LM hidden states.
@@ -268,14 +276,15 @@ impl Janus {
         for group in tokens.chunks(chunk.max(1)) {
             let flat: Vec<u32> = group.iter().flatten().copied().collect();
             let ids = Tensor::from_vec(flat, (group.len(), n_tok), &self.device)?;
-            let pixels = self.vq()?.decode_tokens(&ids)?;
+            let pixels = self.vq()?.decode_tokens(&ids, self.grid_size())?;
             out.extend(crate::image::to_rgb(&pixels)?);
         }
         Ok(out)
     }
 
-    /// The raw VQ decoder output `[N, 3, H, W]` (f32) for image tokens, for parity tests.
+    /// The raw VQ decoder output `[N, 3, H, W]` (f32) for image tokens `[N, grid²]`, for parity
+    /// tests.
     pub fn decode_raw(&self, tokens: &Tensor) -> Result<Tensor> {
-        Ok(self.vq()?.decode_tokens(tokens)?.to_dtype(DType::F32)?)
+        Ok(self.vq()?.decode_tokens(tokens, self.grid_size())?.to_dtype(DType::F32)?)
     }
 }

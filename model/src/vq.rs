@@ -39,7 +39,7 @@ pub struct VqConfig {
 }
 
 impl VqConfig {
-    /// Spatial downsampling factor between the token grid and the image.
+    /// Spatial upsampling factor of the decoder between the token grid and the image.
     pub fn downsample(&self) -> usize {
         1 << self.levels.iter().filter(|l| l.upsample).count()
     }
@@ -260,13 +260,13 @@ impl VqDecoder {
         &self.cfg
     }
 
-    /// Image tokens `[N, g*g]` (raster order) → decoder output `[N, 3, g*f, g*f]`, nominally in
-    /// [-1, 1], where f is the downsampling factor.
-    pub fn decode_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+    /// Image tokens `[N, g*g]` (raster order) on the model's `g`×`g` grid (transformers'
+    /// `num_patches`, the original's `img_size // patch_size`) → decoder output
+    /// `[N, 3, g*f, g*f]`, nominally in [-1, 1], where f is the upsampling factor.
+    pub fn decode_tokens(&self, tokens: &Tensor, g: usize) -> Result<Tensor> {
         let (n, len) = tokens.dims2()?;
-        let g = (len as f64).sqrt() as usize;
         if g * g != len {
-            return Err(Error::InvalidInput(format!("{len} image tokens do not form a square grid")));
+            return Err(Error::InvalidInput(format!("{len} image tokens do not fill the {g}×{g} token grid")));
         }
         let z = self
             .codebook

@@ -15,6 +15,10 @@ pub const TINY_VARIANTS: [&str; 4] = [
     "janus-pro-tiny-hf-bin",  // transformers names, f32 pickle shards + index
 ];
 
+/// A smaller transformers-format checkpoint whose vision patch (8) differs from the VQ's
+/// upsampling (2): its generation grid is 4×4 tokens, its images 8 pixels.
+pub const GRID_VARIANT: &str = "janus-pro-tiny-grid-hf";
+
 pub fn assets() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets")
 }
