@@ -278,12 +278,12 @@ impl Checkpoint {
                     )));
                 }
                 let t = self.load_stored(&n, dev)?;
-                check_shape(t, shape, &n, &self.file_of(&n))?
+                check_shape(t, shape, original, &n, &self.file_of(&n))?
             }
             Stored::Fused(parts) => {
                 let ts = parts.iter().map(|n| self.load_stored(n, dev)).collect::<Result<Vec<_>>>()?;
                 let t = Tensor::cat(&ts, 0)?;
-                check_shape(t, shape, &parts.join(" + "), &self.file_of(&parts[0]))?
+                check_shape(t, shape, original, &parts.join(" + "), &self.file_of(&parts[0]))?
             }
         };
         Ok(t.to_dtype(dtype)?)
@@ -296,15 +296,21 @@ impl Checkpoint {
     }
 }
 
-/// Accepts a stored tensor whose shape equals the requested one up to size-1 axes
-/// (`pos_embed` is [1,N,C] in the original format and [N,C] in transformers').
-fn check_shape(t: Tensor, want: &Shape, name: &str, file: &str) -> Result<Tensor> {
+/// The one tensor whose rank differs between the formats: SigLIP's `pos_embed` is `[1, N, C]` in
+/// the original checkpoint and `[N, C]` in transformers' (`position_embedding.weight`, an
+/// `nn.Embedding`). Every other tensor has the same shape in both (the q/k/v split is a
+/// concatenation, see [`Stored::Fused`]).
+const POS_EMBED: &str = "vision_model.vision_tower.pos_embed";
+
+/// Checks a stored tensor (`name` in `file`, asked for as `original`) against the shape the
+/// config implies. Only `pos_embed` may come without its leading batch axis; any other
+/// difference, even in size-1 axes, is an error naming the file, the tensor and both shapes.
+fn check_shape(t: Tensor, want: &Shape, original: &str, name: &str, file: &str) -> Result<Tensor> {
     if t.shape() == want {
         return Ok(t);
     }
-    let squeeze = |d: &[usize]| d.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
-    if squeeze(t.dims()) == squeeze(want.dims()) {
-        return Ok(t.reshape(want)?);
+    if original == POS_EMBED && want.dims().split_first().is_some_and(|(&one, rest)| one == 1 && rest == t.dims()) {
+        return Ok(t.unsqueeze(0)?);
     }
     Err(Error::Weights(format!(
         "{file}: tensor {name} has shape {:?} but the config implies {:?}",

@@ -59,6 +59,9 @@ fn both_formats_give_the_same_config() {
     assert_eq!(a.cfg.gen, b.cfg.gen);
     assert_eq!(a.cfg.gen_aligner, b.cfg.gen_aligner);
     assert_eq!(a.vq_cfg, b.vq_cfg);
+    let grid = |m: &Janus| (m.num_image_tokens(), m.grid_size(), m.image_size());
+    assert_eq!(grid(&a), grid(&b));
+    assert_eq!(grid(&a), (64, 8, 32));
     assert_eq!(a.tokenizer.special, b.tokenizer.special);
 }
 
@@ -91,6 +94,69 @@ fn wrong_shape_names_tensor_file_and_shapes() {
     });
     let e = load_err(tmp.path());
     assert!(e.contains(&name) && e.contains("[3, 5]") && e.contains("model-00001-of-00002"), "{e}");
+}
+
+/// Only SigLIP's `pos_embed` may differ from the expected shape by a size-1 axis (it is `[N, C]`
+/// in the transformers format); any other tensor with an extra size-1 axis is refused, naming
+/// the file, the tensor and both shapes.
+#[test]
+fn extra_size_one_axis_is_refused() {
+    for (at, name) in [
+        (1, "gen_head.vision_head.weight"),
+        (0, "language_model.model.norm.weight"),
+        (1, "gen_vision_model.decoder.conv_out.bias"),
+        (0, "vision_model.vision_tower.patch_embed.proj.weight"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&tiny_dir("janus-pro-tiny-sharded"), tmp.path());
+        let (file, found) = edit_tensor(tmp.path(), name, |t| t.unsqueeze(at).unwrap());
+        let mut expected = found.clone();
+        expected.remove(at);
+        let names = |e: &str| {
+            e.contains(name)
+                && e.contains(&file)
+                && e.contains(&format!("{found:?}"))
+                && e.contains(&format!("{expected:?}"))
+        };
+        // The checkpoint refuses the tensor, as a weights error...
+        let files = ModelFiles::from_dir(tmp.path(), "broken").unwrap();
+        let ckpt = janus::weights::Checkpoint::open(&files.weights).unwrap();
+        let err = ckpt.load(name, &candle_core::Shape::from(expected.clone()), DType::F32, &Device::Cpu).unwrap_err();
+        assert!(matches!(err, janus::Error::Weights(_)), "{name}: {err:?}");
+        assert!(names(&err.to_string()), "{name}: {err}");
+        // ...and so does loading the model.
+        let e = load_err(tmp.path());
+        assert!(names(&e), "{name}: {e}");
+    }
+}
+
+/// Rewrites tensor `name` of the sharded tiny model through `edit`; returns the shard's file
+/// name and the new shape.
+fn edit_tensor(dir: &Path, name: &str, edit: impl FnOnce(&Tensor) -> Tensor) -> (String, Vec<usize>) {
+    for shard in ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"] {
+        let path = dir.join(shard);
+        let mut ts = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+        if let Some(t) = ts.get(name) {
+            let t = edit(t);
+            let dims = t.dims().to_vec();
+            ts.insert(name.to_string(), t);
+            candle_core::safetensors::save(&ts, &path).unwrap();
+            return (shard.to_string(), dims);
+        }
+    }
+    panic!("{name} is in neither shard");
+}
+
+#[test]
+fn transformers_pos_embed_has_no_batch_axis() {
+    // The transformers checkpoint stores SigLIP's position embedding as [N, C]; it loads as the
+    // original's [1, N, C], and gives the same vision features as the original checkpoint.
+    let names = janus::weights::Checkpoint::open(&[tiny_dir("janus-pro-tiny-hf").join("model.safetensors")]).unwrap();
+    assert_eq!(names.shape_of("vision_model.vision_tower.pos_embed").unwrap().len(), 2);
+    let (a, b) = (load_tiny("janus-pro-tiny-hf"), load_tiny("janus-pro-tiny-sharded"));
+    let pixels = Tensor::ones((1, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+    let d = max_abs_diff(&a.vision_features(&pixels).unwrap(), &b.vision_features(&pixels).unwrap());
+    assert!(d < 1e-5, "vision features differ by {d}");
 }
 
 #[test]
