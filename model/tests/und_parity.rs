@@ -27,7 +27,9 @@ fn max_diff_in_u8_steps(a: &Tensor, b: &Tensor) -> f32 {
 fn preprocessing_matches() {
     let g = Golden::load("und");
     let model = load_tiny("janus-pro-tiny");
-    for (name, info) in g.json["images"].as_object().unwrap() {
+    let images = g.json["images"].as_object().unwrap();
+    assert!(!images.is_empty(), "the golden has no images");
+    for (name, info) in images {
         let img = load_image(&image_path(&g, name)).unwrap();
         let (w, h) = (info["width"].as_u64().unwrap() as u32, info["height"].as_u64().unwrap() as u32);
         assert_eq!((img.width(), img.height()), (w, h), "{name}");
@@ -36,6 +38,8 @@ fn preprocessing_matches() {
         // Decoding alone (PNG exactly; JPEG within a few levels of libjpeg).
         let rgb = img.to_rgb8();
         let golden_rgb = g.t(&format!("{}.rgb", stem(name))).flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        assert_eq!(rgb.as_raw().len(), golden_rgb.len(), "{name}: decoded pixel count");
+        assert!(!golden_rgb.is_empty(), "{name}: empty golden image");
         let worst = rgb.as_raw().iter().zip(&golden_rgb).map(|(&a, &b)| (a as i16 - b as i16).abs()).max().unwrap();
         let tol = if name.ends_with(".jpg") { 4 } else { 0 };
         assert!(worst <= tol, "{name}: decoded pixels differ by {worst}");
@@ -76,7 +80,9 @@ fn prompts_prefill_and_greedy_answers_match() {
     let g = Golden::load("und");
     for variant in ["janus-pro-tiny", "janus-pro-tiny-hf", "janus-pro-tiny-sharded"] {
         let model = load_tiny(variant);
-        for (k, case) in g.json["cases"].as_array().unwrap().iter().enumerate() {
+        let cases = g.json["cases"].as_array().unwrap();
+        assert!(!cases.is_empty(), "the golden has no cases");
+        for (k, case) in cases.iter().enumerate() {
             let img = load_image(&image_path(&g, case["image"].as_str().unwrap())).unwrap();
             let conv = Conversation::single(img, case["question"].as_str().unwrap());
             let prompt = model.prepare(&conv).unwrap();
@@ -93,7 +99,11 @@ fn prompts_prefill_and_greedy_answers_match() {
             let d = max_abs_diff(&logits0, g.t(&format!("u{k}.logits0")));
             assert!(d <= 1e-4, "{variant} u{k}: first logits differ by {d}");
 
-            let max = case["generated_ids"].as_array().unwrap().len();
+            let golden = ids(&case["generated_ids"]);
+            // An empty golden answer would make the comparison below vacuous.
+            assert!(!golden.is_empty(), "{variant} u{k}: the golden answer has no tokens");
+            assert!(!case["generated_text"].as_str().unwrap().is_empty(), "{variant} u{k}: empty golden text");
+            let max = golden.len();
             let params = TextParams { max_new_tokens: Some(max), ..Default::default() };
             let mut streamed = String::new();
             let out = model
@@ -109,7 +119,8 @@ fn prompts_prefill_and_greedy_answers_match() {
             } else {
                 assert_eq!(out.finish_reason, FinishReason::Length);
             }
-            assert_eq!(got, ids(&case["generated_ids"]), "{variant} u{k}: greedy answer");
+            assert!(!out.token_ids.is_empty(), "{variant} u{k}: empty answer");
+            assert_eq!(got, golden, "{variant} u{k}: greedy answer");
             assert_eq!(streamed, out.text, "streamed pieces add up to the answer");
             assert_eq!(out.prompt_tokens, len);
         }
@@ -125,6 +136,7 @@ fn text_decoding_with_the_cache_equals_recomputation() {
     let img = load_image(&image_path(&g, "square.png")).unwrap();
     let conv = Conversation::single(img, "Describe this image.");
     let out = model.answer(&conv, &TextParams { max_new_tokens: Some(12), ..Default::default() }, |_| true).unwrap();
+    assert!(!out.token_ids.is_empty(), "an empty answer would compare nothing");
     let prompt = model.prepare(&conv).unwrap();
     let embeds = model.prompt_embeds(&prompt).unwrap();
     let answer = Tensor::new(out.token_ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
