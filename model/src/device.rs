@@ -38,7 +38,13 @@ pub fn select_device(s: &str) -> Result<Device> {
     let s = s.to_ascii_lowercase();
     match s.as_str() {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(cuda(0).unwrap_or(Device::Cpu)),
+        "auto" => {
+            let (device, warning) = auto_choice(cfg!(feature = "cuda"), || cuda(0));
+            if let Some(w) = warning {
+                tracing::warn!("{w}");
+            }
+            Ok(device)
+        }
         _ => {
             let ordinal = match s.strip_prefix("cuda") {
                 Some("") => 0,
@@ -53,6 +59,19 @@ pub fn select_device(s: &str) -> Result<Device> {
             };
             cuda(ordinal)
         }
+    }
+}
+
+/// `--device auto`: the first GPU when this build has CUDA and it starts, else the CPU; the
+/// warning to log when a CUDA build falls back (it names the error, so that a broken driver is
+/// not mistaken for a machine without a GPU).
+fn auto_choice(cuda_built: bool, first_gpu: impl FnOnce() -> Result<Device>) -> (Device, Option<String>) {
+    if !cuda_built {
+        return (Device::Cpu, None);
+    }
+    match first_gpu() {
+        Ok(d) => (d, None),
+        Err(e) => (Device::Cpu, Some(format!("--device auto: CUDA did not start ({e}); running on the CPU"))),
     }
 }
 
@@ -100,5 +119,16 @@ mod tests {
         assert!(select_device("cpu").unwrap().is_cpu());
         assert!(select_device("tpu").is_err());
         assert!(select_device("auto").is_ok());
+    }
+
+    #[test]
+    fn auto_falls_back_to_the_cpu_naming_the_cuda_error() {
+        let failed = || Err(Error::InvalidInput("CUDA_ERROR_NO_DEVICE".into()));
+        let (d, warning) = auto_choice(true, failed);
+        assert!(d.is_cpu());
+        let w = warning.expect("a CUDA build that falls back says why");
+        assert!(w.contains("CUDA_ERROR_NO_DEVICE") && w.contains("CPU"), "{w}");
+        let (d, warning) = auto_choice(false, || panic!("a CPU-only build does not try CUDA"));
+        assert!(d.is_cpu() && warning.is_none());
     }
 }

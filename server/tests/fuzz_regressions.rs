@@ -34,7 +34,12 @@ fn replay(kind: &str) -> usize {
 
 #[test]
 fn every_fixed_crash_stays_fixed() {
-    replay("regressions");
+    let dir = fuzz_dir().join("regressions");
+    for target in janus_server::fuzz::TARGETS {
+        assert!(dir.join(target).is_dir(), "no regressions folder for {target}");
+    }
+    // A wrong path or an emptied folder would otherwise pass with nothing replayed.
+    assert!(replay("regressions") >= 1, "no regression inputs under {}", dir.display());
 }
 
 #[test]

@@ -207,7 +207,10 @@ impl Engine for Fake {
         self.shut_down.store(true, Ordering::SeqCst);
     }
 
+    /// Idle when no held request is still open (a `Hang` request is work in flight until its
+    /// sender is dropped or its client goes away).
     fn is_idle(&self) -> bool {
-        true
+        self.held_images.lock().unwrap().iter().all(|tx| tx.is_closed())
+            && self.held_chat.lock().unwrap().iter().all(|tx| tx.is_closed())
     }
 }

@@ -177,3 +177,50 @@ async fn openapi_document_matches_the_committed_snapshot() {
         "docs/openapi.json is stale; run `UPDATE_OPENAPI=1 cargo test --release -p janus-server openapi`"
     );
 }
+
+/// Shutdown: `/ready` and new requests answer 503 at once, and the drain waits for the work in
+/// flight (here a request the engine holds) until it finishes, or gives up at the deadline.
+#[tokio::test]
+async fn graceful_drain_waits_for_work_in_flight() {
+    use std::time::{Duration, Instant};
+
+    use super::super::serve::drain;
+    use super::fake::Mode;
+
+    let h = default_harness();
+    h.fake.set_mode(Mode::Hang);
+    let app = h.app.clone();
+    let in_flight =
+        tokio::spawn(async move { send(&app, post_json("/v1/images/generations", &json!({"prompt": "x"}))).await });
+    while h.fake.held_images.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    h.state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    h.state.engine.shutdown();
+    assert!(h.fake.shut_down.load(std::sync::atomic::Ordering::SeqCst));
+    send(&h.app, get("/ready")).await.assert_error(503, None, "shutting down");
+    send(&h.app, post_json("/v1/images/generations", &json!({"prompt": "y"}))).await.assert_error(
+        503,
+        None,
+        "shutting down",
+    );
+
+    let t = Instant::now();
+    assert!(!drain(&h.state.engine, Instant::now() + Duration::from_millis(100)).await, "work is in flight");
+    assert!(t.elapsed() >= Duration::from_millis(100), "the drain waited until the deadline");
+
+    // The engine finishes the request: the drain completes, well before its deadline.
+    let finisher = {
+        let fake = h.fake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            fake.held_images.lock().unwrap().clear();
+        })
+    };
+    let t = Instant::now();
+    assert!(drain(&h.state.engine, Instant::now() + Duration::from_secs(10)).await);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    finisher.await.unwrap();
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status.as_u16(), 500, "the request ended (the fake dropped it): {}", r.text());
+}
