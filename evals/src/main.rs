@@ -223,14 +223,10 @@ fn generate(a: GenerateArgs, dpg: bool) -> Result<()> {
     }
     let (backend, settings, concurrency): (Box<dyn ImageBackend>, _, usize) = match (&a.model, &a.endpoint) {
         (Some(model), None) => {
-            let defaults = janus::SamplingParams::default();
-            let params = janus::SamplingParams {
-                cfg_weight: a.cfg.unwrap_or(defaults.cfg_weight),
-                temperature: a.temperature.unwrap_or(defaults.temperature),
-                ..defaults
-            };
-            let settings = json!({ "cfg": params.cfg_weight, "temperature": params.temperature });
-            let b = InProcess::open(model, &a.device, a.dtype.as_deref(), a.quant, params, a.decode_chunk)?;
+            let cfg = a.cfg.unwrap_or(janus::limits::DEFAULT_CFG_WEIGHT);
+            let temperature = a.temperature.unwrap_or(janus::limits::DEFAULT_IMAGE_TEMPERATURE);
+            let settings = json!({ "cfg": cfg, "temperature": temperature });
+            let b = InProcess::open(model, &a.device, a.dtype.as_deref(), a.quant, (cfg, temperature), a.decode_chunk)?;
             (Box::new(b), settings, 1)
         }
         (None, Some(endpoint)) => {

@@ -129,8 +129,8 @@ fn tiles_of_different_sizes_are_an_error_naming_the_item() {
 fn in_process_on_the_tiny_model() {
     // DPG prompts run to 130 words, more than the tiny model's 256-token context: short ones here
     let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/janus-pro-tiny");
-    let params = janus::SamplingParams::default();
-    let backend = InProcess::open(tiny.to_str().unwrap(), "cpu", None, janus::Quant::None, params, 4).unwrap();
+    let sampling = (janus::limits::DEFAULT_CFG_WEIGHT, janus::limits::DEFAULT_IMAGE_TEMPERATURE);
+    let backend = InProcess::open(tiny.to_str().unwrap(), "cpu", None, janus::Quant::None, sampling, 4).unwrap();
     let prompts: Vec<DpgPrompt> = ["a red cube on a table", "two cats"]
         .iter()
         .enumerate()

@@ -231,9 +231,15 @@ fn gen_opts(out: &Path, samples: usize) -> janus_evals::generate::GenerateOption
 fn a_generated_run_scores_end_to_end() {
     use janus_evals::generate::{generate_geneval, InProcess};
     let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/janus-pro-tiny");
-    let backend =
-        InProcess::open(tiny.to_str().unwrap(), "cpu", None, janus::Quant::None, janus::SamplingParams::default(), 4)
-            .unwrap();
+    let backend = InProcess::open(
+        tiny.to_str().unwrap(),
+        "cpu",
+        None,
+        janus::Quant::None,
+        (janus::limits::DEFAULT_CFG_WEIGHT, janus::limits::DEFAULT_IMAGE_TEMPERATURE),
+        4,
+    )
+    .unwrap();
     let prompts = janus_evals::data::select(janus_evals::data::geneval_prompts(), &[], Some(2));
     let tmp = tempfile::tempdir().unwrap();
     generate_geneval(&prompts, &backend, &gen_opts(tmp.path(), 2)).unwrap();
