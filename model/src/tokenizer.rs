@@ -4,6 +4,9 @@
 //! tokens looked up by string, placeholder expansion) and `janus/utils/conversation.py` (the
 //! "deepseek" template). Special-token ids differ between Janus-Pro-1B and -7B (pad is 100002
 //! vs 100015), so every one is resolved by its string from the model's own tokenizer.
+//!
+//! [`DecodeStream`] turns a growing answer into text pieces incrementally, as TGI's and vLLM's
+//! incremental detokenizers do (`decode(context + new) − decode(context)`).
 
 use std::path::Path;
 
@@ -91,6 +94,72 @@ impl JanusTokenizer {
     }
 }
 
+/// Streams the text of an answer token by token, decoding only a window each step: the tokens
+/// of the last piece returned (left context, so that a decoder's handling of a sequence's start
+/// does not leak into the middle of the text) and those pushed since. A new piece is
+/// `decode(window) − decode(context)`, returned once it does not end in U+FFFD (an incomplete
+/// UTF-8 sequence, e.g. the first bytes of a character split over byte tokens); then the window
+/// moves on. Concatenated, the pieces are `decode(all tokens)` for a decoder whose output for a
+/// sequence starts with its output for every prefix (the byte-level decoder of the DeepSeek
+/// tokenizer); any other is reported as an [`Error::Tokenizer`].
+#[derive(Debug, Clone, Default)]
+pub struct DecodeStream {
+    /// The window: context tokens, then the pending ones.
+    ids: Vec<u32>,
+    /// Where the pending tokens start in `ids`.
+    read: usize,
+    /// `decode(ids[..read])`.
+    context_text: String,
+}
+
+impl DecodeStream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a token; returns the text it completes, if any.
+    pub fn push(&mut self, tokenizer: &JanusTokenizer, id: u32) -> Result<Option<String>> {
+        self.push_with(id, |ids| tokenizer.decode(ids))
+    }
+
+    /// The text of the pending tokens, complete or not (at the end of an answer); the stream is
+    /// empty afterwards.
+    pub fn finish(&mut self, tokenizer: &JanusTokenizer) -> Result<Option<String>> {
+        self.finish_with(|ids| tokenizer.decode(ids))
+    }
+
+    fn push_with(&mut self, id: u32, decode: impl Fn(&[u32]) -> Result<String>) -> Result<Option<String>> {
+        self.ids.push(id);
+        let text = decode(&self.ids)?;
+        if text.len() <= self.context_text.len() || text.ends_with('\u{FFFD}') {
+            return Ok(None);
+        }
+        let piece = self.piece(&text)?;
+        self.ids.drain(..self.read);
+        self.read = self.ids.len();
+        self.context_text = decode(&self.ids)?;
+        Ok(Some(piece))
+    }
+
+    fn finish_with(&mut self, decode: impl Fn(&[u32]) -> Result<String>) -> Result<Option<String>> {
+        let text = if self.read < self.ids.len() { decode(&self.ids)? } else { String::new() };
+        let piece = if text.len() > self.context_text.len() { Some(self.piece(&text)?) } else { None };
+        *self = Self::default();
+        Ok(piece)
+    }
+
+    /// What `text` (the window's) adds to the context's text.
+    fn piece(&self, text: &str) -> Result<String> {
+        match text.strip_prefix(self.context_text.as_str()) {
+            Some(piece) => Ok(piece.to_string()),
+            None => Err(Error::Tokenizer(format!(
+                "the decoder rewrote earlier text ({:?} became {text:?}), so it cannot be streamed",
+                self.context_text
+            ))),
+        }
+    }
+}
+
 /// The "deepseek" SFT template with an empty system prompt, a user turn and an empty assistant
 /// turn, followed by the image start tag: `<|User|>: {prompt}\n\n<|Assistant|>:<begin_of_image>`.
 pub fn t2i_prompt(prompt: &str) -> String {
@@ -104,5 +173,100 @@ mod tests {
     #[test]
     fn template_matches_reference() {
         assert_eq!(t2i_prompt("  a cat "), "<|User|>: a cat\n\n<|Assistant|>:<begin_of_image>");
+    }
+
+    fn tiny() -> JanusTokenizer {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/janus-pro-tiny/tokenizer.json");
+        JanusTokenizer::from_file(&path).unwrap()
+    }
+
+    /// Streams `ids` and returns the pieces, checking each against `decode` of everything so far.
+    fn stream(tok: &JanusTokenizer, ids: &[u32]) -> Vec<String> {
+        let mut s = DecodeStream::new();
+        let mut pieces: Vec<String> = ids.iter().filter_map(|&id| s.push(tok, id).unwrap()).collect();
+        pieces.extend(s.finish(tok).unwrap());
+        pieces
+    }
+
+    /// The tiny tokenizer is byte-level (ids 0..256 are the bytes, no merges across them for
+    /// non-ASCII text), so multi-byte characters arrive split over byte tokens.
+    #[test]
+    fn streamed_pieces_add_up_to_the_decoded_text() {
+        let tok = tiny();
+        let text = "naïve café — 日本語 🎉 ok, ünïcödé!\n二 x";
+        let ids = tok.encode(text).unwrap()[1..].to_vec();
+        assert!(ids.len() > text.chars().count(), "characters split over several tokens");
+        let pieces = stream(&tok, &ids);
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(tok.decode(&ids).unwrap(), text);
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "no split character is shown half: {pieces:?}");
+        assert!(pieces.len() < ids.len(), "pieces wait for the rest of their character");
+    }
+
+    /// Arbitrary ids: stray continuation bytes, truncated characters, special tokens (dropped),
+    /// ids the tokenizer does not know (dropped, as `tokenizers` does).
+    #[test]
+    fn streamed_pieces_of_any_ids_add_up_to_the_decoded_text() {
+        let tok = tiny();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for len in [1usize, 2, 3, 5, 17, 64, 200] {
+            for _ in 0..20 {
+                let ids: Vec<u32> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // mostly byte tokens, the non-ASCII ones (ids 94..256) above all
+                        match x % 10 {
+                            0 => (x >> 8) as u32 % 512,
+                            1..=6 => 94 + (x >> 8) as u32 % 162,
+                            _ => (x >> 8) as u32 % 94,
+                        }
+                    })
+                    .collect();
+                assert_eq!(stream(&tok, &ids).concat(), tok.decode(&ids).unwrap(), "{ids:?}");
+            }
+        }
+    }
+
+    /// Each step decodes a window of a few tokens, not the whole answer: an answer of n tokens
+    /// costs O(n) decoded tokens.
+    #[test]
+    fn each_step_decodes_a_window_not_the_answer() {
+        let tok = tiny();
+        let text = "a red square on a blue ground, ünïcödé and 日本語 — ".repeat(20);
+        let ids = tok.encode(&text).unwrap()[1..].to_vec();
+        let decoded = std::cell::Cell::new(0usize);
+        let counting = |w: &[u32]| {
+            decoded.set(decoded.get() + w.len());
+            tok.decode(w)
+        };
+        let mut s = DecodeStream::new();
+        let mut out = String::new();
+        for &id in &ids {
+            out.extend(s.push_with(id, counting).unwrap());
+        }
+        out.extend(s.finish_with(counting).unwrap());
+        assert_eq!(out, text);
+        let n = ids.len();
+        assert!(decoded.get() <= 8 * n, "{} tokens decoded for an answer of {n}", decoded.get());
+    }
+
+    /// A decoder failure is an error, not a missing piece, while streaming and at the end; a
+    /// decoder that rewrites earlier text is refused rather than streamed wrongly.
+    #[test]
+    fn decoder_failures_are_tokenizer_errors() {
+        let tok = &tiny();
+        let fail_from =
+            |n: usize| move |w: &[u32]| if w.len() >= n { Err(Error::Tokenizer("boom".into())) } else { tok.decode(w) };
+        let mut s = DecodeStream::new();
+        assert!(matches!(s.push_with(64, fail_from(1)), Err(Error::Tokenizer(_))));
+        let mut s = DecodeStream::new();
+        s.push_with(127, fail_from(3)).unwrap(); // 'Ã': the first byte of a two-byte character, held
+        assert!(matches!(s.finish_with(fail_from(1)), Err(Error::Tokenizer(_))));
+        let mut s = DecodeStream::new();
+        let rewriting = |w: &[u32]| Ok(w.iter().rev().map(|t| t.to_string()).collect::<Vec<_>>().join(" "));
+        s.push_with(1, rewriting).unwrap();
+        assert!(matches!(s.push_with(2, rewriting), Err(Error::Tokenizer(_))));
     }
 }

@@ -15,11 +15,10 @@ use crate::limits::{DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEXT_TEMPERATURE};
 use crate::llm::{last_position, LlmCache};
 use crate::model::Janus;
 use crate::sampling::{Sampler, SamplingParams};
-use crate::tokenizer::{ASSISTANT, EOS, IMAGE_PLACEHOLDER, USER};
+use crate::tokenizer::{DecodeStream, ASSISTANT, EOS, IMAGE_PLACEHOLDER, USER};
 
 /// `VLChatProcessor.system_prompt` of the released processor.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful language and vision assistant. You are able to understand the visual content that the user provides, and assist the user with a variety of tasks using natural language.";
-
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -117,7 +116,6 @@ pub enum FinishReason {
     Cancelled,
 }
 
-
 /// Answer positions a text session's KV cache grows by at a time (it starts with the prompt and
 /// one chunk, not with the whole `max_tokens`).
 pub const TEXT_CACHE_CHUNK: usize = 128;
@@ -133,7 +131,11 @@ pub struct TextParams {
 
 impl Default for TextParams {
     fn default() -> Self {
-        Self { max_new_tokens: None, sampling: SamplingParams { temperature: DEFAULT_TEXT_TEMPERATURE, ..Default::default() }, seed: 0 }
+        Self {
+            max_new_tokens: None,
+            sampling: SamplingParams { temperature: DEFAULT_TEXT_TEMPERATURE, ..Default::default() },
+            seed: 0,
+        }
     }
 }
 
@@ -246,7 +248,7 @@ impl Janus {
                 }
             }
         }
-        Ok(session.into_output())
+        session.into_output()
     }
 }
 
@@ -259,8 +261,10 @@ pub struct TextSession<'m> {
     /// LM input for the next step (the prompt embeddings first).
     next: Option<Tensor>,
     ids: Vec<u32>,
-    /// Bytes of the decoded text already returned by `step`.
-    emitted: usize,
+    /// The answer's text, decoded incrementally.
+    detok: DecodeStream,
+    /// The pieces `step` returned, together.
+    text: String,
     max_new: usize,
     prompt_tokens: usize,
     finish: Option<FinishReason>,
@@ -299,7 +303,8 @@ impl<'m> TextSession<'m> {
             sampler: Sampler::new(params.sampling, params.seed),
             next: Some(embeds),
             ids: Vec::new(),
-            emitted: 0,
+            detok: DecodeStream::new(),
+            text: String::new(),
             max_new,
             prompt_tokens,
             finish: None,
@@ -331,7 +336,9 @@ impl<'m> TextSession<'m> {
     }
 
     /// Decodes one token; returns the new text it completes, if any (an incomplete UTF-8
-    /// sequence is held back until a later token completes it, and flushed at the end).
+    /// sequence is held back until a later token completes it, and flushed at the end). The text
+    /// is decoded incrementally ([`DecodeStream`]): a step decodes a window of a few tokens, not
+    /// the whole answer.
     pub fn step(&mut self) -> Result<Option<String>> {
         let Some(input) = self.next.take() else {
             return Ok(None);
@@ -345,35 +352,43 @@ impl<'m> TextSession<'m> {
         let hidden = last_position(&llm.forward(&input, &mut self.cache)?)?;
         let logits = llm.lm_logits(&hidden)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let t = self.sampler.sample_logits(&logits);
-        if t == self.model.tokenizer.special.eos {
+        let tokenizer = &self.model.tokenizer;
+        let mut piece = None;
+        if t == tokenizer.special.eos {
             self.finish = Some(FinishReason::Stop);
         } else {
             self.ids.push(t);
+            piece = self.detok.push(tokenizer, t)?;
             if self.ids.len() == self.max_new {
                 self.finish = Some(FinishReason::Length);
             } else {
                 self.next = Some(llm.embed(&Tensor::new(&[[t]], self.model.device())?)?);
             }
         }
-        let text = self.model.tokenizer.decode(&self.ids)?;
-        let complete = !text.ends_with('\u{FFFD}') || self.is_done();
-        if complete && text.len() > self.emitted && text.is_char_boundary(self.emitted) {
-            let piece = text[self.emitted..].to_string();
-            self.emitted = text.len();
-            return Ok(Some(piece));
+        if self.is_done() {
+            if let Some(rest) = self.detok.finish(tokenizer)? {
+                piece = Some(piece.unwrap_or_default() + &rest);
+            }
         }
-        Ok(None)
+        if let Some(p) = &piece {
+            self.text.push_str(p);
+        }
+        Ok(piece)
     }
 
-    /// The answer so far (all of it once `is_done`).
-    pub fn into_output(self) -> TextOutput {
-        let text = self.model.tokenizer.decode(&self.ids).unwrap_or_default();
-        TextOutput {
-            text,
+    /// The answer so far (all of it once `is_done`): the pieces returned by `step`, and any text
+    /// still held back (a cancelled answer's incomplete character). A tokenizer failure is an
+    /// error, not a shorter text.
+    pub fn into_output(mut self) -> Result<TextOutput> {
+        if let Some(rest) = self.detok.finish(&self.model.tokenizer)? {
+            self.text.push_str(&rest);
+        }
+        Ok(TextOutput {
+            text: self.text,
             token_ids: self.ids,
             prompt_tokens: self.prompt_tokens,
             finish_reason: self.finish.unwrap_or(FinishReason::Cancelled),
-        }
+        })
     }
 }
 

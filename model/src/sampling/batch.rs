@@ -277,7 +277,7 @@ mod tests {
         let tiny = SamplingParams { temperature: 1e-40, cfg_weight: 3.0, ..Default::default() };
         let greedy = SamplingParams { greedy: true, ..tiny };
         let (n, v) = (4, 300);
-        let params = |i: usize| if i % 2 == 0 { tiny } else { SamplingParams::default() };
+        let params = |i: usize| if i.is_multiple_of(2) { tiny } else { SamplingParams::default() };
         let mut b = BatchSampler::new((0..n).map(|i| (params(i), i as u64)), v, &Device::Cpu).unwrap();
         for step in 0..4 {
             let l = logits(n, v, step);
