@@ -103,6 +103,33 @@ fn batch_rows_equal_single_runs_with_different_prompt_lengths() {
     }
 }
 
+/// Batch sizes on both sides of the CPU's kernel switch: a decode step of N images is 2N rows,
+/// through the dot-product kernel up to 16 rows and candle's GEMM beyond (`nn.rs`), and the
+/// device sampler's prefix-sum matmuls take N rows. Every image of a batch of 5, 7, 8, 9, 12 or
+/// 16 (10, 14, 16, 18, 24, 32 rows) gets the tokens it gets alone, with mixed prompt lengths and
+/// every kind of pick (greedy, drawn on the device, top-k/top-p on the host).
+#[test]
+fn batch_rows_equal_single_runs_across_the_kernel_switch() {
+    let model = load_tiny("janus-pro-tiny-hf");
+    let prompts = ["a cat", "three wooden chairs around a round table", "a dog on a sunny beach", "red"];
+    let kinds = [
+        SamplingParams::default(),
+        SamplingParams { greedy: true, ..Default::default() },
+        SamplingParams { temperature: 0.7, cfg_weight: 3.0, ..Default::default() },
+        SamplingParams { top_k: Some(20), top_p: Some(0.9), ..Default::default() },
+    ];
+    let jobs: Vec<ImageJob> = (0..16)
+        .map(|i| job(&model, prompts[i % prompts.len()], kinds[(i / 3 + i) % kinds.len()], 500 + i as u64))
+        .collect();
+    let alone: Vec<Vec<u32>> = jobs.iter().map(|j| run(&model, vec![j.clone()]).0.remove(0)).collect();
+    for n in [5, 7, 8, 9, 12, 16] {
+        let (batched, _) = run(&model, jobs[..n].to_vec());
+        for (i, tokens) in batched.iter().enumerate() {
+            assert_eq!(tokens, &alone[i], "image {i} of {n} ({} rows a step) differs from its run alone", 2 * n);
+        }
+    }
+}
+
 #[test]
 fn removing_an_image_mid_generation_leaves_the_others_unchanged() {
     let model = load_tiny("janus-pro-tiny");

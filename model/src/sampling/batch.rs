@@ -217,6 +217,8 @@ mod tests {
         }
     }
 
+    /// A row's picks do not depend on its batch mates or the batch size, on both sides of 16
+    /// rows (the prefix-sum matmuls take one row per image).
     #[test]
     fn batch_rows_do_not_depend_on_their_batch_mates() {
         let kinds = [
@@ -226,20 +228,24 @@ mod tests {
             SamplingParams { temperature: 0.7, cfg_weight: 2.0, ..Default::default() },
             SamplingParams { top_p: Some(0.5), ..Default::default() },
         ];
-        let (n, v, steps) = (kinds.len(), 257, 6);
+        let kind = |i: usize| kinds[(i + i / 5) % kinds.len()];
+        let (most, v, steps) = (17, 16384, 4);
+        let all_logits: Vec<Tensor> = (0..steps).map(|s| logits(most, v, s)).collect();
         let run = |rows: &[usize]| -> Vec<Vec<u32>> {
-            let mut b = BatchSampler::new(rows.iter().map(|&i| (kinds[i], 40 + i as u64)), v, &Device::Cpu).unwrap();
+            let mut b = BatchSampler::new(rows.iter().map(|&i| (kind(i), 40 + i as u64)), v, &Device::Cpu).unwrap();
             let pick_rows: Vec<u32> = rows.iter().flat_map(|&i| [2 * i as u32, 2 * i as u32 + 1]).collect();
             let idx = Tensor::new(pick_rows.as_slice(), &Device::Cpu).unwrap();
-            (0..steps)
-                .map(|s| b.pick(&logits(n, v, s).index_select(&idx, 0).unwrap()).unwrap().to_vec1().unwrap())
-                .collect()
+            (all_logits.iter()).map(|l| b.pick(&l.index_select(&idx, 0).unwrap()).unwrap().to_vec1().unwrap()).collect()
         };
-        let all = run(&(0..n).collect::<Vec<_>>());
-        for i in 0..n {
-            let alone = run(&[i]);
-            for s in 0..steps {
-                assert_eq!(all[s][i], alone[s][0], "row {i} ({:?}) step {s}", kinds[i]);
+        let alone: Vec<Vec<Vec<u32>>> = (0..most).map(|i| run(&[i])).collect();
+        for n in [5, 9, 15, 16, 17] {
+            // the rows in another order than alone's, so a row's place in the batch varies too
+            let rows: Vec<usize> = (0..n).rev().collect();
+            let batch = run(&rows);
+            for (pos, &i) in rows.iter().enumerate() {
+                for s in 0..steps {
+                    assert_eq!(batch[s][pos], alone[i][s][0], "row {i} ({:?}) of {n}, step {s}", kind(i));
+                }
             }
         }
     }
