@@ -168,7 +168,7 @@ struct GenerateArgs {
     quant: janus::Quant,
 
     /// In-process: images decoded at once by the VQ decoder.
-    #[arg(long, env = "JANUS_EVAL_DECODE_CHUNK", default_value_t = 4)]
+    #[arg(long, env = "JANUS_EVAL_DECODE_CHUNK", default_value_t = janus::limits::DEFAULT_DECODE_CHUNK)]
     decode_chunk: usize,
 
     /// An OpenAI-compatible server root, e.g. http://127.0.0.1:8000 or https://api.openai.com.

@@ -18,7 +18,7 @@ pub struct BenchArgs {
     pub model: ModelArgs,
 
     /// Images in the batch (CFG doubles the rows).
-    #[arg(long, short = 'n', env = "JANUS_N", default_value_t = 16)]
+    #[arg(long, short = 'n', env = "JANUS_N", default_value_t = janus::limits::MAX_IMAGES_PER_REQUEST)]
     pub n: usize,
 
     /// Image-token steps to time (default: a whole image); shorter runs extrapolate.
@@ -33,7 +33,7 @@ pub struct BenchArgs {
     pub prompt: String,
 
     /// Images decoded at once by the VQ decoder.
-    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = 4)]
+    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = janus::limits::DEFAULT_DECODE_CHUNK)]
     pub decode_chunk: usize,
 
     /// Print the report as JSON.

@@ -153,6 +153,8 @@ async fn refuses_bad_requests_naming_the_field() {
         ),
         (json!({"messages": [user], "temperature": 3}), "temperature", 400, "between 0 and 2"),
         (json!({"messages": [user], "top_p": 1.5}), "top_p", 400, "(0, 1]"),
+        // a negative seed is refused (as for images), not wrapped around to a huge one
+        (json!({"messages": [user], "seed": -1, "temperature": 0.7}), "seed", 400, "must not be negative; got -1"),
         (json!({"messages": [user], "max_tokens": 0}), "max_tokens", 400, "between 1 and 4096"),
         (
             json!({"messages": [user], "max_completion_tokens": 5000}),
