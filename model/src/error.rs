@@ -40,7 +40,9 @@ pub enum Error {
     Invalid(#[from] Invalid),
 
     /// The prompt, with its template, leaves no room for what is to be generated.
-    #[error("the prompt is {tokens} tokens with its template; at most {max} fit in the context with the tokens to generate")]
+    #[error(
+        "the prompt is {tokens} tokens with its template; at most {max} fit in the context with the tokens to generate"
+    )]
     PromptTooLong { tokens: usize, max: usize },
 
     /// The image is in a format this library does not read (`None`: not recognised at all).

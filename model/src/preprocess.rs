@@ -242,7 +242,8 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(Error::InvalidImage("the image is empty (0 bytes)".into()));
     }
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::InvalidImage(e.to_string()))?;
+    let reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::InvalidImage(e.to_string()))?;
     let Some(format) = reader.format() else {
         return Err(Error::UnsupportedImage { format: None });
     };
