@@ -24,6 +24,7 @@ pub mod quant;
 pub mod quant_cpu;
 pub mod request;
 pub mod sampling;
+pub mod text_batch;
 pub mod tokenizer;
 pub mod understand;
 pub mod vision;

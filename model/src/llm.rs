@@ -203,10 +203,39 @@ impl Attention {
         kv: &mut (Tensor, Tensor),
         offset: usize,
     ) -> Result<Tensor> {
-        let (b, s, _) = x.dims3()?;
+        let qkv = self.qkv.forward(x)?;
+        let y = self.attend(&qkv, cos, sin, mask, kv, offset)?;
+        Ok(self.o_proj.forward(&y)?)
+    }
+
+    /// The attention of rows that share nothing but the weights (each its own cache and
+    /// position): `q/k/v` and `o_proj` in one matmul each for all rows, the attention row by row.
+    fn forward_rows(&self, x: &Tensor, rope: &Rope, caches: &mut [(&mut (Tensor, Tensor), usize)]) -> Result<Tensor> {
+        let qkv = self.qkv.forward(x)?;
+        let ys = (caches.iter_mut().enumerate())
+            .map(|(r, (kv, offset))| {
+                let (cos, sin) = rope.select(*offset, 1, None)?;
+                self.attend(&qkv.narrow(0, r, 1)?, &cos, &sin, None, kv, *offset)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.o_proj.forward(&Tensor::cat(&ys, 0)?)?)
+    }
+
+    /// `qkv` `[B, S, (heads + 2 kv heads) · head_dim]` → rotary embedding, cache write at
+    /// `offset`, attention over the cache → `[B, S, heads · head_dim]` (before `o_proj`).
+    fn attend(
+        &self,
+        qkv: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        kv: &mut (Tensor, Tensor),
+        offset: usize,
+    ) -> Result<Tensor> {
+        let (b, s, _) = qkv.dims3()?;
         let (h, kvh) = (self.num_heads, self.num_kv_heads);
         // [B, S, heads of q, k and v, head_dim]; each part → [B, heads, S, head_dim] (one copy).
-        let qkv = self.qkv.forward(x)?.reshape((b, s, h + 2 * kvh, self.head_dim))?;
+        let qkv = qkv.reshape((b, s, h + 2 * kvh, self.head_dim))?;
         let heads =
             |start: usize, n: usize| -> Result<Tensor> { Ok(qkv.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?) };
         let (q, k, v) = (heads(0, h)?, heads(h, kvh)?, heads(h + kvh, kvh)?);
@@ -220,14 +249,13 @@ impl Attention {
         let v = repeat_kv(kv.1.narrow(2, 0, t)?, self.num_heads / self.num_kv_heads)?;
 
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.to_dtype(attention_dtype(x))?;
+        let att = (q.matmul(&k.t()?)? * scale)?.to_dtype(attention_dtype(&q))?;
         let att = match mask {
             Some(m) => att.broadcast_add(m)?,
             None => att,
         };
         let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(v.dtype())?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, s, self.num_heads * self.head_dim))?;
-        Ok(self.o_proj.forward(&y)?)
+        Ok(att.matmul(&v)?.transpose(1, 2)?.reshape((b, s, self.num_heads * self.head_dim))?)
     }
 }
 
@@ -375,6 +403,40 @@ impl Llama {
             x = (x + h)?;
         }
         cache.len += s;
+        Ok(self.norm.forward(&x)?)
+    }
+
+    /// One token for each of several independent sequences (text answers), each with its own
+    /// one-row cache: `embeds` `[R, 1, D]`, row `r` appended to `caches[r]`. The linear layers run
+    /// once for all rows (one pass over the weights); attention runs row by row against each
+    /// row's cache at its own position. Returns the post-norm hidden states `[R, 1, D]`.
+    pub fn forward_rows(&self, embeds: &Tensor, caches: &mut [&mut LlmCache]) -> Result<Tensor> {
+        let (r, s, _) = embeds.dims3()?;
+        if r != caches.len() || s != 1 {
+            return Err(Error::InvalidInput(format!("{r} rows of {s} tokens for {} one-token caches", caches.len())));
+        }
+        for c in caches.iter() {
+            if c.batch_size() != 1 || c.padding.is_some() {
+                return Err(Error::InvalidInput("forward_rows takes one unpadded row per cache".into()));
+            }
+            if c.len + 1 > c.capacity || c.len + 1 > self.cfg.max_position_embeddings {
+                return Err(Error::InvalidInput(format!("a row of {} tokens exceeds its cache", c.len + 1)));
+            }
+        }
+        let offsets: Vec<usize> = caches.iter().map(|c| c.len).collect();
+        let mut x = embeds.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(&x)?;
+            let mut kvs: Vec<(&mut (Tensor, Tensor), usize)> =
+                caches.iter_mut().zip(&offsets).map(|(c, &o)| (&mut c.layers[i], o)).collect();
+            let h = layer.self_attn.forward_rows(&h, &self.rope, &mut kvs)?;
+            x = (x + h)?;
+            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        for c in caches.iter_mut() {
+            c.len += 1;
+        }
         Ok(self.norm.forward(&x)?)
     }
 

@@ -120,6 +120,10 @@ pub enum FinishReason {
 /// one chunk, not with the whole `max_tokens`).
 pub const TEXT_CACHE_CHUNK: usize = 128;
 
+/// Prompt positions a text session's prefill runs at a time, so that a long prompt (576 image
+/// positions and more) never holds the engine for longer than one chunk.
+pub const TEXT_PREFILL_CHUNK: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct TextParams {
     /// Most tokens to generate; `None`: the reference's 512, or what fits in the context.
@@ -258,7 +262,11 @@ pub struct TextSession<'m> {
     model: &'m Janus,
     cache: LlmCache,
     sampler: Sampler,
-    /// LM input for the next step (the prompt embeddings first).
+    /// The prompt's embeddings `[1, P, D]` and how many positions of it are in the cache.
+    prompt: Option<(Tensor, usize)>,
+    /// Prompt positions read per step.
+    prefill_chunk: usize,
+    /// LM input for the next step once the prompt is in: the last token's embedding.
     next: Option<Tensor>,
     ids: Vec<u32>,
     /// The answer's text, decoded incrementally.
@@ -301,7 +309,9 @@ impl<'m> TextSession<'m> {
             model,
             cache,
             sampler: Sampler::new(params.sampling, params.seed),
-            next: Some(embeds),
+            prompt: Some((embeds, 0)),
+            prefill_chunk: TEXT_PREFILL_CHUNK,
+            next: None,
             ids: Vec::new(),
             detok: DecodeStream::new(),
             text: String::new(),
@@ -332,26 +342,77 @@ impl<'m> TextSession<'m> {
     /// Stops decoding (the caller went away or asked to stop).
     pub fn cancel(&mut self) {
         self.finish.get_or_insert(FinishReason::Cancelled);
+        self.prompt = None;
         self.next = None;
     }
 
-    /// Decodes one token; returns the new text it completes, if any (an incomplete UTF-8
-    /// sequence is held back until a later token completes it, and flushed at the end). The text
-    /// is decoded incrementally ([`DecodeStream`]): a step decodes a window of a few tokens, not
-    /// the whole answer.
+    /// Reads the prompt `n` positions per step (default [`TEXT_PREFILL_CHUNK`]).
+    pub fn set_prefill_chunk(&mut self, n: usize) {
+        self.prefill_chunk = n.max(1);
+    }
+
+    /// Whether the next step is one token (the prompt is in the cache), so that it can share a
+    /// batched step with other answers ([`Janus::step_texts`]).
+    pub fn is_decoding(&self) -> bool {
+        self.prompt.is_none() && self.next.is_some()
+    }
+
+    /// One step: the next prefill chunk ([`TEXT_PREFILL_CHUNK`] positions; the last one also
+    /// picks the first token), or one token. Returns the new text it completes, if any (an
+    /// incomplete UTF-8 sequence is held back until a later token completes it, and flushed at
+    /// the end). The text is decoded incrementally ([`DecodeStream`]): a step decodes a window of
+    /// a few tokens, not the whole answer.
     pub fn step(&mut self) -> Result<Option<String>> {
-        let Some(input) = self.next.take() else {
+        let Some(input) = self.take_input()? else {
             return Ok(None);
         };
-        let llm = &self.model.llm;
+        let hidden = self.model.llm.forward(&input, &mut self.cache)?;
+        if self.prompt.is_some() {
+            return Ok(None); // more of the prompt to come
+        }
+        self.accept(&last_position(&hidden)?)
+    }
+
+    /// The LM input of this step, with room made for it in the cache: the next prefill chunk,
+    /// else the last token's embedding; `None` when the answer is over.
+    pub(crate) fn take_input(&mut self) -> Result<Option<Tensor>> {
+        let input = match self.prompt.take() {
+            Some((embeds, done)) => {
+                let total = embeds.dim(1)?;
+                let n = (total - done).min(self.prefill_chunk);
+                let chunk = embeds.narrow(1, done, n)?;
+                if done + n < total {
+                    self.prompt = Some((embeds, done + n));
+                }
+                chunk
+            }
+            None => match self.next.take() {
+                Some(t) => t,
+                None => return Ok(None),
+            },
+        };
         let needed = self.cache.len() + input.dim(1)?;
         if needed > self.cache.capacity() {
             let limit = self.prompt_tokens + self.max_new;
             self.cache.grow_to((self.cache.capacity() + TEXT_CACHE_CHUNK).clamp(needed, limit.max(needed)))?;
         }
-        let hidden = last_position(&llm.forward(&input, &mut self.cache)?)?;
-        let logits = llm.lm_logits(&hidden)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        let t = self.sampler.sample_logits(&logits);
+        Ok(Some(input))
+    }
+
+    pub(crate) fn cache_mut(&mut self) -> &mut LlmCache {
+        &mut self.cache
+    }
+
+    /// Picks the next token from the last position's hidden state `[1, D]`, and decodes it.
+    fn accept(&mut self, hidden: &Tensor) -> Result<Option<String>> {
+        let llm = &self.model.llm;
+        let logits = llm.lm_logits(hidden)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        self.accept_logits(&logits)
+    }
+
+    /// Picks the next token from its logits, and decodes it.
+    pub(crate) fn accept_logits(&mut self, logits: &[f32]) -> Result<Option<String>> {
+        let t = self.sampler.sample_logits(logits);
         let tokenizer = &self.model.tokenizer;
         let mut piece = None;
         if t == tokenizer.special.eos {
@@ -362,7 +423,7 @@ impl<'m> TextSession<'m> {
             if self.ids.len() == self.max_new {
                 self.finish = Some(FinishReason::Length);
             } else {
-                self.next = Some(llm.embed(&Tensor::new(&[[t]], self.model.device())?)?);
+                self.next = Some(self.model.llm.embed(&Tensor::new(&[[t]], self.model.device())?)?);
             }
         }
         if self.is_done() {

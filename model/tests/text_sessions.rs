@@ -87,3 +87,97 @@ fn a_cancelled_answer_keeps_its_text() {
         assert_eq!(out.text, model.tokenizer.decode(&out.token_ids).unwrap(), "seed {seed}");
     }
 }
+
+/// Continuous batching: answers stepped together ([`Janus::step_texts`]), joining and leaving
+/// at different steps, with different prompt lengths and images, greedy and sampled, give the
+/// tokens and text of each answered alone.
+#[test]
+fn batched_answers_equal_answers_alone_whatever_joins_and_leaves() {
+    let model = load_tiny("janus-pro-tiny");
+    let img = |name: &str| janus::preprocess::load_image(&assets().join("tiny/images").join(name)).unwrap();
+    let conv = |image: &str, q: &str| {
+        let mut c = Conversation::single(img(image), q);
+        c.system.clear();
+        c
+    };
+    let text_only = {
+        let mut c =
+            Conversation::new(vec![janus::Message::user(vec![janus::Part::Text("Say something long.".into())])]);
+        c.system.clear();
+        c
+    };
+    // (conversation, params, the turn it joins)
+    let asks = [
+        (conv("square.png", "What is in the picture?"), params(0.0, 0, 20), 0),
+        (conv("wide.png", "Describe it in detail, please, with every colour you see."), params(0.0, 0, 7), 0),
+        (text_only, params(0.9, 11, 16), 3),
+        (conv("tall.jpg", "Colours?"), params(0.7, 5, 12), 5),
+        (conv("half.png", "What is this?"), params(0.0, 0, 18), 9),
+    ];
+    let alone: Vec<_> = asks.iter().map(|(c, p, _)| answer(&model, c, p).0).collect();
+
+    let mut sessions: Vec<Option<janus::TextSession>> = asks.iter().map(|_| None).collect();
+    let mut texts = vec![String::new(); asks.len()];
+    let mut most_together = 0;
+    for turn in 0.. {
+        for (i, (c, p, join)) in asks.iter().enumerate() {
+            if *join == turn {
+                sessions[i] = Some(janus::TextSession::new(&model, c, p).unwrap());
+            }
+        }
+        // Answers still reading their prompt step alone; the others share one step.
+        for (i, s) in sessions.iter_mut().enumerate() {
+            if let Some(s) = s.as_mut().filter(|s| !s.is_decoding() && !s.is_done()) {
+                texts[i].extend(s.step().unwrap());
+            }
+        }
+        let idx: Vec<usize> =
+            (0..asks.len()).filter(|&i| sessions[i].as_ref().is_some_and(|s| s.is_decoding())).collect();
+        let mut batch: Vec<&mut janus::TextSession> =
+            sessions.iter_mut().flatten().filter(|s| s.is_decoding()).collect();
+        most_together = most_together.max(batch.len());
+        let pieces = model.step_texts(&mut batch).unwrap();
+        for (i, piece) in idx.into_iter().zip(pieces) {
+            texts[i].extend(piece.unwrap());
+        }
+        let all_joined = asks.iter().all(|(_, _, j)| *j <= turn);
+        if all_joined && sessions.iter().flatten().all(|s| s.is_done()) {
+            break;
+        }
+    }
+    assert!(most_together >= 3, "answers overlapped ({most_together} at most)");
+    for (i, s) in sessions.into_iter().enumerate() {
+        let out = s.unwrap().into_output().unwrap();
+        assert!(!alone[i].token_ids.is_empty());
+        assert_eq!(out.token_ids, alone[i].token_ids, "answer {i}");
+        assert_eq!(out.text, alone[i].text, "answer {i}");
+        assert_eq!(texts[i], alone[i].text, "answer {i}: streamed pieces");
+    }
+}
+
+/// A prompt is read a chunk of positions per step (so a long one never holds the engine for
+/// more than a chunk), and answers as reading it whole does.
+#[test]
+fn a_prompt_is_prefilled_in_chunks() {
+    let model = load_tiny("janus-pro-tiny");
+    let conv = conversation();
+    let p = params(0.0, 0, 12);
+    let (whole, _) = answer(&model, &conv, &p);
+    for chunk in [1, 7, 16, 64] {
+        let mut s = janus::TextSession::new(&model, &conv, &p).unwrap();
+        s.set_prefill_chunk(chunk);
+        let chunks = s.prompt_tokens().div_ceil(chunk);
+        assert!(chunks > 1);
+        let mut steps = 0;
+        while !s.is_decoding() && !s.is_done() {
+            s.step().unwrap();
+            steps += 1;
+            assert_eq!(s.completion_tokens(), usize::from(steps == chunks), "a token only after the last chunk");
+        }
+        assert_eq!(steps, chunks);
+        while !s.is_done() {
+            s.step().unwrap();
+        }
+        assert_eq!(s.into_output().unwrap().token_ids, whole.token_ids, "chunks of {chunk}");
+    }
+}

@@ -54,6 +54,17 @@ pub struct BenchArgs {
     /// the guided image-token distribution over a whole image, and of text answers about it).
     #[arg(long, env = "JANUS_BENCH_QUALITY")]
     pub quality: bool,
+
+    /// Instead: send this many chat answers through the serving engine at once, then one by
+    /// one, and report aggregate tokens/s, time to first token and the ratio; then the same
+    /// concurrent answers beside an image request of `-n` images.
+    #[arg(long, env = "JANUS_BENCH_CHAT_REQUESTS")]
+    pub chat_requests: Option<usize>,
+
+    /// With `--chat-requests`: tokens per answer (sampled, so that a random test model does
+    /// not stop early).
+    #[arg(long, env = "JANUS_BENCH_CHAT_TOKENS", default_value_t = 64)]
+    pub chat_tokens: usize,
 }
 
 #[derive(Serialize)]
@@ -127,6 +138,9 @@ struct QualityReference {
 pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(r) = a.requests {
         return run_engine_batching(&a, r);
+    }
+    if let Some(r) = a.chat_requests {
+        return crate::chat_bench::run(&a, r);
     }
     let quants = if a.quants.is_empty() { vec![a.model.quant] } else { a.quants.clone() };
     if a.quality && quants.len() < 2 {

@@ -4,6 +4,7 @@
 //! (`server/fuzz/`) call the same parsing and validation code as the running server.
 
 pub mod bench;
+pub mod chat_bench;
 pub mod cli;
 pub mod engine;
 pub mod fuzz;

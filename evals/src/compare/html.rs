@@ -70,8 +70,8 @@ pub(super) fn html(runs: &[Run], published: &[&Published], sampled: &[usize], th
         runs.len()
     );
     for w in warnings(runs) {
-        let class = if w.contains("tiny random") { "warn tiny" } else { "warn" };
-        let _ = writeln!(o, "<div class=\"{class}\">{}</div>", esc(&w));
+        let class = if w.tiny { "warn tiny" } else { "warn" };
+        let _ = writeln!(o, "<div class=\"{class}\">{}</div>", esc(&w.text));
     }
 
     let _ = writeln!(o, "<h2>Runs</h2>\n<table><tr><th>Run</th><th>Model</th><th>Made with</th><th>Images</th><th>Detector</th><th>Colour classifier</th><th>Scorer</th></tr>");

@@ -15,7 +15,7 @@ pub(super) fn markdown(runs: &[Run], published: &[&Published]) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# GenEval comparison\n");
     for w in warnings(runs) {
-        let _ = writeln!(o, "> **Warning:** {}\n", md_cell(&w));
+        let _ = writeln!(o, "> **Warning:** {}\n", md_cell(&w.text));
     }
     let _ = writeln!(o, "## Runs\n");
     let _ = writeln!(o, "| Run | Model | Made with | Images | Detector | Colour classifier | Scorer |");

@@ -38,14 +38,25 @@ fn grouped<'a>(runs: &'a [Run], key: impl Fn(&'a Run) -> Option<String>) -> Vec<
     groups
 }
 
-pub(super) fn warnings(runs: &[Run]) -> Vec<String> {
+/// A caution printed above the tables.
+pub(super) struct Warning {
+    /// About tiny random test models (the HTML report shows these in their own colour).
+    pub tiny: bool,
+    pub text: String,
+}
+
+pub(super) fn warnings(runs: &[Run]) -> Vec<Warning> {
     let mut w = Vec::new();
+    let mut push = |tiny: bool, text: String| w.push(Warning { tiny, text });
     for (model, labels) in grouped(runs, |r| r.tiny.then(|| r.model.clone())) {
-        w.push(format!(
-            "{}: {model} is a tiny random test model. Its images are noise and its numbers are meaningless; \
+        push(
+            true,
+            format!(
+                "{}: {model} is a tiny random test model. Its images are noise and its numbers are meaningless; \
              it only shows that the pipeline runs.",
-            labels.join(", ")
-        ));
+                labels.join(", ")
+            ),
+        );
     }
     let tiny_scorer = |r: &Run| {
         let s = r.scores.as_ref()?;
@@ -54,19 +65,25 @@ pub(super) fn warnings(runs: &[Run]) -> Vec<String> {
             .then(|| format!("{d}; {c}"))
     };
     for (models, labels) in grouped(runs, tiny_scorer) {
-        w.push(format!(
-            "{}: scored with tiny random-weight test models ({models}): the verdicts mean nothing.",
-            labels.join(", ")
-        ));
+        push(
+            true,
+            format!(
+                "{}: scored with tiny random-weight test models ({models}): the verdicts mean nothing.",
+                labels.join(", ")
+            ),
+        );
     }
     let style: Vec<&str> =
         runs.iter().filter(|r| r.scores.as_ref().is_some_and(|s| !s.official())).map(|r| r.label.as_str()).collect();
     if !style.is_empty() {
-        w.push(format!(
-            "GenEval-style: {} scored with another detector / colour classifier (named below) than the \
+        push(
+            false,
+            format!(
+                "GenEval-style: {} scored with another detector / colour classifier (named below) than the \
              {OFFICIAL_SCORER}. Those numbers are not comparable with published GenEval numbers.",
-            style.join(", "),
-        ));
+                style.join(", "),
+            ),
+        );
     }
     w
 }

@@ -86,7 +86,7 @@ pub struct ChatRequest {
 pub enum ChatEvent {
     /// The prompt was accepted (sent first).
     Started { prompt_tokens: usize },
-    /// New text.
+    /// A new token, and the text it completes (empty while a character is incomplete).
     Delta(String),
     /// The answer is complete (always the last event on success).
     Done { completion_tokens: usize, finish_reason: FinishReason },

@@ -143,14 +143,14 @@ impl Engine for ModelEngine {
         }
         // Room for every event the request can produce, so the engine never waits on a client.
         let (tx, rx) = mpsc::channel(req.n * (req.partial_images + 1) + 2);
-        self.submit(Work::Images { req, tx })?;
+        self.submit(Work::Images { req, tx, at: std::time::Instant::now() })?;
         Ok(rx)
     }
 
     fn submit_chat(&self, req: ChatRequest) -> Result<mpsc::Receiver<ChatEvent>, EngineError> {
         let cap = self.info().map_or(1 << 14, |i| i.context_length) + 4;
         let (tx, rx) = mpsc::channel(req.params.max_new_tokens.unwrap_or(cap).min(cap) + 4);
-        self.submit(Work::Chat { req, tx })?;
+        self.submit(Work::Chat { req, tx, at: std::time::Instant::now() })?;
         Ok(rx)
     }
 

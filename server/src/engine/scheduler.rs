@@ -25,10 +25,10 @@ use super::model_engine::{EngineOptions, Shared};
 use super::text::{TextAnswer, TextTurn};
 use super::{ChatEvent, ChatRequest, EngineError, ImageEvent, ImageRequest};
 
-/// A request on its way to the engine thread.
+/// A request on its way to the engine thread, and when it was accepted.
 pub(super) enum Work {
-    Images { req: ImageRequest, tx: mpsc::Sender<ImageEvent> },
-    Chat { req: ChatRequest, tx: mpsc::Sender<ChatEvent> },
+    Images { req: ImageRequest, tx: mpsc::Sender<ImageEvent>, at: Instant },
+    Chat { req: ChatRequest, tx: mpsc::Sender<ChatEvent>, at: Instant },
 }
 
 impl Work {
@@ -41,14 +41,19 @@ impl Work {
     }
 }
 
+/// How long a request waited in the queue before it started.
+fn record_queue_wait(at: Instant, kind: &'static str) {
+    metrics::histogram!("janus_queue_wait_seconds", "kind" => kind).record(at.elapsed().as_secs_f64());
+}
+
 pub(super) struct Scheduler<'m> {
     model: &'m Janus,
     opts: &'m EngineOptions,
     shared: &'m Shared,
     /// Image requests taken from the queue, waiting for room in a cohort.
-    waiting: VecDeque<(ImageRequest, mpsc::Sender<ImageEvent>)>,
+    waiting: VecDeque<(ImageRequest, mpsc::Sender<ImageEvent>, Instant)>,
     /// Chat requests waiting for a text slot.
-    waiting_text: VecDeque<(ChatRequest, mpsc::Sender<ChatEvent>)>,
+    waiting_text: VecDeque<(ChatRequest, mpsc::Sender<ChatEvent>, Instant)>,
     cohorts: Vec<Cohort<'m>>,
     texts: Vec<TextAnswer<'m>>,
     /// Previews and finished images to decode, in order.
@@ -80,8 +85,8 @@ impl<'m> Scheduler<'m> {
     fn take(&mut self, work: Work) {
         self.shared.active.fetch_add(1, Ordering::SeqCst);
         match work {
-            Work::Images { req, tx } => self.waiting.push_back((req, tx)),
-            Work::Chat { req, tx } => self.waiting_text.push_back((req, tx)),
+            Work::Images { req, tx, at } => self.waiting.push_back((req, tx, at)),
+            Work::Chat { req, tx, at } => self.waiting_text.push_back((req, tx, at)),
         }
     }
 
@@ -124,7 +129,7 @@ impl<'m> Scheduler<'m> {
     /// Gives image requests arriving together a chance to share the batch (`--batch-wait-ms`).
     fn gather(&mut self, rx: &Receiver<Work>) {
         let until = Instant::now() + self.opts.batch_wait;
-        while self.waiting.iter().map(|(r, _)| r.n).sum::<usize>() < self.opts.max_batch_images {
+        while self.waiting.iter().map(|(r, _, _)| r.n).sum::<usize>() < self.opts.max_batch_images {
             match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(w) => self.take(w),
                 Err(_) => break,
@@ -141,12 +146,13 @@ impl<'m> Scheduler<'m> {
     fn admit(&mut self) {
         let room = self.opts.max_batch_images.saturating_sub(self.running_images());
         let (mut members, mut jobs) = (Vec::new(), Vec::new());
-        while let Some((req, _)) = self.waiting.front() {
+        while let Some((req, _, _)) = self.waiting.front() {
             if jobs.len() + req.n > room {
                 break;
             }
-            let (req, tx) = self.waiting.pop_front().expect("front exists");
+            let (req, tx, at) = self.waiting.pop_front().expect("front exists");
             self.dequeued();
+            record_queue_wait(at, "images");
             if tx.is_closed() {
                 self.finish(1);
                 continue;
@@ -170,13 +176,14 @@ impl<'m> Scheduler<'m> {
             }
         }
         while self.texts.len() < MAX_TEXT_SESSIONS {
-            let Some((req, tx)) = self.waiting_text.pop_front() else { break };
+            let Some((req, tx, at)) = self.waiting_text.pop_front() else { break };
             self.dequeued();
+            record_queue_wait(at, "text");
             if tx.is_closed() {
                 self.finish(1);
                 continue;
             }
-            match TextAnswer::start(self.model, &req, tx) {
+            match TextAnswer::start(self.model, &req, tx, at) {
                 Some(answer) => self.texts.push(answer),
                 None => self.finish(1),
             }
@@ -196,8 +203,29 @@ impl<'m> Scheduler<'m> {
                 }
             }
         }
+        self.step_texts();
+    }
+
+    /// A prefill chunk for each answer still reading its prompt, then one batched step that
+    /// gives every other answer its next token.
+    fn step_texts(&mut self) {
         let before = self.texts.len();
-        self.texts.retain_mut(|t| matches!(t.step(), TextTurn::Running));
+        self.texts.retain(|t| !t.is_gone());
+        let decoding: Vec<bool> = self.texts.iter().map(TextAnswer::is_decoding).collect();
+        let mut turns = vec![TextTurn::Running; self.texts.len()];
+        for ((t, turn), _) in self.texts.iter_mut().zip(turns.iter_mut()).zip(&decoding).filter(|(_, d)| !**d) {
+            *turn = t.step();
+        }
+        let (mut batch, mut batch_turns): (Vec<_>, Vec<_>) =
+            self.texts.iter_mut().zip(turns.iter_mut()).zip(&decoding).filter(|(_, d)| **d).map(|(p, _)| p).unzip();
+        if !batch.is_empty() {
+            metrics::histogram!("janus_rows_per_step", "kind" => "text").record(batch.len() as f64);
+            for (turn, t) in batch_turns.iter_mut().zip(TextAnswer::step_together(self.model, &mut batch)) {
+                **turn = t;
+            }
+        }
+        let mut over = turns.iter().map(|t| *t == TextTurn::Running);
+        self.texts.retain(|_| over.next().unwrap_or(false));
         self.finish(before - self.texts.len());
     }
 
@@ -222,6 +250,7 @@ impl<'m> Scheduler<'m> {
             return false;
         }
         metrics::histogram!("janus_step_seconds").record(t.elapsed().as_secs_f64());
+        metrics::histogram!("janus_rows_per_step", "kind" => "images").record(n as f64);
         metrics::counter!("janus_image_tokens_total").increment(n as u64);
         if c.is_done() {
             return false;

@@ -1,17 +1,27 @@
-//! Text answers in the engine: one [`TextSession`] per chat request, one token per turn.
+//! Text answers in the engine: one [`TextSession`] per chat request. A turn runs one prefill
+//! chunk for each answer still reading its prompt, and one batched step ([`Janus::step_texts`])
+//! that gives every other answer its next token.
+
+use std::time::Instant;
 
 use janus::{Janus, TextSession};
 use tokio::sync::mpsc;
 
-use super::error::guarded;
+use super::error::{guarded, EngineError};
 use super::{ChatEvent, ChatRequest};
 
 pub(super) struct TextAnswer<'m> {
     session: TextSession<'m>,
     tx: mpsc::Sender<ChatEvent>,
+    /// When the request was accepted, and when its last piece of text was sent.
+    accepted: Instant,
+    last_token: Option<Instant>,
+    /// Tokens announced so far (one `Delta` each).
+    sent_tokens: usize,
 }
 
 /// Where an answer stands after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TextTurn {
     Running,
     /// Finished, failed or abandoned: the request is over.
@@ -20,11 +30,11 @@ pub(super) enum TextTurn {
 
 impl<'m> TextAnswer<'m> {
     /// Tokenizes and embeds the conversation and sends `Started`; on failure sends `Failed`.
-    pub fn start(model: &'m Janus, req: &ChatRequest, tx: mpsc::Sender<ChatEvent>) -> Option<Self> {
+    pub fn start(model: &'m Janus, req: &ChatRequest, tx: mpsc::Sender<ChatEvent>, accepted: Instant) -> Option<Self> {
         match guarded(|| TextSession::new(model, &req.conversation, &req.params)) {
             Ok(session) => {
                 let _ = tx.try_send(ChatEvent::Started { prompt_tokens: session.prompt_tokens() });
-                Some(Self { session, tx })
+                Some(Self { session, tx, accepted, last_token: None, sent_tokens: 0 })
             }
             Err(e) => {
                 let _ = tx.try_send(ChatEvent::Failed(e));
@@ -33,16 +43,35 @@ impl<'m> TextAnswer<'m> {
         }
     }
 
-    /// One token (the prefill on the first turn); sends the new text, and `Done` at the end.
+    pub fn is_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Whether its next step is one token (it can join the batched step).
+    pub fn is_decoding(&self) -> bool {
+        self.session.is_decoding()
+    }
+
+    /// A step of its own: a prefill chunk (the last one picks the first token).
     pub fn step(&mut self) -> TextTurn {
-        if self.tx.is_closed() {
-            return TextTurn::Over;
-        }
-        match guarded(|| self.session.step()) {
-            Ok(Some(piece)) => {
-                let _ = self.tx.try_send(ChatEvent::Delta(piece));
+        let r = guarded(|| self.session.step());
+        self.deliver(r)
+    }
+
+    /// Sends what a step gave; `Done` at the end.
+    fn deliver(&mut self, r: Result<Option<String>, EngineError>) -> TextTurn {
+        match r {
+            Ok(piece) => {
+                let tokens = self.session.completion_tokens();
+                if tokens > self.sent_tokens {
+                    // One event per token, text or not (a token may complete no character yet).
+                    self.sent_tokens = tokens;
+                    self.record_token();
+                    let _ = self.tx.try_send(ChatEvent::Delta(piece.unwrap_or_default()));
+                } else if let Some(piece) = piece {
+                    let _ = self.tx.try_send(ChatEvent::Delta(piece));
+                }
             }
-            Ok(None) => {}
             Err(e) => {
                 let _ = self.tx.try_send(ChatEvent::Failed(e));
                 return TextTurn::Over;
@@ -56,5 +85,31 @@ impl<'m> TextAnswer<'m> {
             finish_reason: self.session.finish_reason(),
         });
         TextTurn::Over
+    }
+
+    /// Time to first token and inter-token latency, as the engine sees them.
+    fn record_token(&mut self) {
+        let now = Instant::now();
+        match self.last_token.replace(now) {
+            None => metrics::histogram!("janus_time_to_first_token_seconds")
+                .record(now.duration_since(self.accepted).as_secs_f64()),
+            Some(prev) => {
+                metrics::histogram!("janus_inter_token_seconds").record(now.duration_since(prev).as_secs_f64())
+            }
+        }
+    }
+
+    /// One token for each of `answers` (all decoding) in one batched step.
+    pub fn step_together(model: &Janus, answers: &mut [&mut TextAnswer<'m>]) -> Vec<TextTurn> {
+        let stepped = {
+            let mut sessions: Vec<&mut TextSession<'m>> = answers.iter_mut().map(|a| &mut a.session).collect();
+            guarded(|| model.step_texts(&mut sessions))
+        };
+        match stepped {
+            Ok(results) => {
+                answers.iter_mut().zip(results).map(|(a, r)| a.deliver(r.map_err(EngineError::from))).collect()
+            }
+            Err(e) => answers.iter_mut().map(|a| a.deliver(Err(e.clone()))).collect(),
+        }
     }
 }

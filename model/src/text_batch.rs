@@ -1,0 +1,35 @@
+//! Continuous batching of text answers: every answer past its prompt takes its next token in
+//! one batched step. The linear layers (most of a decode step's time: it reads every weight)
+//! run once for all rows; attention runs row by row, each against its own cache at its own
+//! position, so answers join and leave at any step and each row's numbers are those of the
+//! answer alone.
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::llm::LlmCache;
+use crate::model::Janus;
+use crate::understand::TextSession;
+
+impl Janus {
+    /// One token for each of `sessions` (all past their prompt: [`TextSession::is_decoding`]),
+    /// in one batched LM step. The outer error is the shared step's (every session is then
+    /// failed); the inner results are each session's new text, as [`TextSession::step`] gives.
+    pub fn step_texts(&self, sessions: &mut [&mut TextSession<'_>]) -> Result<Vec<Result<Option<String>>>> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !sessions.iter().all(|s| s.is_decoding()) {
+            return Err(Error::InvalidInput("step_texts takes only answers past their prompt".into()));
+        }
+        let inputs = (sessions.iter_mut())
+            .map(|s| s.take_input()?.ok_or_else(|| Error::InvalidInput("a decoding answer has no input".into())))
+            .collect::<Result<Vec<_>>>()?;
+        let hidden = {
+            let mut caches: Vec<&mut LlmCache> = sessions.iter_mut().map(|s| s.cache_mut()).collect();
+            self.llm.forward_rows(&Tensor::cat(&inputs, 0)?, &mut caches)?
+        };
+        let logits = self.llm.lm_logits(&hidden.squeeze(1)?)?.to_vec2::<f32>()?;
+        Ok(sessions.iter_mut().zip(logits).map(|(s, l)| s.accept_logits(&l)).collect())
+    }
+}

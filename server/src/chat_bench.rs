@@ -1,0 +1,157 @@
+//! `janus bench --chat-requests N`: text answers through the serving engine, to measure
+//! continuous batching. N answers of `--chat-tokens` tokens at once, then the same N one after
+//! another, then the N at once again beside an image request of `-n` images. Reports aggregate
+//! tokens/s, time to first token (p50/p90) and the ratios.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use janus::{Conversation, Message, Part, SamplingParams, TextParams};
+use tokio::sync::mpsc;
+
+use crate::bench::BenchArgs;
+use crate::engine::{ChatEvent, ChatRequest, Engine, EngineOptions, EngineStatus, ImageEvent, ModelEngine};
+
+/// One answer as the client saw it.
+struct Timed {
+    ttft: Duration,
+    tokens: usize,
+}
+
+/// What a set of answers came to.
+struct Round {
+    secs: f64,
+    tokens: usize,
+    ttft: Vec<Duration>,
+}
+
+impl Round {
+    fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / self.secs
+    }
+
+    fn ttft_ms(&self, q: f64) -> f64 {
+        let mut t = self.ttft.clone();
+        t.sort();
+        t.get(((t.len() - 1) as f64 * q).round() as usize).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+
+    fn line(&self, what: &str) -> String {
+        format!(
+            "{what}: {} tokens in {:.2} s = {:.1} tokens/s, TTFT p50 {:.0} ms, p90 {:.0} ms",
+            self.tokens,
+            self.secs,
+            self.tokens_per_s(),
+            self.ttft_ms(0.5),
+            self.ttft_ms(0.9)
+        )
+    }
+}
+
+fn request(i: usize, tokens: usize) -> ChatRequest {
+    let question = format!("Question {i}: tell me a long story about a lighthouse keeper.");
+    let conversation = Conversation::new(vec![Message::user(vec![Part::Text(question)])]);
+    let sampling = SamplingParams { temperature: 1.0, ..SamplingParams::default() };
+    ChatRequest { conversation, params: TextParams { max_new_tokens: Some(tokens), sampling, seed: i as u64 } }
+}
+
+/// Reads one answer to the end, timing its first token from `start`.
+fn read(mut rx: mpsc::Receiver<ChatEvent>, start: Instant) -> Result<Timed> {
+    let mut ttft = None;
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            ChatEvent::Started { .. } => {}
+            ChatEvent::Delta(_) => {
+                ttft.get_or_insert_with(|| start.elapsed());
+            }
+            ChatEvent::Done { completion_tokens, .. } => {
+                let ttft = ttft.unwrap_or_else(|| start.elapsed());
+                return Ok(Timed { ttft, tokens: completion_tokens });
+            }
+            ChatEvent::Failed(e) => bail!("{e}"),
+        }
+    }
+    bail!("the engine closed the answer")
+}
+
+/// `n` answers submitted at once.
+fn together(engine: &ModelEngine, n: usize, tokens: usize) -> Result<Round> {
+    let start = Instant::now();
+    let rxs = (0..n).map(|i| engine.submit_chat(request(i, tokens))).collect::<Result<Vec<_>, _>>()?;
+    let readers: Vec<_> = rxs.into_iter().map(|rx| std::thread::spawn(move || read(rx, start))).collect();
+    let timed = readers.into_iter().map(|h| h.join().expect("reader thread")).collect::<Result<Vec<_>>>()?;
+    Ok(Round {
+        secs: start.elapsed().as_secs_f64(),
+        tokens: timed.iter().map(|t| t.tokens).sum(),
+        ttft: timed.iter().map(|t| t.ttft).collect(),
+    })
+}
+
+/// The same `n` answers, each submitted when the previous one is done.
+fn one_by_one(engine: &ModelEngine, n: usize, tokens: usize) -> Result<Round> {
+    let start = Instant::now();
+    let mut timed = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        timed.push(read(engine.submit_chat(request(i, tokens))?, t)?);
+    }
+    Ok(Round {
+        secs: start.elapsed().as_secs_f64(),
+        tokens: timed.iter().map(|t| t.tokens).sum(),
+        ttft: timed.iter().map(|t| t.ttft).collect(),
+    })
+}
+
+pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
+    let engine = ModelEngine::start(EngineOptions {
+        model: a.model.model.clone(),
+        device: a.model.device.clone(),
+        dtype: a.model.dtype.clone(),
+        quant: a.model.quant,
+        max_batch_images: a.n.max(1),
+        queue_capacity: 2 * n + 2,
+        decode_chunk: a.decode_chunk,
+        batch_wait: Duration::ZERO,
+    });
+    while engine.status() == EngineStatus::Loading {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let EngineStatus::Failed(m) = engine.status() {
+        bail!("{m}");
+    }
+    let tokens = a.chat_tokens.max(1);
+    together(&engine, 1, 4)?; // warm-up
+    let concurrent = together(&engine, n, tokens)?;
+    let sequential = one_by_one(&engine, n, tokens)?;
+    println!("{n} chat answers of up to {tokens} tokens ({}):", a.model.model);
+    println!("  {}", concurrent.line("concurrent"));
+    println!("  {}", sequential.line("one by one"));
+    println!("  aggregate speed-up {:.2}x", concurrent.tokens_per_s() / sequential.tokens_per_s());
+
+    // The same answers beside an image request that runs from before they start to after.
+    let images = crate::engine::ImageRequest {
+        prompt: a.prompt.clone(),
+        n: a.n.max(1),
+        seed: 1,
+        params: SamplingParams::default(),
+        partial_images: 0,
+    };
+    let mut image_rx = engine.submit_images(images)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let beside = together(&engine, n, tokens)?;
+    let image_busy = matches!(image_rx.try_recv(), Err(mpsc::error::TryRecvError::Empty));
+    println!("  {}", beside.line(&format!("concurrent, beside {} images", a.n.max(1))));
+    println!(
+        "  chat tokens/s beside images: {:.0}% of alone{}",
+        100.0 * beside.tokens_per_s() / concurrent.tokens_per_s(),
+        if image_busy { "" } else { " (the image request finished before the answers: make -n larger)" }
+    );
+    while let Some(ev) = image_rx.blocking_recv() {
+        match ev {
+            ImageEvent::Done { .. } => break,
+            ImageEvent::Failed(e) => bail!("{e}"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
