@@ -6,6 +6,7 @@
 //! - [`model::Janus`]: the loaded model; [`generate::T2iBatch`] runs text-to-image step by step;
 //!   [`Janus::answer`] answers a [`Conversation`] with images (understanding).
 
+pub mod attention_cpu;
 pub mod config;
 pub mod device;
 pub mod error;

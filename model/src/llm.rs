@@ -12,6 +12,7 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{rms_norm, Embedding, RmsNorm, VarBuilder};
 
+use crate::attention_cpu;
 use crate::config::LlmConfig;
 use crate::error::{Error, Result};
 use crate::nn::Linear;
@@ -209,16 +210,38 @@ impl Attention {
     }
 
     /// The attention of rows that share nothing but the weights (each its own cache and
-    /// position): `q/k/v` and `o_proj` in one matmul each for all rows, the attention row by row.
+    /// position): `q/k/v` and `o_proj` in one matmul each for all rows; on the CPU (f32) the
+    /// rotary embedding for all rows at once and the attention in one call
+    /// ([`attention_cpu::attend_rows`]), elsewhere the attention row by row.
     fn forward_rows(&self, x: &Tensor, rope: &Rope, caches: &mut [(&mut (Tensor, Tensor), usize)]) -> Result<Tensor> {
         let qkv = self.qkv.forward(x)?;
-        let ys = (caches.iter_mut().enumerate())
-            .map(|(r, (kv, offset))| {
-                let (cos, sin) = rope.select(*offset, 1, None)?;
-                self.attend(&qkv.narrow(0, r, 1)?, &cos, &sin, None, kv, *offset)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(self.o_proj.forward(&Tensor::cat(&ys, 0)?)?)
+        if !attention_cpu::takes(&qkv) {
+            let ys = (caches.iter_mut().enumerate())
+                .map(|(r, (kv, offset))| {
+                    let (cos, sin) = rope.select(*offset, 1, None)?;
+                    self.attend(&qkv.narrow(0, r, 1)?, &cos, &sin, None, kv, *offset)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(self.o_proj.forward(&Tensor::cat(&ys, 0)?)?);
+        }
+        let (r, _, _) = qkv.dims3()?;
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let qkv = qkv.reshape((r, 1, h + 2 * kvh, d))?;
+        let heads =
+            |start: usize, n: usize| -> Result<Tensor> { Ok(qkv.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?) };
+        let (q, k, v) = (heads(0, h)?, heads(h, kvh)?, heads(h + kvh, kvh)?);
+        let positions = Tensor::from_iter(caches.iter().map(|(_, o)| *o as u32), x.device())?.reshape((r, 1))?;
+        let (cos, sin) = rope.select(0, 1, Some(&positions))?;
+        let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
+        for (i, (kv, offset)) in caches.iter_mut().enumerate() {
+            kv.0.slice_set(&k.narrow(0, i, 1)?, 2, *offset)?;
+            kv.1.slice_set(&v.narrow(0, i, 1)?, 2, *offset)?;
+        }
+        let rows: Vec<(&Tensor, &Tensor, usize)> = caches.iter().map(|(kv, o)| (&kv.0, &kv.1, o + 1)).collect();
+        let heads = attention_cpu::Heads { num_heads: h, num_kv_heads: kvh, head_dim: d };
+        let y = attention_cpu::attend_rows(&q.reshape((r, h, d))?, &rows, heads)?;
+        Ok(self.o_proj.forward(&y.reshape((r, 1, h * d))?)?)
     }
 
     /// `qkv` `[B, S, (heads + 2 kv heads) · head_dim]` → rotary embedding, cache write at

@@ -5,6 +5,7 @@
 //! answer alone.
 
 use candle_core::Tensor;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::llm::LlmCache;
@@ -30,6 +31,8 @@ impl Janus {
             self.llm.forward_rows(&Tensor::cat(&inputs, 0)?, &mut caches)?
         };
         let logits = self.llm.lm_logits(&hidden.squeeze(1)?)?.to_vec2::<f32>()?;
-        Ok(sessions.iter_mut().zip(logits).map(|(s, l)| s.accept_logits(&l)).collect())
+        // The draws (a softmax over the vocabulary each) in parallel; each row has its own RNG.
+        let picks: Vec<u32> = sessions.par_iter_mut().zip(logits.par_iter()).map(|(s, l)| s.pick(l)).collect();
+        Ok(sessions.iter_mut().zip(picks).map(|(s, t)| s.accept_token(t)).collect())
     }
 }

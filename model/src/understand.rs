@@ -363,6 +363,12 @@ impl<'m> TextSession<'m> {
     /// the end). The text is decoded incrementally ([`DecodeStream`]): a step decodes a window of
     /// a few tokens, not the whole answer.
     pub fn step(&mut self) -> Result<Option<String>> {
+        if self.is_decoding() {
+            // The same batched step as answers decoded together, so that an answer's numbers do
+            // not depend on having batch mates.
+            let model = self.model;
+            return model.step_texts(&mut [self])?.pop().unwrap_or(Ok(None));
+        }
         let Some(input) = self.take_input()? else {
             return Ok(None);
         };
@@ -411,8 +417,19 @@ impl<'m> TextSession<'m> {
     }
 
     /// Picks the next token from its logits, and decodes it.
-    pub(crate) fn accept_logits(&mut self, logits: &[f32]) -> Result<Option<String>> {
-        let t = self.sampler.sample_logits(logits);
+    fn accept_logits(&mut self, logits: &[f32]) -> Result<Option<String>> {
+        let t = self.pick(logits);
+        self.accept_token(t)
+    }
+
+    /// The next token, drawn from its logits with this answer's own RNG (host work only, so
+    /// that a batch can draw its rows in parallel).
+    pub(crate) fn pick(&mut self, logits: &[f32]) -> u32 {
+        self.sampler.sample_logits(logits)
+    }
+
+    /// Takes the picked token: the end, or its text and the next step's input.
+    pub(crate) fn accept_token(&mut self, t: u32) -> Result<Option<String>> {
         let tokenizer = &self.model.tokenizer;
         let mut piece = None;
         if t == tokenizer.special.eos {
