@@ -87,6 +87,30 @@ fn cuda(_ordinal: usize) -> Result<Device> {
     ))
 }
 
+/// Memory free for new tensors on `device`, in bytes: the driver's free count on CUDA, the
+/// kernel's `MemAvailable` on the CPU; `None` where it cannot be read.
+pub fn memory_available(device: &Device) -> Option<u64> {
+    if device.is_cuda() {
+        return cuda_free_memory(device);
+    }
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_free_memory(device: &Device) -> Option<u64> {
+    device.synchronize().ok()?;
+    let (free, _total) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok()?;
+    Some(free as u64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_free_memory(_device: &Device) -> Option<u64> {
+    None
+}
+
 /// Device memory in use on CUDA, in bytes (the driver's count, all processes); `None` on other
 /// devices or where it cannot be read (host memory: `janus bench` samples `RssAnon`).
 pub fn memory_in_use(device: &Device) -> Option<u64> {

@@ -32,8 +32,9 @@ pub const MAX_CHAT_IMAGES: usize = 8;
 /// Text tokens generated when the request sets no limit (the reference's `max_new_tokens`;
 /// fewer when the context is fuller).
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 512;
-/// Text answers decoded concurrently by the serving engine.
-pub const MAX_TEXT_SESSIONS: usize = 8;
+/// Most text answers the serving engine decodes together when `--max-text-sessions` is not given
+/// (fewer when the memory budget holds fewer; see `engine/budget.rs`).
+pub const MAX_TEXT_SESSIONS: usize = 16;
 /// Images decoded at once by the VQ decoder (`--decode-chunk`).
 pub const DEFAULT_DECODE_CHUNK: usize = 4;
 /// The question `janus describe` and `/v1/images/describe` ask when none is given.

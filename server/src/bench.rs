@@ -403,6 +403,7 @@ pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
         queue_capacity: requests.max(1) * 2,
         decode_chunk: a.decode_chunk,
         batch_wait: std::time::Duration::from_millis(50),
+        max_text_sessions: None,
     });
     while engine.status() == EngineStatus::Loading {
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -112,6 +112,7 @@ pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
         queue_capacity: 2 * n + 2,
         decode_chunk: a.decode_chunk,
         batch_wait: Duration::ZERO,
+        max_text_sessions: Some(n.max(1)),
     });
     while engine.status() == EngineStatus::Loading {
         std::thread::sleep(Duration::from_millis(20));

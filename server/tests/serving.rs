@@ -51,6 +51,7 @@ async fn usage_is_the_models_token_count_and_metrics_count_these_requests() {
         queue_capacity: 8,
         decode_chunk: 2,
         batch_wait: Duration::ZERO,
+        max_text_sessions: None,
     });
     let t = Instant::now();
     while engine.status() == EngineStatus::Loading {
@@ -104,4 +105,13 @@ async fn usage_is_the_models_token_count_and_metrics_count_these_requests() {
     assert_eq!(tokens, Some((2 * model.num_image_tokens()) as f64), "{text}");
     let info = sample(&text, "janus_model_info", &["quant=\"none\"", "dtype=\"f32\"", "device=\"cpu\""]);
     assert_eq!(info, Some(1.0), "{text}");
+    // The engine's own view: one text answer and one image request waited in the queue, the
+    // answer's first token and its other 8 gaps were timed, and rows per step were counted.
+    assert_eq!(sample(&text, "janus_time_to_first_token_seconds_count", &[]), Some(1.0), "{text}");
+    let gaps = sample(&text, "janus_inter_token_seconds_count", &[]).unwrap_or(0.0);
+    assert_eq!(gaps as usize, want.token_ids.len().saturating_sub(1), "{text}");
+    assert_eq!(sample(&text, "janus_queue_wait_seconds_count", &["kind=\"text\""]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "janus_queue_wait_seconds_count", &["kind=\"images\""]), Some(1.0), "{text}");
+    assert!(sample(&text, "janus_rows_per_step_count", &["kind=\"text\""]).is_some(), "{text}");
+    assert!(sample(&text, "janus_max_text_sessions", &[]).is_some_and(|n| n >= 1.0), "{text}");
 }

@@ -57,6 +57,13 @@ pub struct LlmConfig {
     pub rope_theta: f64,
 }
 
+impl LlmConfig {
+    /// Bytes of keys and values one row's cache holds per position, in `dtype`.
+    pub fn kv_bytes_per_position(&self, dtype: candle_core::DType) -> usize {
+        2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * dtype.size_in_bytes()
+    }
+}
+
 /// The SigLIP ViT used for understanding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionConfig {

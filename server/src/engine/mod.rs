@@ -8,11 +8,13 @@
 //! | `mod.rs` | [`Engine`] (what a backend implements), [`ModelInfo`], the request and event types |
 //! | `error.rs` | [`EngineError`]: typed failures, library errors mapped by kind |
 //! | `client.rs` | [`EngineClient`]: the facade handlers call |
+//! | `budget.rs` | the memory-aware default of `--max-text-sessions` |
 //! | `model_engine.rs` | [`ModelEngine`]: the real engine's handle: bounded queue, counters, the engine thread |
 //! | `scheduler.rs` | the engine thread's loop: admission, one step per cohort and text answer per turn |
 //! | `cohort.rs` | image cohorts (one CFG batch), their previews, and VQ decodes one chunk per turn |
 //! | `text.rs` | text answers, one token per turn |
 
+mod budget;
 mod client;
 mod cohort;
 mod error;

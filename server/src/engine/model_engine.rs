@@ -33,6 +33,9 @@ pub struct EngineOptions {
     pub decode_chunk: usize,
     /// When idle, how long to wait for more image requests to batch with the first.
     pub batch_wait: Duration,
+    /// Most text answers decoded together; `None`: as many as the memory holds beside a full
+    /// cohort (`budget.rs`), at most `janus::limits::MAX_TEXT_SESSIONS`.
+    pub max_text_sessions: Option<usize>,
 }
 
 /// State shared by the handle and the engine thread.
@@ -185,7 +188,8 @@ fn engine_thread(opts: EngineOptions, shared: Arc<Shared>, rx: Receiver<Work>) {
     *shared.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     shared.set_status(EngineStatus::Ready);
     tracing::info!(model = %opts.model, quant = %model.quant(), device = %janus::device::device_name(model.device()), "engine ready");
-    Scheduler::new(&model, &opts, &shared).run(rx);
+    let max_text = super::budget::max_text_sessions(&model, opts.max_text_sessions, opts.max_batch_images);
+    Scheduler::new(&model, &opts, &shared, max_text).run(rx);
 }
 
 /// After a failed load: answer every request with the reason, forever.

@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use janus::limits::MAX_TEXT_SESSIONS;
 use janus::Janus;
 use tokio::sync::mpsc;
 
@@ -58,10 +57,12 @@ pub(super) struct Scheduler<'m> {
     texts: Vec<TextAnswer<'m>>,
     /// Previews and finished images to decode, in order.
     decodes: VecDeque<Decode>,
+    /// Most text answers decoded together.
+    max_text: usize,
 }
 
 impl<'m> Scheduler<'m> {
-    pub fn new(model: &'m Janus, opts: &'m EngineOptions, shared: &'m Shared) -> Self {
+    pub fn new(model: &'m Janus, opts: &'m EngineOptions, shared: &'m Shared, max_text: usize) -> Self {
         Self {
             model,
             opts,
@@ -71,6 +72,7 @@ impl<'m> Scheduler<'m> {
             cohorts: Vec::new(),
             texts: Vec::new(),
             decodes: VecDeque::new(),
+            max_text,
         }
     }
 
@@ -123,6 +125,7 @@ impl<'m> Scheduler<'m> {
             self.step_all();
             self.decode_one_chunk();
             metrics::gauge!("janus_queue_depth").set(self.shared.queued.load(Ordering::SeqCst) as f64);
+            metrics::gauge!("janus_max_text_sessions").set(self.max_text as f64);
         }
     }
 
@@ -175,7 +178,7 @@ impl<'m> Scheduler<'m> {
                 Err((members, e)) => self.fail_members(&members, e),
             }
         }
-        while self.texts.len() < MAX_TEXT_SESSIONS {
+        while self.texts.len() < self.max_text {
             let Some((req, tx, at)) = self.waiting_text.pop_front() else { break };
             self.dequeued();
             record_queue_wait(at, "text");
@@ -250,7 +253,7 @@ impl<'m> Scheduler<'m> {
             return false;
         }
         metrics::histogram!("janus_step_seconds").record(t.elapsed().as_secs_f64());
-        metrics::histogram!("janus_rows_per_step", "kind" => "images").record(n as f64);
+        metrics::histogram!("janus_rows_per_step", "kind" => "images").record((2 * n) as f64); // CFG pairs
         metrics::counter!("janus_image_tokens_total").increment(n as u64);
         if c.is_done() {
             return false;

@@ -29,6 +29,7 @@ fn engine_chunked(queue: usize, wait_ms: u64, decode_chunk: usize) -> Arc<ModelE
         queue_capacity: queue,
         decode_chunk,
         batch_wait: Duration::from_millis(wait_ms),
+        max_text_sessions: None,
     });
     let t = Instant::now();
     while e.status() == EngineStatus::Loading {
@@ -260,6 +261,7 @@ fn a_model_that_fails_to_load_says_why() {
         queue_capacity: 4,
         decode_chunk: 4,
         batch_wait: Duration::ZERO,
+        max_text_sessions: None,
     });
     let t = Instant::now();
     while e.status() == EngineStatus::Loading {

@@ -29,6 +29,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full("janus_http_request_duration_seconds".into()), LATENCY_BUCKETS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("janus_step_seconds".into()), STEP_BUCKETS))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("janus_inter_token_seconds".into()), STEP_BUCKETS))
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("janus_time_to_first_token_seconds".into()), LATENCY_BUCKETS)
+            })
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("janus_queue_wait_seconds".into()), LATENCY_BUCKETS))
             .expect("valid buckets");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -49,6 +54,28 @@ pub fn prometheus() -> &'static PrometheusHandle {
         metrics::describe_gauge!("janus_batch_images", "Images in the running CFG batch");
         metrics::describe_counter!("janus_image_tokens_total", "Image tokens generated");
         metrics::describe_histogram!("janus_step_seconds", metrics::Unit::Seconds, "Time of one engine decode step");
+        metrics::describe_histogram!(
+            "janus_decode_seconds",
+            metrics::Unit::Seconds,
+            "Time of one VQ decode chunk (the longest the engine holds other work for a decode)"
+        );
+        metrics::describe_histogram!("janus_rows_per_step", "Rows in one engine step, by kind (images, text)");
+        metrics::describe_histogram!(
+            "janus_time_to_first_token_seconds",
+            metrics::Unit::Seconds,
+            "From a text request's acceptance to its first token"
+        );
+        metrics::describe_histogram!(
+            "janus_inter_token_seconds",
+            metrics::Unit::Seconds,
+            "Between two tokens of a text answer"
+        );
+        metrics::describe_histogram!(
+            "janus_queue_wait_seconds",
+            metrics::Unit::Seconds,
+            "From a request's acceptance to its start, by kind"
+        );
+        metrics::describe_gauge!("janus_max_text_sessions", "Most text answers decoded together");
         handle
     })
 }

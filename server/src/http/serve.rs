@@ -61,6 +61,12 @@ pub struct ServeArgs {
     #[arg(long, env = "JANUS_BATCH_WAIT_MS", default_value_t = 20)]
     pub batch_wait_ms: u64,
 
+    /// Most text answers (chat, describe) decoded together in one batched step (default: as many
+    /// as half the memory free after loading holds beside a full image batch, at most 16).
+    #[arg(long, env = "JANUS_MAX_TEXT_SESSIONS",
+          value_parser = clap::value_parser!(u32).range(1..=256).map(|v| v as usize))]
+    pub max_text_sessions: Option<usize>,
+
     /// Images decoded at once by the VQ decoder (bounds memory).
     #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = DEFAULT_DECODE_CHUNK,
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
@@ -128,6 +134,7 @@ impl ServeArgs {
             queue_capacity: self.queue_capacity,
             decode_chunk: self.decode_chunk,
             batch_wait: Duration::from_millis(self.batch_wait_ms),
+            max_text_sessions: self.max_text_sessions,
         }
     }
 }
