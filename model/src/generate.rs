@@ -196,8 +196,33 @@ impl<'m> T2iBatch<'m> {
     }
 
     fn advance(&mut self, pick: impl FnOnce(&mut BatchSampler, &Tensor) -> Result<Tensor>) -> Result<StepOutput> {
-        let input = self.next.take().ok_or_else(|| Error::InvalidInput("generation is already finished".into()))?;
+        let input = self.take_input()?;
         let hidden = last_position(&self.model.llm.forward(&input, &mut self.cache)?)?;
+        self.finish_step(hidden, pick)
+    }
+
+    /// Whether the prompt is in the cache, so that the next step is one token per row and can
+    /// share the LM forward with text answers ([`Janus::step_shared`]).
+    pub fn is_prefilled(&self) -> bool {
+        self.steps > 0 && !self.is_done()
+    }
+
+    /// The LM input of the next step: the prompts first, then one token per row.
+    pub(crate) fn take_input(&mut self) -> Result<Tensor> {
+        self.next.take().ok_or_else(|| Error::InvalidInput("generation is already finished".into()))
+    }
+
+    pub(crate) fn cache_mut(&mut self) -> &mut LlmCache {
+        &mut self.cache
+    }
+
+    /// After the LM: `gen_head`, the picks, and the next step's input, from the last position's
+    /// hidden states `[2N, D]`.
+    pub(crate) fn finish_step(
+        &mut self,
+        hidden: Tensor,
+        pick: impl FnOnce(&mut BatchSampler, &Tensor) -> Result<Tensor>,
+    ) -> Result<StepOutput> {
         let logits = self.model.gen_logits(&hidden)?;
         let picked = pick(&mut self.sampler, &logits)?;
         self.pending.push(picked.clone());

@@ -25,6 +25,7 @@ pub mod quant;
 pub mod quant_cpu;
 pub mod request;
 pub mod sampling;
+pub mod shared_step;
 pub mod text_batch;
 pub mod tokenizer;
 pub mod understand;

@@ -172,6 +172,16 @@ impl Rope {
     }
 }
 
+/// One layer of a batch cache in a shared step: its keys and values, its length, and the step's
+/// rotary tables and mask for its rows.
+struct BatchLayer<'a> {
+    kv: &'a mut (Tensor, Tensor),
+    offset: usize,
+    cos: &'a Tensor,
+    sin: &'a Tensor,
+    mask: Option<&'a Tensor>,
+}
+
 /// Self-attention with `q_proj`, `k_proj` and `v_proj` fused into one matmul at load time.
 struct Attention {
     qkv: Linear,
@@ -209,20 +219,50 @@ impl Attention {
         Ok(self.o_proj.forward(&y)?)
     }
 
-    /// The attention of rows that share nothing but the weights (each its own cache and
-    /// position): `q/k/v` and `o_proj` in one matmul each for all rows; on the CPU (f32) the
-    /// rotary embedding for all rows at once and the attention in one call
-    /// ([`attention_cpu::attend_rows`]), elsewhere the attention row by row.
-    fn forward_rows(&self, x: &Tensor, rope: &Rope, caches: &mut [(&mut (Tensor, Tensor), usize)]) -> Result<Tensor> {
+    /// One token for the rows of one batch cache (`batch`: its layer, its length, and the step's
+    /// rotary tables and mask, `qkv`'s first rows) and for rows that share nothing but the weights
+    /// (`singles`: each its own cache and position, the remaining rows): `q/k/v` and `o_proj` in
+    /// one matmul each for all rows.
+    fn forward_step(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        batch: Option<BatchLayer<'_>>,
+        singles: &mut [(&mut (Tensor, Tensor), usize)],
+    ) -> Result<Tensor> {
         let qkv = self.qkv.forward(x)?;
-        if !attention_cpu::takes(&qkv) {
+        let mut ys = Vec::with_capacity(2);
+        let mut first = 0;
+        if let Some(b) = batch {
+            let rows = b.kv.0.dim(0)?;
+            ys.push(self.attend(&qkv.narrow(0, 0, rows)?, b.cos, b.sin, b.mask, b.kv, b.offset)?);
+            first = rows;
+        }
+        if !singles.is_empty() {
+            ys.push(self.attend_singles(&qkv.narrow(0, first, singles.len())?, rope, singles)?);
+        }
+        let y = if ys.len() == 1 { ys.remove(0) } else { Tensor::cat(&ys, 0)? };
+        Ok(self.o_proj.forward(&y)?)
+    }
+
+    /// The attention of one-token rows that share nothing but the weights (each its own cache
+    /// and position) → `[R, 1, heads · head_dim]`: on the CPU (f32) the rotary embedding for all
+    /// rows at once and the attention in one call ([`attention_cpu::attend_rows`]), elsewhere
+    /// row by row.
+    fn attend_singles(
+        &self,
+        qkv: &Tensor,
+        rope: &Rope,
+        caches: &mut [(&mut (Tensor, Tensor), usize)],
+    ) -> Result<Tensor> {
+        if !attention_cpu::takes(qkv) {
             let ys = (caches.iter_mut().enumerate())
                 .map(|(r, (kv, offset))| {
                     let (cos, sin) = rope.select(*offset, 1, None)?;
                     self.attend(&qkv.narrow(0, r, 1)?, &cos, &sin, None, kv, *offset)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            return Ok(self.o_proj.forward(&Tensor::cat(&ys, 0)?)?);
+            return Ok(Tensor::cat(&ys, 0)?);
         }
         let (r, _, _) = qkv.dims3()?;
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -230,7 +270,7 @@ impl Attention {
         let heads =
             |start: usize, n: usize| -> Result<Tensor> { Ok(qkv.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?) };
         let (q, k, v) = (heads(0, h)?, heads(h, kvh)?, heads(h + kvh, kvh)?);
-        let positions = Tensor::from_iter(caches.iter().map(|(_, o)| *o as u32), x.device())?.reshape((r, 1))?;
+        let positions = Tensor::from_iter(caches.iter().map(|(_, o)| *o as u32), qkv.device())?.reshape((r, 1))?;
         let (cos, sin) = rope.select(0, 1, Some(&positions))?;
         let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
         let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
@@ -241,7 +281,7 @@ impl Attention {
         let rows: Vec<(&Tensor, &Tensor, usize)> = caches.iter().map(|(kv, o)| (&kv.0, &kv.1, o + 1)).collect();
         let heads = attention_cpu::Heads { num_heads: h, num_kv_heads: kvh, head_dim: d };
         let y = attention_cpu::attend_rows(&q.reshape((r, h, d))?, &rows, heads)?;
-        Ok(self.o_proj.forward(&y.reshape((r, 1, h * d))?)?)
+        Ok(y.reshape((r, 1, h * d))?)
     }
 
     /// `qkv` `[B, S, (heads + 2 kv heads) · head_dim]` → rotary embedding, cache write at
@@ -431,33 +471,66 @@ impl Llama {
 
     /// One token for each of several independent sequences (text answers), each with its own
     /// one-row cache: `embeds` `[R, 1, D]`, row `r` appended to `caches[r]`. The linear layers run
-    /// once for all rows (one pass over the weights); attention runs row by row against each
-    /// row's cache at its own position. Returns the post-norm hidden states `[R, 1, D]`.
+    /// once for all rows (one pass over the weights); attention runs for each row against its own
+    /// cache at its own position. Returns the post-norm hidden states `[R, 1, D]`.
     pub fn forward_rows(&self, embeds: &Tensor, caches: &mut [&mut LlmCache]) -> Result<Tensor> {
+        self.forward_shared(embeds, None, caches)
+    }
+
+    /// One token for the rows of a batch cache (an image cohort, the first `batch.batch_size()`
+    /// rows of `embeds`) and for independent one-row caches (text answers, the rest) in one
+    /// pass over the weights: the linear layers for all rows together, each group's attention
+    /// against its own cache. Returns the post-norm hidden states `[R, 1, D]`.
+    pub fn forward_shared(
+        &self,
+        embeds: &Tensor,
+        mut batch: Option<&mut LlmCache>,
+        singles: &mut [&mut LlmCache],
+    ) -> Result<Tensor> {
         let (r, s, _) = embeds.dims3()?;
-        if r != caches.len() || s != 1 {
-            return Err(Error::InvalidInput(format!("{r} rows of {s} tokens for {} one-token caches", caches.len())));
+        let batch_rows = batch.as_ref().map_or(0, |b| b.batch_size());
+        if r != batch_rows + singles.len() || s != 1 {
+            return Err(Error::InvalidInput(format!(
+                "{r} rows of {s} tokens for {batch_rows} batch rows and {} one-row caches",
+                singles.len()
+            )));
         }
-        for c in caches.iter() {
-            if c.batch_size() != 1 || c.padding.is_some() {
-                return Err(Error::InvalidInput("forward_rows takes one unpadded row per cache".into()));
-            }
+        for c in batch.iter().map(|b| &**b).chain(singles.iter().map(|c| &**c)) {
             if c.len + 1 > c.capacity || c.len + 1 > self.cfg.max_position_embeddings {
                 return Err(Error::InvalidInput(format!("a row of {} tokens exceeds its cache", c.len + 1)));
             }
         }
-        let offsets: Vec<usize> = caches.iter().map(|c| c.len).collect();
+        if singles.iter().any(|c| c.batch_size() != 1 || c.padding.is_some()) {
+            return Err(Error::InvalidInput("one unpadded row per single cache".into()));
+        }
+        // The batch's rotary tables and mask for this step, as `forward` makes them.
+        let batch_tables = match &batch {
+            Some(b) => {
+                let (positions, mask) = b.positions_and_mask(1, embeds.device())?;
+                let mask = mask.map(|m| m.to_dtype(attention_dtype(embeds))).transpose()?;
+                let (cos, sin) = self.rope.select(b.len, 1, positions.as_ref())?;
+                Some((cos, sin, mask, b.len))
+            }
+            None => None,
+        };
+        let offsets: Vec<usize> = singles.iter().map(|c| c.len).collect();
         let mut x = embeds.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?;
+            let batch_layer = match (&mut batch, &batch_tables) {
+                (Some(b), Some((cos, sin, mask, offset))) => {
+                    Some(BatchLayer { kv: &mut b.layers[i], offset: *offset, cos, sin, mask: mask.as_ref() })
+                }
+                _ => None,
+            };
             let mut kvs: Vec<(&mut (Tensor, Tensor), usize)> =
-                caches.iter_mut().zip(&offsets).map(|(c, &o)| (&mut c.layers[i], o)).collect();
-            let h = layer.self_attn.forward_rows(&h, &self.rope, &mut kvs)?;
+                singles.iter_mut().zip(&offsets).map(|(c, &o)| (&mut c.layers[i], o)).collect();
+            let h = layer.self_attn.forward_step(&h, &self.rope, batch_layer, &mut kvs)?;
             x = (x + h)?;
             let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
             x = (x + h)?;
         }
-        for c in caches.iter_mut() {
+        for c in batch.into_iter().chain(singles.iter_mut().map(|c| &mut **c)) {
             c.len += 1;
         }
         Ok(self.norm.forward(&x)?)

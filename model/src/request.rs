@@ -42,10 +42,16 @@ impl ImageAsk {
     /// Checks every field; `max_n` is the caller's batch limit (at most
     /// [`MAX_IMAGES_PER_REQUEST`] for a server).
     pub fn validate(self, max_n: usize) -> Result<ImageRequest, Invalid> {
+        self.validate_limited(max_n, None)
+    }
+
+    /// As [`ImageAsk::validate`], naming where a lower `max_n` comes from (e.g. a server flag).
+    pub fn validate_limited(self, max_n: usize, max_n_source: Option<&str>) -> Result<ImageRequest, Invalid> {
         check_prompt(&self.prompt)?;
         let n = self.n.unwrap_or(1);
         if n < 1 || n > max_n as i64 {
-            return Err(Invalid::new(Field::N, format!("must be between 1 and {max_n}; got {n}")));
+            let source = max_n_source.map(|s| format!(" ({s})")).unwrap_or_default();
+            return Err(Invalid::new(Field::N, format!("must be between 1 and {max_n}{source}; got {n}")));
         }
         let partial_images = self.partial_images.unwrap_or(0);
         if !(0..=MAX_PARTIAL_IMAGES as i64).contains(&partial_images) {

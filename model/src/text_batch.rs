@@ -30,8 +30,17 @@ impl Janus {
             let mut caches: Vec<&mut LlmCache> = sessions.iter_mut().map(|s| s.cache_mut()).collect();
             self.llm.forward_rows(&Tensor::cat(&inputs, 0)?, &mut caches)?
         };
-        let logits = self.llm.lm_logits(&hidden.squeeze(1)?)?.to_vec2::<f32>()?;
-        // The draws (a softmax over the vocabulary each) in parallel; each row has its own RNG.
+        self.finish_texts(sessions, &hidden.squeeze(1)?)
+    }
+
+    /// After the LM: `lm_head` for the answers' last hidden states `[R, D]`, the draws (a softmax
+    /// over the vocabulary each) in parallel, each with its answer's own RNG, and the new text.
+    pub(crate) fn finish_texts(
+        &self,
+        sessions: &mut [&mut TextSession<'_>],
+        hidden: &Tensor,
+    ) -> Result<Vec<Result<Option<String>>>> {
+        let logits = self.llm.lm_logits(hidden)?.to_vec2::<f32>()?;
         let picks: Vec<u32> = sessions.par_iter_mut().zip(logits.par_iter()).map(|(s, l)| s.pick(l)).collect();
         Ok(sessions.iter_mut().zip(picks).map(|(s, t)| s.accept_token(t)).collect())
     }

@@ -181,3 +181,48 @@ fn a_prompt_is_prefilled_in_chunks() {
         assert_eq!(s.into_output().unwrap().token_ids, whole.token_ids, "chunks of {chunk}");
     }
 }
+
+/// Image rows and text rows in one LM forward ([`Janus::step_shared`]): the cohort's image
+/// tokens and each answer are those of each stepped on its own.
+#[test]
+fn image_and_text_rows_sharing_a_step_give_what_each_gives_alone() {
+    let model = load_tiny("janus-pro-tiny");
+    let jobs = model.t2i_jobs("a red cube on a table", 2, 7, SamplingParams::default()).unwrap();
+    let images_alone = model.generate_tokens(jobs.clone(), |_, _| {}).unwrap();
+    let text_only = {
+        let mut c = Conversation::new(vec![janus::Message::user(vec![janus::Part::Text("Say more.".into())])]);
+        c.system.clear();
+        c
+    };
+    let asks = [(conversation(), params(0.0, 0, 20)), (text_only, params(0.9, 3, 30))];
+    let alone: Vec<_> = asks.iter().map(|(c, p)| answer(&model, c, p).0).collect();
+
+    let mut batch = janus::T2iBatch::new(&model, jobs).unwrap();
+    batch.step().unwrap(); // the prompts
+    let mut sessions: Vec<janus::TextSession> =
+        asks.iter().map(|(c, p)| janus::TextSession::new(&model, c, p).unwrap()).collect();
+    let mut shared_steps = 0;
+    while !(batch.is_done() && sessions.iter().all(|s| s.is_done())) {
+        for s in sessions.iter_mut().filter(|s| !s.is_decoding() && !s.is_done()) {
+            s.step().unwrap();
+        }
+        let mut decoding: Vec<&mut janus::TextSession> = sessions.iter_mut().filter(|s| s.is_decoding()).collect();
+        if batch.is_prefilled() && !decoding.is_empty() {
+            let (_, texts) = model.step_shared(&mut batch, &mut decoding).unwrap();
+            texts.into_iter().for_each(|t| drop(t.unwrap()));
+            shared_steps += 1;
+        } else {
+            if !batch.is_done() {
+                batch.step().unwrap();
+            }
+            model.step_texts(&mut decoding).unwrap().into_iter().for_each(|t| drop(t.unwrap()));
+        }
+    }
+    assert!(shared_steps >= 10, "{shared_steps} shared steps");
+    assert_eq!(batch.into_tokens().unwrap(), images_alone);
+    for (s, want) in sessions.into_iter().zip(alone) {
+        let out = s.into_output().unwrap();
+        assert_eq!(out.token_ids, want.token_ids);
+        assert_eq!(out.text, want.text);
+    }
+}

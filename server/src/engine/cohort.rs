@@ -10,6 +10,7 @@ use janus::{ImageJob, Janus, T2iBatch};
 use tokio::sync::mpsc;
 
 use super::error::guarded;
+use super::text::{TextAnswer, TextTurn};
 use super::{EngineError, ImageEvent, ImageRequest};
 
 /// One image request inside a cohort.
@@ -113,6 +114,29 @@ impl<'m> Cohort<'m> {
 
     pub fn is_done(&self) -> bool {
         self.batch.is_done()
+    }
+
+    /// Whether its prompt is in the cache (its next step can share the LM forward).
+    pub fn is_prefilled(&self) -> bool {
+        self.batch.is_prefilled()
+    }
+
+    /// One token for every image and for each of `answers` (decoding), in one LM forward
+    /// ([`Janus::step_shared`]); the cohort's outcome and each answer's turn.
+    pub fn step_shared(
+        &mut self,
+        model: &Janus,
+        answers: &mut [&mut TextAnswer<'m>],
+        fault: impl FnOnce() -> janus::Result<()>,
+    ) -> (Result<(), EngineError>, Vec<TextTurn>) {
+        let stepped = guarded(|| {
+            fault()?;
+            model.step_shared(&mut self.batch, &mut TextAnswer::sessions(answers))
+        });
+        match stepped {
+            Ok((_, texts)) => (Ok(()), TextAnswer::deliver_all(answers, Ok(texts))),
+            Err(e) => (Err(e.clone()), TextAnswer::deliver_all(answers, Err(e))),
+        }
     }
 
     /// The previews due after this step, as decodes (the rows not generated yet are painted

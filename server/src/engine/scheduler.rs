@@ -194,10 +194,30 @@ impl<'m> Scheduler<'m> {
         metrics::gauge!("janus_batch_images").set(self.running_images() as f64);
     }
 
-    /// Advances every cohort and text answer by one step.
+    /// Advances every cohort and text answer by one step. Answers still reading their prompt
+    /// take a prefill chunk each; the others take their next token together, in the LM forward of
+    /// the first cohort past its prompt when there is one (image and text rows share the pass
+    /// over the weights), else in a batched step of their own.
     fn step_all(&mut self) {
+        let mut texts = std::mem::take(&mut self.texts);
+        let before = texts.len();
+        texts.retain(|t| !t.is_gone());
+        let decoding: Vec<bool> = texts.iter().map(TextAnswer::is_decoding).collect();
+        let mut turns = vec![TextTurn::Running; texts.len()];
+        for ((t, turn), _) in texts.iter_mut().zip(turns.iter_mut()).zip(&decoding).filter(|(_, d)| !**d) {
+            *turn = t.step();
+        }
+        let (mut batch, mut batch_turns): (Vec<_>, Vec<_>) =
+            texts.iter_mut().zip(turns.iter_mut()).zip(&decoding).filter(|(_, d)| **d).map(|(p, _)| p).unzip();
+        let mut texts_pending = !batch.is_empty();
+        if texts_pending {
+            metrics::histogram!("janus_rows_per_step", "kind" => "text").record(batch.len() as f64);
+        }
         for mut c in std::mem::take(&mut self.cohorts) {
-            if self.step_cohort(&mut c) {
+            let shared = (texts_pending && c.is_prefilled()).then_some((&mut batch[..], &mut batch_turns[..]));
+            let (running, texts_stepped) = self.step_cohort(&mut c, shared);
+            texts_pending &= !texts_stepped;
+            if running {
                 self.cohorts.push(c);
             } else if c.is_done() {
                 match c.finish() {
@@ -206,60 +226,62 @@ impl<'m> Scheduler<'m> {
                 }
             }
         }
-        self.step_texts();
-    }
-
-    /// A prefill chunk for each answer still reading its prompt, then one batched step that
-    /// gives every other answer its next token.
-    fn step_texts(&mut self) {
-        let before = self.texts.len();
-        self.texts.retain(|t| !t.is_gone());
-        let decoding: Vec<bool> = self.texts.iter().map(TextAnswer::is_decoding).collect();
-        let mut turns = vec![TextTurn::Running; self.texts.len()];
-        for ((t, turn), _) in self.texts.iter_mut().zip(turns.iter_mut()).zip(&decoding).filter(|(_, d)| !**d) {
-            *turn = t.step();
-        }
-        let (mut batch, mut batch_turns): (Vec<_>, Vec<_>) =
-            self.texts.iter_mut().zip(turns.iter_mut()).zip(&decoding).filter(|(_, d)| **d).map(|(p, _)| p).unzip();
-        if !batch.is_empty() {
-            metrics::histogram!("janus_rows_per_step", "kind" => "text").record(batch.len() as f64);
+        if texts_pending {
             for (turn, t) in batch_turns.iter_mut().zip(TextAnswer::step_together(self.model, &mut batch)) {
                 **turn = t;
             }
         }
         let mut over = turns.iter().map(|t| *t == TextTurn::Running);
-        self.texts.retain(|_| over.next().unwrap_or(false));
-        self.finish(before - self.texts.len());
+        texts.retain(|_| over.next().unwrap_or(false));
+        self.finish(before - texts.len());
+        self.texts = texts;
     }
 
-    /// Returns whether the cohort is still generating. A cohort that stops is done (its
-    /// images are to be decoded), failed (its members told) or abandoned.
-    fn step_cohort(&mut self, c: &mut Cohort<'m>) -> bool {
+    /// One step of a cohort, sharing its LM forward with `texts` (decoding answers and their
+    /// turns) when given. Returns whether the cohort is still generating (a cohort that stops is
+    /// done, its images to be decoded; failed, its members told; or abandoned), and whether the
+    /// texts were stepped.
+    fn step_cohort(
+        &mut self,
+        c: &mut Cohort<'m>,
+        texts: Option<(&mut [&mut TextAnswer<'m>], &mut [&mut TextTurn])>,
+    ) -> (bool, bool) {
         match c.drop_gone() {
             Ok(gone) => self.finish(gone),
             Err(e) => {
                 self.fail_members(c.members(), e);
-                return false;
+                return (false, false);
             }
         }
         if c.is_empty() {
-            return false;
+            return (false, false);
         }
         let t = Instant::now();
         let n = c.num_images();
-        if let Err(e) = c.step(|| self.injected_fault()) {
+        let texts_stepped = texts.is_some();
+        let stepped = match texts {
+            None => c.step(|| self.injected_fault()),
+            Some((answers, turns)) => {
+                let (stepped, text_turns) = c.step_shared(self.model, answers, || self.injected_fault());
+                for (turn, t) in turns.iter_mut().zip(text_turns) {
+                    **turn = t;
+                }
+                stepped
+            }
+        };
+        if let Err(e) = stepped {
             tracing::error!(error = %e, images = n, "image batch failed");
             self.fail_members(c.members(), e);
-            return false;
+            return (false, texts_stepped);
         }
         metrics::histogram!("janus_step_seconds").record(t.elapsed().as_secs_f64());
         metrics::histogram!("janus_rows_per_step", "kind" => "images").record((2 * n) as f64); // CFG pairs
         metrics::counter!("janus_image_tokens_total").increment(n as u64);
         if c.is_done() {
-            return false;
+            return (false, texts_stepped);
         }
         self.decodes.extend(c.previews_due());
-        true
+        (true, texts_stepped)
     }
 
     fn fail_members(&self, members: &[Member], e: EngineError) {

@@ -59,7 +59,7 @@ impl<'m> TextAnswer<'m> {
     }
 
     /// Sends what a step gave; `Done` at the end.
-    fn deliver(&mut self, r: Result<Option<String>, EngineError>) -> TextTurn {
+    pub fn deliver(&mut self, r: Result<Option<String>, EngineError>) -> TextTurn {
         match r {
             Ok(piece) => {
                 let tokens = self.session.completion_tokens();
@@ -101,10 +101,20 @@ impl<'m> TextAnswer<'m> {
 
     /// One token for each of `answers` (all decoding) in one batched step.
     pub fn step_together(model: &Janus, answers: &mut [&mut TextAnswer<'m>]) -> Vec<TextTurn> {
-        let stepped = {
-            let mut sessions: Vec<&mut TextSession<'m>> = answers.iter_mut().map(|a| &mut a.session).collect();
-            guarded(|| model.step_texts(&mut sessions))
-        };
+        let stepped = guarded(|| model.step_texts(&mut Self::sessions(answers)));
+        Self::deliver_all(answers, stepped)
+    }
+
+    /// The answers' sessions, for a step that takes them together.
+    pub fn sessions<'a>(answers: &'a mut [&mut TextAnswer<'m>]) -> Vec<&'a mut TextSession<'m>> {
+        answers.iter_mut().map(|a| &mut a.session).collect()
+    }
+
+    /// Sends what a step taken together gave each answer (or its shared failure).
+    pub fn deliver_all(
+        answers: &mut [&mut TextAnswer<'m>],
+        stepped: Result<Vec<janus::Result<Option<String>>>, EngineError>,
+    ) -> Vec<TextTurn> {
         match stepped {
             Ok(results) => {
                 answers.iter_mut().zip(results).map(|(a, r)| a.deliver(r.map_err(EngineError::from))).collect()

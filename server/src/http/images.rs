@@ -12,7 +12,7 @@ use base64::Engine as _;
 use futures_util::{Stream, StreamExt};
 use image::RgbImage;
 use janus::limits::MAX_IMAGES_PER_REQUEST;
-use janus::{Field, ImageAsk, ImageRequest};
+use janus::{ImageAsk, ImageRequest};
 
 use super::error::{ApiJson, CommonErrors, ErrorResponse};
 use super::types::{
@@ -55,12 +55,8 @@ pub fn plan(req: &ImageGenerationRequest, cfg: &HttpConfig) -> Result<Plan, ApiE
         partial_images: req.partial_images,
     };
     let max_n = MAX_IMAGES_PER_REQUEST.min(cfg.max_batch_images);
-    let mut request = ask.validate(max_n).map_err(|mut e| {
-        if e.field == Field::N && max_n < MAX_IMAGES_PER_REQUEST {
-            e.reason.push_str(" (this server's --max-batch-images)");
-        }
-        ApiError::from(e)
-    })?;
+    let source = (max_n < MAX_IMAGES_PER_REQUEST).then_some("this server's --max-batch-images");
+    let mut request = ask.validate_limited(max_n, source)?;
     if !stream {
         request.partial_images = 0;
     }

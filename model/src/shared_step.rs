@@ -1,0 +1,45 @@
+//! Image rows and text rows in one LM forward. Both run through the same language model and
+//! differ only in their inputs and heads, so one pass over the weights can serve an image
+//! cohort's next token (its CFG rows, through `gen_head`) and every text answer's next token
+//! (through `lm_head`). Each group attends over its own cache; each row's numbers are those of
+//! its group stepped alone.
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::generate::{StepOutput, T2iBatch};
+use crate::llm::LlmCache;
+use crate::model::Janus;
+use crate::understand::TextSession;
+
+impl Janus {
+    /// One step of `cohort` (past its prompt: [`T2iBatch::is_prefilled`]) and one token for each
+    /// of `sessions` (past theirs: [`TextSession::is_decoding`]) in one LM forward. The outer
+    /// error is the shared step's (the cohort and every session then fail); the inner results
+    /// are each session's new text, as [`TextSession::step`] gives.
+    pub fn step_shared(
+        &self,
+        cohort: &mut T2iBatch<'_>,
+        sessions: &mut [&mut TextSession<'_>],
+    ) -> Result<(StepOutput, Vec<Result<Option<String>>>)> {
+        if !cohort.is_prefilled() || !sessions.iter().all(|s| s.is_decoding()) {
+            return Err(Error::InvalidInput("step_shared takes a cohort and answers past their prompts".into()));
+        }
+        let mut inputs = vec![cohort.take_input()?];
+        for s in sessions.iter_mut() {
+            inputs.push(s.take_input()?.ok_or_else(|| Error::InvalidInput("a decoding answer has no input".into()))?);
+        }
+        let rows = inputs[0].dim(0)?;
+        let hidden = {
+            let mut caches: Vec<&mut LlmCache> = sessions.iter_mut().map(|s| s.cache_mut()).collect();
+            self.llm.forward_shared(&Tensor::cat(&inputs, 0)?, Some(cohort.cache_mut()), &mut caches)?.squeeze(1)?
+        };
+        let images =
+            cohort.finish_step(hidden.narrow(0, 0, rows)?.contiguous()?, |sampler, logits| sampler.pick(logits))?;
+        let texts = match sessions.len() {
+            0 => Vec::new(),
+            n => self.finish_texts(sessions, &hidden.narrow(0, rows, n)?.contiguous()?)?,
+        };
+        Ok((images, texts))
+    }
+}
