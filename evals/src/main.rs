@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use janus_evals::data;
-use janus_evals::generate::{generate_dpg, generate_geneval, Endpoint, GenerateOptions, ImageBackend, InProcess};
+use janus_evals::generate::{
+    generate_dpg, generate_geneval, Endpoint, GenerateOptions, ImageBackend, InProcess, RetryPolicy, Shard,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "janus-eval", version, about = "GenEval-style evaluation for Janus-Pro")]
@@ -155,6 +157,17 @@ struct GenerateArgs {
     #[arg(long, env = "JANUS_EVAL_MODEL", conflicts_with = "endpoint", required_unless_present = "endpoint")]
     model: Option<String>,
 
+    /// Generate only shard I of N of the selected prompts (prompt p belongs to shard p mod N);
+    /// shards written into one --out folder form one run.
+    #[arg(long, env = "JANUS_EVAL_SHARD", value_name = "I/N")]
+    shard: Option<Shard>,
+
+    /// Split the selected prompts into N shards and generate the one numbered by
+    /// JOB_COMPLETION_INDEX (a Kubernetes Indexed Job sets it).
+    #[arg(long, env = "JANUS_EVAL_SHARDS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    shards: Option<u32>,
+
     /// In-process: `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, env = "JANUS_EVAL_DEVICE", default_value = "auto")]
     device: String,
@@ -171,9 +184,28 @@ struct GenerateArgs {
     #[arg(long, env = "JANUS_EVAL_DECODE_CHUNK", default_value_t = janus::limits::DEFAULT_DECODE_CHUNK)]
     decode_chunk: usize,
 
-    /// An OpenAI-compatible server root, e.g. http://127.0.0.1:8000 or https://api.openai.com.
-    #[arg(long, env = "JANUS_EVAL_ENDPOINT")]
-    endpoint: Option<String>,
+    /// An OpenAI-compatible server root, e.g. http://127.0.0.1:8000 or https://api.openai.com;
+    /// several (comma-separated, or the flag repeated): replicas of one server, requests spread
+    /// over them (the least busy first) and retried on another.
+    #[arg(long, env = "JANUS_EVAL_ENDPOINT", value_delimiter = ',', num_args = 1)]
+    endpoint: Vec<String>,
+
+    /// Endpoint: retries of a request that got no answer, or 429/502/503/504 (on another
+    /// endpoint when there is one; Retry-After honoured).
+    #[arg(long, env = "JANUS_EVAL_RETRIES", default_value_t = RetryPolicy::default().retries)]
+    retries: u32,
+
+    /// Endpoint: the first backoff before a retry when the server gives no Retry-After, in
+    /// milliseconds; it doubles with each retry, up to 30 s.
+    #[arg(long, env = "JANUS_EVAL_RETRY_BACKOFF_MS",
+          default_value_t = RetryPolicy::default().backoff.as_millis() as u64)]
+    retry_backoff_ms: u64,
+
+    /// Endpoint: the longest one request may take (sending, generating, reading the answer)
+    /// before it counts as failed and is retried, in seconds.
+    #[arg(long, env = "JANUS_EVAL_REQUEST_TIMEOUT_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_secs: u64,
 
     /// Endpoint: bearer API key.
     #[arg(long, env = "JANUS_EVAL_API_KEY", hide_env_values = true)]
@@ -221,24 +253,33 @@ fn generate(a: GenerateArgs, dpg: bool) -> Result<()> {
     if selected == 0 {
         bail!("no prompt selected");
     }
-    let (backend, settings, concurrency): (Box<dyn ImageBackend>, _, usize) = match (&a.model, &a.endpoint) {
-        (Some(model), None) => {
+    let shard =
+        Shard::resolve(a.shard, a.shards.map(|n| n as usize), std::env::var("JOB_COMPLETION_INDEX").ok().as_deref())?;
+    let (backend, settings, concurrency): (Box<dyn ImageBackend>, _, usize) = match (&a.model, a.endpoint.as_slice()) {
+        (Some(model), []) => {
             let cfg = a.cfg.unwrap_or(janus::limits::DEFAULT_CFG_WEIGHT);
             let temperature = a.temperature.unwrap_or(janus::limits::DEFAULT_IMAGE_TEMPERATURE);
             let settings = json!({ "cfg": cfg, "temperature": temperature });
             let b = InProcess::open(model, &a.device, a.dtype.as_deref(), a.quant, (cfg, temperature), a.decode_chunk)?;
             (Box::new(b), settings, 1)
         }
-        (None, Some(endpoint)) => {
+        (None, endpoints) if !endpoints.is_empty() => {
             let ext = !a.no_extensions;
             let settings = json!({
                 "cfg": if ext { a.cfg } else { None },
                 "temperature": if ext { a.temperature } else { None },
                 "note": "values not given are the endpoint's defaults",
             });
-            let b = Endpoint::new(endpoint, a.api_key.clone(), a.endpoint_model.clone(), a.cfg, a.temperature, ext)
+            let retry = RetryPolicy {
+                retries: a.retries,
+                backoff: std::time::Duration::from_millis(a.retry_backoff_ms),
+                ..RetryPolicy::default()
+            };
+            let b = Endpoint::pool(endpoints, a.api_key.clone(), a.endpoint_model.clone(), a.cfg, a.temperature, ext)
                 .with_max_n(a.endpoint_max_n.map(|n| n as usize))
-                .with_response_format(!a.endpoint_no_response_format);
+                .with_response_format(!a.endpoint_no_response_format)
+                .with_retry_policy(retry)
+                .with_timeout(std::time::Duration::from_secs(a.request_timeout_secs));
             (Box::new(b), settings, a.concurrency as usize)
         }
         _ => bail!("give exactly one of --model and --endpoint"),
@@ -251,6 +292,7 @@ fn generate(a: GenerateArgs, dpg: bool) -> Result<()> {
         settings,
         selection: json!({ "tags": a.select.tags, "limit": a.select.limit, "prompts": selected }),
         progress: !a.quiet,
+        shard,
     };
     let t = std::time::Instant::now();
     let r = if dpg {
@@ -259,8 +301,9 @@ fn generate(a: GenerateArgs, dpg: bool) -> Result<()> {
         generate_geneval(&prompts, backend.as_ref(), &opts)?
     };
     eprintln!(
-        "{}: {} prompt(s) generated, {} already complete ({:.1}s)",
+        "{}{}: {} prompt(s) generated, {} already complete ({:.1}s)",
         a.out.display(),
+        shard.map(|s| format!(" (shard {s})")).unwrap_or_default(),
         r.generated,
         r.skipped,
         t.elapsed().as_secs_f64()

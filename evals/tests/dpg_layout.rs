@@ -42,11 +42,17 @@ fn opts(out: &Path, samples: usize) -> GenerateOptions {
         settings: json!({}),
         selection: json!({}),
         progress: false,
+        shard: None,
     }
 }
 
 fn entries(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+    // the hidden .run.json.lock (shards' lock on run.json) aside
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
 }
 
 fn pick(n: usize) -> Vec<DpgPrompt> {

@@ -113,6 +113,7 @@ fn opts(out: &Path, samples: usize, seed: u64) -> GenerateOptions {
         settings: json!({}),
         selection: json!({}),
         progress: false,
+        shard: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn opts(out: &Path, samples: usize, seed: u64) -> GenerateOptions {
         settings: json!({ "cfg": 5.0 }),
         selection: json!({}),
         progress: false,
+        shard: None,
     }
 }
 
@@ -65,7 +66,12 @@ fn official_metadata(line: &str) -> Vec<u8> {
 }
 
 fn entries(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+    // the hidden .run.json.lock (shards' lock on run.json) aside
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
 }
 
 fn pick(indices: &[usize]) -> Vec<GenevalPrompt> {

@@ -222,6 +222,7 @@ fn gen_opts(out: &Path, samples: usize) -> janus_evals::generate::GenerateOption
         settings: serde_json::json!({}),
         selection: serde_json::json!({}),
         progress: false,
+        shard: None,
     }
 }
 

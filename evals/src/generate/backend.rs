@@ -16,6 +16,11 @@ pub trait ImageBackend: Sync {
     fn served(&self) -> Value {
         Value::Null
     }
+    /// Requests this process sent and how they fared, recorded in its session of the manifest
+    /// (`{"requests", "retries", "endpoints": {...}}` for endpoints; nothing in-process).
+    fn traffic(&self) -> Value {
+        Value::Null
+    }
 }
 
 /// The seed of sample `index` of a prompt whose samples are requested in several parts:

@@ -1,27 +1,215 @@
-//! [`Endpoint`]: an [`ImageBackend`] on an OpenAI-compatible `POST /v1/images/generations`
-//! endpoint, with its quirks (`n=1` only, `response_format` refused, `url` answers, retries).
+//! [`Endpoint`]: an [`ImageBackend`] on one or several OpenAI-compatible
+//! `POST /v1/images/generations` endpoints (replicas of one server, or a load balancer), with their
+//! quirks (`n=1` only, `response_format` refused, `url` answers) and retries.
+//!
+//! Several endpoints: each request goes to the endpoint with the fewest requests in flight from
+//! this process (ties in turn), among those not cooling down. A failure worth retrying
+//! ([`EndpointError::retriable`]: no complete answer, 429, 502, 503, 504) cools that endpoint
+//! down for the server's `Retry-After` (delta-seconds), else for the backoff (`base × 2^k`, capped),
+//! and the request is sent again at once to another endpoint that is not cooling down, or, when
+//! there is none, to the first one whose cooldown ends. A request's images are used only once it
+//! has fully succeeded, so a retry never leaves half a prompt behind, and the seed travels with
+//! the request, so whichever replica answers, the images are the same.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::Result;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::backend::{sample_seed, ImageBackend};
 
-/// An OpenAI-compatible `POST /v1/images/generations` endpoint (janus serve, OpenAI, ...).
-pub struct Endpoint {
+/// The longest `Retry-After` honoured as given (longer values are cut to this).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// What a server's error names as its cause (its `param`, or a whole word of its message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    /// `n`: the server takes fewer images per request.
+    N,
+    /// `response_format`: the server refuses the field.
+    ResponseFormat,
+}
+
+/// Why a request to an endpoint failed. Callers decide by the variant and the status, never by
+/// the text.
+#[derive(Debug, Clone)]
+pub enum EndpointError {
+    /// No complete answer: the connection was refused, reset or timed out, or the answer was cut
+    /// off while being read.
+    Transport { url: String, detail: String },
+    /// An HTTP error status, with the server's message on one line.
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+        /// The server's `Retry-After`, when it gave one in seconds.
+        retry_after: Option<Duration>,
+        /// What a 4xx (other than 429) names as its cause.
+        about: Option<Param>,
+    },
+    /// A 2xx answer that holds no usable images (not JSON, no `data`, an undecodable image, a
+    /// `url` that fails to download).
+    Answer { url: String, detail: String },
+    /// The endpoint(s) answered the wrong number of images.
+    Count { url: String, got: usize, asked: usize },
+    /// A retriable failure, still there after every retry.
+    GaveUp { attempts: u32, last: Box<EndpointError> },
+}
+
+impl EndpointError {
+    /// Whether sending the same request again (elsewhere, or later) may succeed: no complete
+    /// answer, 429 (busy), 502/504 (a gateway lost or timed out on its upstream), 503 (loading,
+    /// draining, out of memory).
+    pub fn retriable(&self) -> bool {
+        match self {
+            EndpointError::Transport { .. } => true,
+            EndpointError::Status { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
+    /// The HTTP status, if the server answered with an error status.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            EndpointError::Status { status, .. } => Some(*status),
+            EndpointError::GaveUp { last, .. } => last.status(),
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            EndpointError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    fn about(&self) -> Option<Param> {
+        match self {
+            EndpointError::Status { about, .. } => *about,
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointError::Transport { url, detail } => write!(f, "{url}: {detail}"),
+            EndpointError::Status { url, status, message, .. } => write!(f, "{url} answered {status}: {message}"),
+            EndpointError::Answer { url, detail } => write!(f, "{url}: {detail}"),
+            EndpointError::Count { url, got, asked } => write!(f, "{url} returned {got} image(s) for n={asked}"),
+            EndpointError::GaveUp { attempts, last } => write!(f, "{last} (gave up after {attempts} attempt(s))"),
+        }
+    }
+}
+
+impl std::error::Error for EndpointError {}
+
+/// How failed requests are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// The first backoff; each further one doubles, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { retries: 5, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(30) }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry `k` (0-based) when the server named none.
+    pub fn backoff(&self, k: u32) -> Duration {
+        self.backoff.saturating_mul(1u32 << k.min(16)).min(self.max_backoff)
+    }
+}
+
+/// Requests and failures seen at one endpoint.
+#[derive(Debug, Default, Clone)]
+struct Traffic {
+    requests: u64,
+    ok: u64,
+    /// Failures by kind: `transport`, or the status code.
+    failed: BTreeMap<String, u64>,
+}
+
+/// One endpoint of the pool.
+struct Replica {
     base: String,
+    in_flight: AtomicUsize,
+    /// Not chosen before this instant while another endpoint is available.
+    cool_until: Mutex<Option<Instant>>,
+    traffic: Mutex<Traffic>,
+}
+
+impl Replica {
+    fn url(&self) -> String {
+        format!("{}/v1/images/generations", self.base)
+    }
+
+    fn cooling_until(&self, now: Instant) -> Option<Instant> {
+        self.cool_until.lock().unwrap_or_else(|e| e.into_inner()).filter(|t| *t > now)
+    }
+
+    fn cool_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut slot = self.cool_until.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none_or(|t| t < until) {
+            *slot = Some(until);
+        }
+    }
+
+    fn record(&self, outcome: std::result::Result<(), &EndpointError>) {
+        let mut t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+        t.requests += 1;
+        match outcome {
+            Ok(()) => t.ok += 1,
+            Err(e) => {
+                let kind = match e {
+                    EndpointError::Transport { .. } => "transport".to_string(),
+                    EndpointError::Status { status, .. } => status.to_string(),
+                    _ => "answer".to_string(),
+                };
+                *t.failed.entry(kind).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Holds a replica's in-flight count for the length of one request.
+struct InFlight<'a>(&'a Replica);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One or several OpenAI-compatible `POST /v1/images/generations` endpoints (janus serve replicas,
+/// a load balancer, OpenAI, ...).
+pub struct Endpoint {
+    replicas: Vec<Replica>,
+    /// Where ties between equally busy endpoints start (turns round).
+    turn: AtomicUsize,
     api_key: Option<String>,
     model: Option<String>,
     cfg: Option<f32>,
     temperature: Option<f32>,
     extensions: bool,
     agent: ureq::Agent,
-    retries: u32,
+    retry: RetryPolicy,
+    /// Requests sent again after a retriable failure.
+    retried: AtomicU64,
     /// The most images one request asks for (`--endpoint-max-n`); `None`: a prompt's samples at once.
     max_n: Option<usize>,
     /// Whether `response_format: b64_json` is sent at all (`--endpoint-no-response-format`).
@@ -34,16 +222,6 @@ pub struct Endpoint {
     served_models: Mutex<BTreeSet<String>>,
 }
 
-/// Why a request failed.
-enum Failure {
-    /// A 4xx about `n` (the server takes fewer images per request).
-    N(String),
-    /// A 4xx about `response_format` (the server refuses the field).
-    ResponseFormat(String),
-    /// Anything else; `true` when worth retrying (429, 5xx, transport).
-    Other(bool, String),
-}
-
 /// The `error.message` and `error.param` of an OpenAI error envelope (also accepts a plain
 /// `{"message"}` or `{"error": "text"}`).
 fn error_fields(text: &str) -> (Option<String>, Option<String>) {
@@ -53,7 +231,8 @@ fn error_fields(text: &str) -> (Option<String>, Option<String>) {
     (message, e["param"].as_str().map(String::from))
 }
 
-/// Whether `text` names the parameter `word` as a whole token (`'n'`, `` `n` ``, `n must`, ...).
+/// Whether the server's `text` names the parameter `word` as a whole token (`'n'`, `` `n` ``,
+/// `n must`, ...).
 fn mentions(text: &str, word: &str) -> bool {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|t| t == word)
 }
@@ -68,9 +247,22 @@ fn one_line(text: &str, max: usize) -> String {
     }
 }
 
+/// `Retry-After` as delta-seconds (an HTTP-date counts as absent), at most [`MAX_RETRY_AFTER`].
+fn retry_after(value: Option<&str>) -> Option<Duration> {
+    let secs: u64 = value?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// A server root: `http://host:port` (a trailing `/` or `/v1` is dropped).
+fn server_root(base: &str) -> String {
+    let base = base.trim().trim_end_matches('/');
+    base.strip_suffix("/v1").unwrap_or(base).to_string()
+}
+
 impl Endpoint {
-    /// `base` is the server root (`http://host:port`; a trailing `/v1` is accepted). Without
-    /// `extensions` only OpenAI's own fields are sent (no seed, guidance_scale, temperature).
+    /// One endpoint. `base` is the server root (`http://host:port`; a trailing `/v1` is accepted).
+    /// Without `extensions` only OpenAI's own fields are sent (no seed, guidance_scale,
+    /// temperature).
     pub fn new(
         base: &str,
         api_key: Option<String>,
@@ -79,28 +271,53 @@ impl Endpoint {
         temperature: Option<f32>,
         extensions: bool,
     ) -> Self {
-        let base = base.trim_end_matches('/');
-        let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(900)))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        Self::pool(&[base], api_key, model, cfg, temperature, extensions)
+    }
+
+    /// Several endpoints serving the same model (replicas): requests are spread over them and
+    /// retried on another one. Duplicates are dropped; `bases` must not be empty.
+    pub fn pool<S: AsRef<str>>(
+        bases: &[S],
+        api_key: Option<String>,
+        model: Option<String>,
+        cfg: Option<f32>,
+        temperature: Option<f32>,
+        extensions: bool,
+    ) -> Self {
+        let mut seen = BTreeSet::new();
+        let replicas: Vec<Replica> = bases
+            .iter()
+            .map(|b| server_root(b.as_ref()))
+            .filter(|b| !b.is_empty() && seen.insert(b.clone()))
+            .map(|base| Replica {
+                base,
+                in_flight: AtomicUsize::new(0),
+                cool_until: Mutex::new(None),
+                traffic: Mutex::new(Traffic::default()),
+            })
+            .collect();
+        assert!(!replicas.is_empty(), "Endpoint::pool needs at least one endpoint");
         Self {
-            base,
+            replicas,
+            turn: AtomicUsize::new(0),
             api_key,
             model,
             cfg,
             temperature,
             extensions,
-            agent,
-            retries: 3,
+            agent: Self::agent(Duration::from_secs(900)),
+            retry: RetryPolicy::default(),
+            retried: AtomicU64::new(0),
             max_n: None,
             response_format: true,
             learned_single: AtomicBool::new(false),
             learned_no_response_format: AtomicBool::new(false),
             served_models: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    fn agent(timeout: Duration) -> ureq::Agent {
+        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into()
     }
 
     /// At most `n` images per request (DALL·E 3 takes 1): a prompt's samples are split into
@@ -117,14 +334,33 @@ impl Endpoint {
         self
     }
 
-    /// Retries of a request answered 429, 5xx or not at all (default 3, backing off 2, 4, 8 s).
+    /// Retries of a request that failed in a retriable way (default 5).
     pub fn with_retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
+        self.retry.retries = retries;
         self
     }
 
+    /// The retry policy (count and backoff).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The longest a request (sending, generating, reading the answer) may take before it counts
+    /// as a transport failure (default 900 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.agent = Self::agent(timeout);
+        self
+    }
+
+    /// The generation URL of the first endpoint.
     pub fn url(&self) -> String {
-        format!("{}/v1/images/generations", self.base)
+        self.replicas[0].url()
+    }
+
+    /// Every endpoint's generation URL, in the order given.
+    pub fn urls(&self) -> Vec<String> {
+        self.replicas.iter().map(Replica::url).collect()
     }
 
     fn sends_response_format(&self) -> bool {
@@ -161,106 +397,196 @@ impl Endpoint {
         b
     }
 
-    fn post_once(&self, body: &str) -> std::result::Result<String, Failure> {
-        let mut req = self.agent.post(self.url()).header("content-type", "application/json");
+    /// The endpoint for the next attempt: the least busy of those not cooling down (ties in turn),
+    /// `avoid` (the one that just failed) only when no other is available; when every endpoint is
+    /// cooling down, waits for the first to come back.
+    fn choose(&self, avoid: Option<usize>) -> InFlight<'_> {
+        loop {
+            let now = Instant::now();
+            let n = self.replicas.len();
+            let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+            let mut best: Option<(bool, usize, usize)> = None; // (is avoided, in flight, index)
+            let mut soonest: Option<Instant> = None;
+            for k in 0..n {
+                let i = (start + k) % n;
+                let r = &self.replicas[i];
+                if let Some(t) = r.cooling_until(now) {
+                    soonest = Some(soonest.map_or(t, |s| s.min(t)));
+                    continue;
+                }
+                let key = (avoid == Some(i), r.in_flight.load(Ordering::Relaxed), i);
+                if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
+                    best = Some(key);
+                }
+            }
+            if let Some((_, _, i)) = best {
+                let r = &self.replicas[i];
+                r.in_flight.fetch_add(1, Ordering::Relaxed);
+                return InFlight(r);
+            }
+            let wake = soonest.unwrap_or(now);
+            std::thread::sleep(wake.saturating_duration_since(now).max(Duration::from_millis(1)));
+        }
+    }
+
+    fn index_of(&self, r: &Replica) -> usize {
+        self.replicas.iter().position(|x| std::ptr::eq(x, r)).unwrap_or(0)
+    }
+
+    /// One attempt at one endpoint: the answer's text, or why there is none.
+    fn post_once(&self, r: &Replica, body: &str) -> std::result::Result<String, EndpointError> {
+        let url = r.url();
+        let transport = |detail: String| EndpointError::Transport { url: url.clone(), detail };
+        let mut req = self.agent.post(&url).header("content-type", "application/json");
         if let Some(k) = &self.api_key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
-        let mut resp = req.send(body).map_err(|e| Failure::Other(true, format!("{}: {e}", self.url())))?;
+        let mut resp = req.send(body).map_err(|e| transport(e.to_string()))?;
         let status = resp.status().as_u16();
+        let retry_after = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
         let text = resp
             .body_mut()
             .with_config()
             .limit(512 << 20)
             .read_to_string()
-            .map_err(|e| Failure::Other(true, format!("{}: reading the answer: {e}", self.url())))?;
+            .map_err(|e| transport(format!("reading the answer: {e}")))?;
         if (200..300).contains(&status) {
             return Ok(text);
         }
         let (message, param) = error_fields(&text);
-        let msg = format!("{} answered {status}: {}", self.url(), one_line(message.as_deref().unwrap_or(&text), 300));
-        if (400..500).contains(&status) && status != 429 {
-            let about =
+        let about = if (400..500).contains(&status) && status != 429 {
+            let names =
                 |word: &str| param.as_deref() == Some(word) || message.as_deref().is_some_and(|m| mentions(m, word));
-            if about("response_format") {
-                return Err(Failure::ResponseFormat(msg));
+            if names("response_format") {
+                Some(Param::ResponseFormat)
+            } else if names("n") {
+                Some(Param::N)
+            } else {
+                None
             }
-            if about("n") {
-                return Err(Failure::N(msg));
-            }
-        }
-        Err(Failure::Other(status == 429 || status >= 500, msg))
+        } else {
+            None
+        };
+        Err(EndpointError::Status {
+            url,
+            status,
+            message: one_line(message.as_deref().unwrap_or(&text), 300),
+            retry_after,
+            about,
+        })
     }
 
-    /// One request for `n` images, retried on 429/5xx/transport errors.
-    fn request(&self, prompt: &str, n: usize, seed: u64) -> std::result::Result<Vec<Vec<u8>>, Failure> {
+    /// One request for `n` images, retried (elsewhere when possible) on retriable failures.
+    fn request(&self, prompt: &str, n: usize, seed: u64) -> std::result::Result<Vec<Vec<u8>>, EndpointError> {
         let body = self.body(prompt, n, seed).to_string();
         let mut attempt = 0;
-        let text = loop {
-            match self.post_once(&body) {
-                Ok(t) => break t,
-                Err(Failure::Other(true, msg)) if attempt < self.retries => {
+        let mut avoid = None;
+        loop {
+            let held = self.choose(avoid);
+            let r = held.0;
+            let result = self.post_once(r, &body).and_then(|text| self.images(r, &text));
+            drop(held);
+            r.record(result.as_ref().map(|_| ()));
+            match result {
+                Ok(images) => return Ok(images),
+                Err(e) if e.retriable() => {
+                    let wait = e.retry_after().unwrap_or_else(|| self.retry.backoff(attempt));
+                    r.cool_for(wait);
+                    if attempt >= self.retry.retries {
+                        return Err(EndpointError::GaveUp { attempts: attempt + 1, last: Box::new(e) });
+                    }
                     attempt += 1;
-                    eprintln!("{msg}; retrying ({attempt}/{})", self.retries);
-                    std::thread::sleep(Duration::from_secs(2u64.pow(attempt)));
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                    let i = self.index_of(r);
+                    let elsewhere = self.replicas.len() > 1;
+                    eprintln!(
+                        "{e}; retrying ({attempt}/{}){}",
+                        self.retry.retries,
+                        if elsewhere {
+                            " on another endpoint if one is up".to_string()
+                        } else {
+                            format!(" in {wait:.1?}")
+                        }
+                    );
+                    avoid = Some(i);
                 }
-                Err(f) => return Err(f),
+                Err(e) => return Err(e),
             }
-        };
-        let fatal = |e: anyhow::Error| Failure::Other(false, format!("{}: {e:#}", self.url()));
-        let v: Value = serde_json::from_str(&text).map_err(|_| fatal(anyhow!("the answer is not JSON")))?;
-        let data = v["data"].as_array().ok_or_else(|| fatal(anyhow!("the answer has no `data` list")))?;
+        }
+    }
+
+    /// The PNGs of a 2xx answer; records the model that answered.
+    fn images(&self, r: &Replica, text: &str) -> std::result::Result<Vec<Vec<u8>>, EndpointError> {
+        let bad = |detail: String| EndpointError::Answer { url: r.url(), detail };
+        let v: Value = serde_json::from_str(text).map_err(|_| bad("the answer is not JSON".into()))?;
+        let data = v["data"].as_array().ok_or_else(|| bad("the answer has no `data` list".into()))?;
+        let images = data.iter().map(|d| self.image(d).map_err(&bad)).collect::<std::result::Result<Vec<_>, _>>()?;
         let served = v["model"].as_str().map(String::from).or_else(|| self.model.clone());
         if let Some(m) = served {
             self.served_models.lock().unwrap_or_else(|e| e.into_inner()).insert(m);
         }
-        data.iter().map(|d| self.image(d).map_err(fatal)).collect()
+        Ok(images)
     }
 
     /// The PNG bytes of one `data` entry: `b64_json`, or `url` downloaded (`data:` URLs decoded).
-    fn image(&self, d: &Value) -> Result<Vec<u8>> {
-        if let Some(b64) = d["b64_json"].as_str() {
-            return to_png(base64::engine::general_purpose::STANDARD.decode(b64).context("bad base64 in `b64_json`")?);
+    fn image(&self, d: &Value) -> std::result::Result<Vec<u8>, String> {
+        let b64 = |s: &str, what: &str| {
+            base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| format!("bad base64 in {what}: {e}"))
+        };
+        if let Some(s) = d["b64_json"].as_str() {
+            return to_png(b64(s, "`b64_json`")?);
         }
-        let url = d["url"].as_str().ok_or_else(|| anyhow!("an image with neither `b64_json` nor `url`"))?;
+        let url = d["url"].as_str().ok_or("an image with neither `b64_json` nor `url`")?;
         if let Some(rest) = url.strip_prefix("data:") {
-            let (_, b64) = rest.split_once(";base64,").ok_or_else(|| anyhow!("a `data:` url that is not base64"))?;
-            return to_png(
-                base64::engine::general_purpose::STANDARD.decode(b64).context("bad base64 in a `data:` url")?,
-            );
+            let (_, s) = rest.split_once(";base64,").ok_or("a `data:` url that is not base64")?;
+            return to_png(b64(s, "a `data:` url")?);
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("an image url that is neither http(s) nor data: {}", one_line(url, 100));
+            return Err(format!("an image url that is neither http(s) nor data: {}", one_line(url, 100)));
         }
         let short = one_line(url.split('?').next().unwrap_or(url), 100);
-        let mut resp = self.agent.get(url).call().map_err(|e| anyhow!("downloading {short}: {e}"))?;
+        let mut resp = self.agent.get(url).call().map_err(|e| format!("downloading {short}: {e}"))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            bail!("downloading {short}: answered {status}");
+            return Err(format!("downloading {short}: answered {status}"));
         }
         let bytes = resp
             .body_mut()
             .with_config()
             .limit(256 << 20)
             .read_to_vec()
-            .map_err(|e| anyhow!("downloading {short}: {e}"))?;
+            .map_err(|e| format!("downloading {short}: {e}"))?;
         to_png(bytes)
+    }
+
+    /// Requests and retries so far: `{"requests", "retries", "endpoints": {url: {requests, ok,
+    /// failed: {kind: count}}}}`.
+    pub fn traffic_report(&self) -> Value {
+        let mut endpoints = serde_json::Map::new();
+        let mut total = 0;
+        for r in &self.replicas {
+            let t = r.traffic.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            total += t.requests;
+            endpoints.insert(r.url(), json!({ "requests": t.requests, "ok": t.ok, "failed": t.failed }));
+        }
+        json!({ "requests": total, "retries": self.retried.load(Ordering::Relaxed), "endpoints": endpoints })
     }
 }
 
 /// PNG bytes as they are, anything else the image crate reads converted to PNG.
-fn to_png(bytes: Vec<u8>) -> Result<Vec<u8>> {
+fn to_png(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         return Ok(bytes);
     }
-    let img = image::load_from_memory(&bytes).context("the endpoint returned an image that cannot be decoded")?;
-    Ok(janus::image::png_bytes(&img.to_rgb8())?)
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| format!("the endpoint returned an image that cannot be decoded: {e}"))?;
+    janus::image::png_bytes(&img.to_rgb8()).map_err(|e| e.to_string())
 }
 
 impl ImageBackend for Endpoint {
     /// `n` images, in requests of at most [`Endpoint::with_max_n`] images; a 400 about `n` turns
     /// to one image per request, a 400 about `response_format` drops the field, for this prompt
-    /// and the rest of the run.
+    /// and the rest of the run. Errors are [`EndpointError`]s.
     fn generate(&self, prompt: &str, n: usize, seed: u64) -> Result<Vec<Vec<u8>>> {
         let mut images = Vec::with_capacity(n);
         while images.len() < n {
@@ -268,27 +594,27 @@ impl ImageBackend for Endpoint {
             let k = (n - i).min(self.per_request());
             match self.request(prompt, k, sample_seed(seed, i)) {
                 Ok(got) if got.len() == k => images.extend(got),
-                Ok(got) => bail!("{} returned {} image(s) for n={k}", self.url(), got.len()),
-                Err(Failure::N(msg)) if k > 1 => {
+                Ok(got) => return Err(EndpointError::Count { url: self.url(), got: got.len(), asked: k }.into()),
+                Err(e) if e.about() == Some(Param::N) && k > 1 => {
                     if !self.learned_single.swap(true, Ordering::Relaxed) {
-                        eprintln!("{msg}; asking one image per request from now on");
+                        eprintln!("{e}; asking one image per request from now on");
                     }
                 }
-                Err(Failure::ResponseFormat(msg)) if self.sends_response_format() => {
+                Err(e) if e.about() == Some(Param::ResponseFormat) && self.sends_response_format() => {
                     if !self.learned_no_response_format.swap(true, Ordering::Relaxed) {
-                        eprintln!("{msg}; no longer sending response_format");
+                        eprintln!("{e}; no longer sending response_format");
                     }
                 }
-                Err(Failure::N(msg) | Failure::ResponseFormat(msg) | Failure::Other(_, msg)) => bail!(msg),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(images)
     }
 
     fn describe(&self) -> Value {
-        json!({
+        let mut d = json!({
             "kind": "endpoint",
-            "endpoint": self.url(),
+            "endpoint": self.urls().join(", "),
             "model": self.model,
             "extensions": self.extensions,
             "guidance_scale": self.cfg,
@@ -296,7 +622,14 @@ impl ImageBackend for Endpoint {
             "max_n": self.max_n,
             "response_format": if self.response_format { "b64_json" } else { "omitted" },
             "seed_policy": "a prompt split into several requests seeds the request starting at sample i with seed + i * 0x9E3779B97F4A7C15 (wrapping; sample 0 keeps the seed)",
-        })
+        });
+        if self.replicas.len() > 1 {
+            let mut all = self.urls();
+            all.sort();
+            d["endpoint"] = json!(all.join(", "));
+            d["endpoints"] = json!(all);
+        }
+        d
     }
 
     fn served(&self) -> Value {
@@ -309,5 +642,9 @@ impl ImageBackend for Endpoint {
         }
         let models = self.served_models.lock().unwrap_or_else(|e| e.into_inner()).clone();
         json!({ "models": models, "notes": notes })
+    }
+
+    fn traffic(&self) -> Value {
+        self.traffic_report()
     }
 }

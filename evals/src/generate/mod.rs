@@ -25,20 +25,27 @@
 //! handled: servers that accept only `n=1` (DALL·E 3), servers that refuse `response_format`
 //! (gpt-image-1), `url` answers; the served model is recorded in `run.json`.
 //!
+//! Scale-out: [`Endpoint`] takes several endpoints (replicas), spreads requests over them and
+//! retries failures elsewhere ([`EndpointError`], [`RetryPolicy`]); [`Shard`] splits the prompts
+//! between processes (`--shard I/N`, an Indexed Job), which write into one folder and one
+//! `run.json` (a session each).
+//!
 //! Files: `layout` (the two layouts, [`Item`]), `runner` (the shared runner and its `run.json`),
-//! `backend` ([`ImageBackend`] and the seed policy), `in_process` and `endpoint` (the two
-//! backends), `util` (atomic writes, progress bar, time).
+//! `shard` ([`Shard`]), `backend` ([`ImageBackend`] and the seed policy), `in_process` and
+//! `endpoint` (the two backends), `util` (atomic writes, progress bar, time).
 
 mod backend;
 mod endpoint;
 mod in_process;
 mod layout;
 mod runner;
+mod shard;
 mod util;
 
 pub use backend::{sample_seed, ImageBackend};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, EndpointError, Param, RetryPolicy};
 pub use in_process::InProcess;
 pub use layout::{dpg_file_name, folder_done, grid, metadata_bytes, sample_name, Item};
 pub use runner::{generate_dpg, generate_geneval, generate_items, Benchmark, GenerateOptions, RunReport, DPG, GENEVAL};
+pub use shard::{Shard, ShardError};
 pub(crate) use util::{now, progress_bar, write_atomic};

@@ -1,10 +1,11 @@
 //! The resumable runner shared by both layouts: the `run.json` manifest (settings checked on
-//! resume, sessions, served models), skipping finished prompts, progress, prompts in flight at
-//! once.
+//! resume, one session per process with its shard and traffic, served models; read and written
+//! under a file lock so shards can share a folder), skipping finished prompts, shards, progress,
+//! prompts in flight at once.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::backend::ImageBackend;
 use super::layout::Item;
+use super::shard::Shard;
 use super::util::{now, progress_bar, write_atomic};
 use crate::data::{DpgPrompt, GenevalPrompt};
 
@@ -30,6 +32,8 @@ pub struct GenerateOptions {
     /// How the prompts were selected (tags, limit), for the manifest.
     pub selection: Value,
     pub progress: bool,
+    /// Only this share of the prompts (`--shard I/N`); `None`: all of them.
+    pub shard: Option<Shard>,
 }
 
 /// What a run did.
@@ -106,7 +110,44 @@ fn record_served(manifest: &mut Value, served: &Value) {
     }
 }
 
-/// The shared runner: manifest, resume, progress, concurrency, atomic writes.
+/// Reads, changes and writes `<out>/run.json` while holding an exclusive lock on
+/// `<out>/.run.json.lock` (hidden; left in place), so that shards running at once in one folder (a shared volume) never
+/// lose each other's sessions. `f` gets `None` when there is no manifest yet.
+fn update_manifest<T>(out: &Path, f: impl FnOnce(Option<Value>) -> Result<(Value, T)>) -> Result<T> {
+    let lock_path = out.join(".run.json.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    let path = out.join("run.json");
+    let current = match fs::read(&path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let (manifest, result) = f(current)?;
+    write_atomic(&path, &serde_json::to_vec_pretty(&manifest)?)?;
+    drop(lock); // unlocks
+    Ok(result)
+}
+
+/// This machine's name (a pod's name on Kubernetes), for telling sessions apart.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The shared runner: manifest, resume, shards, progress, concurrency, atomic writes.
+///
+/// With `opts.shard`, only the shard's share of `items` is generated; `items` is still the whole
+/// selection, so the run is marked finished (`finished` in run.json) once every item of it is
+/// complete, whichever shard made it.
 pub fn generate_items<I: Item>(
     bench: Benchmark,
     items: &[I],
@@ -119,23 +160,34 @@ pub fn generate_items<I: Item>(
     fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let manifest_path = opts.out.join("run.json");
     let settings = manifest_settings(bench, backend, opts);
-    let mut manifest = match fs::read(&manifest_path) {
-        Ok(bytes) => {
-            let m: Value =
-                serde_json::from_slice(&bytes).with_context(|| format!("reading {}", manifest_path.display()))?;
-            if m.get("settings") != Some(&settings) {
-                bail!(
-                    "{} was made with other settings:\n  there: {}\n  now:   {}\nuse another --out, or the same settings to resume",
-                    manifest_path.display(),
-                    m.get("settings").unwrap_or(&Value::Null),
-                    settings
-                );
+    let (unix, iso) = now();
+    // Unique among the sessions of one folder: host, process, and a count within the process.
+    static SESSIONS: AtomicUsize = AtomicUsize::new(0);
+    let session_id =
+        format!("{}-{}-{}-{}", host_name(), std::process::id(), unix, SESSIONS.fetch_add(1, Ordering::Relaxed));
+    let mine: Vec<&I> =
+        items.iter().enumerate().filter(|(p, _)| opts.shard.is_none_or(|s| s.takes(*p))).map(|(_, i)| i).collect();
+    let mut session = json!({
+        "id": session_id, "host": host_name(),
+        "started": iso, "started_unix": unix, "version": env!("CARGO_PKG_VERSION"), "selection": opts.selection,
+    });
+    if let Some(s) = opts.shard {
+        session["shard"] = json!({ "index": s.index, "count": s.count, "prompts": mine.len() });
+    }
+    update_manifest(&opts.out, |current| {
+        let mut m = match current {
+            Some(m) => {
+                if m.get("settings") != Some(&settings) {
+                    bail!(
+                        "{} was made with other settings:\n  there: {}\n  now:   {}\nuse another --out, or the same settings to resume",
+                        manifest_path.display(),
+                        m.get("settings").unwrap_or(&Value::Null),
+                        settings
+                    );
+                }
+                m
             }
-            m
-        }
-        Err(_) => {
-            let (unix, iso) = now();
-            json!({
+            None => json!({
                 "tool": "janus-eval",
                 "version": env!("CARGO_PKG_VERSION"),
                 "benchmark": bench.name,
@@ -144,20 +196,17 @@ pub fn generate_items<I: Item>(
                 "started_unix": unix,
                 "finished": null,
                 "sessions": [],
-            })
-        }
-    };
-    let (unix, iso) = now();
-    manifest["sessions"].as_array_mut().ok_or_else(|| anyhow!("run.json: sessions is not a list"))?.push(json!({
-        "started": iso, "started_unix": unix, "version": env!("CARGO_PKG_VERSION"), "selection": opts.selection,
-    }));
-    manifest["finished"] = Value::Null;
-    write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+            }),
+        };
+        m["sessions"].as_array_mut().ok_or_else(|| anyhow!("run.json: sessions is not a list"))?.push(session);
+        m["finished"] = Value::Null;
+        Ok((m, ()))
+    })?;
 
-    let todo: Vec<&I> = items.iter().filter(|p| !p.done(&opts.out, opts.samples)).collect();
-    let skipped = items.len() - todo.len();
+    let todo: Vec<&I> = mine.iter().copied().filter(|p| !p.done(&opts.out, opts.samples)).collect();
+    let skipped = mine.len() - todo.len();
     if skipped > 0 && opts.progress {
-        eprintln!("{skipped} of {} prompt(s) already complete, skipped", items.len());
+        eprintln!("{skipped} of {} prompt(s) already complete, skipped", mine.len());
     }
     let bar = progress_bar(todo.len() * opts.samples, opts.progress, "images");
 
@@ -189,21 +238,38 @@ pub fn generate_items<I: Item>(
         worker();
     });
     bar.finish_and_clear();
-    record_served(&mut manifest, &backend.served());
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?).ok();
+    let generated = generated.into_inner();
+    let error = first_error.into_inner().unwrap_or_else(|e| e.into_inner());
+    let served = backend.served();
+    let traffic = backend.traffic();
+    // Complete when every selected item is, whichever shard (or session) made it.
+    let complete = error.is_none() && items.iter().all(|p| p.done(&opts.out, opts.samples));
+    let written = update_manifest(&opts.out, |current| {
+        let mut m = current.ok_or_else(|| anyhow!("{} disappeared during the run", manifest_path.display()))?;
+        record_served(&mut m, &served);
+        let (unix, iso) = now();
+        if let Some(s) = m["sessions"].as_array_mut().and_then(|s| s.iter_mut().rev().find(|s| s["id"] == session_id)) {
+            s["generated"] = json!(generated);
+            s["skipped"] = json!(skipped);
+            if !traffic.is_null() {
+                s["traffic"] = traffic.clone();
+            }
+            if error.is_none() {
+                s["finished"] = json!(iso);
+            } else {
+                s["failed"] = json!(iso);
+            }
+        }
+        if complete {
+            m["finished"] = json!(iso);
+            m["finished_unix"] = json!(unix);
+        }
+        Ok((m, ()))
+    });
+    if let Some(e) = error {
         return Err(e);
     }
-    let generated = generated.into_inner();
-    let (unix, iso) = now();
-    if let Some(last) = manifest["sessions"].as_array_mut().and_then(|s| s.last_mut()) {
-        last["finished"] = json!(iso);
-        last["generated"] = json!(generated);
-        last["skipped"] = json!(skipped);
-    }
-    manifest["finished"] = json!(iso);
-    manifest["finished_unix"] = json!(unix);
-    write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    written?;
     Ok(RunReport { generated, skipped })
 }
 
