@@ -65,6 +65,11 @@ pub struct BenchArgs {
     /// not stop early).
     #[arg(long, env = "JANUS_BENCH_CHAT_TOKENS", default_value_t = 64)]
     pub chat_tokens: usize,
+
+    /// With `--chat-requests`: whether the answers share the image batch's LM pass (as
+    /// `janus serve --shared-steps`).
+    #[arg(long, env = "JANUS_SHARED_STEPS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub shared_steps: bool,
 }
 
 #[derive(Serialize)]
@@ -404,6 +409,7 @@ pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
         decode_chunk: a.decode_chunk,
         batch_wait: std::time::Duration::from_millis(50),
         max_text_sessions: None,
+        shared_steps: true,
     });
     while engine.status() == EngineStatus::Loading {
         std::thread::sleep(std::time::Duration::from_millis(20));

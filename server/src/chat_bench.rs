@@ -113,6 +113,7 @@ pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
         decode_chunk: a.decode_chunk,
         batch_wait: Duration::ZERO,
         max_text_sessions: Some(n.max(1)),
+        shared_steps: a.shared_steps,
     });
     while engine.status() == EngineStatus::Loading {
         std::thread::sleep(Duration::from_millis(20));

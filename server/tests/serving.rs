@@ -52,6 +52,7 @@ async fn usage_is_the_models_token_count_and_metrics_count_these_requests() {
         decode_chunk: 2,
         batch_wait: Duration::ZERO,
         max_text_sessions: None,
+        shared_steps: true,
     });
     let t = Instant::now();
     while engine.status() == EngineStatus::Loading {

@@ -36,6 +36,9 @@ pub struct EngineOptions {
     /// Most text answers decoded together; `None`: as many as the memory holds beside a full
     /// cohort (`budget.rs`), at most `janus::limits::MAX_TEXT_SESSIONS`.
     pub max_text_sessions: Option<usize>,
+    /// Whether text answers take their tokens in the LM forward of an image cohort (one pass over
+    /// the weights for both) rather than in a step of their own.
+    pub shared_steps: bool,
 }
 
 /// State shared by the handle and the engine thread.
@@ -57,6 +60,9 @@ pub(super) struct Shared {
     /// Test-only: the most images decoded in one turn (between two steps).
     #[cfg(test)]
     pub largest_decode_turn: AtomicUsize,
+    /// Test-only: steps in which text answers shared a cohort's LM forward.
+    #[cfg(test)]
+    pub shared_steps: AtomicUsize,
 }
 
 impl Shared {
@@ -88,6 +94,8 @@ impl ModelEngine {
             fail_steps: AtomicUsize::new(0),
             #[cfg(test)]
             largest_decode_turn: AtomicUsize::new(0),
+            #[cfg(test)]
+            shared_steps: AtomicUsize::new(0),
         });
         let max_batch_images = opts.max_batch_images.max(1);
         let thread_shared = shared.clone();

@@ -196,8 +196,8 @@ impl<'m> Scheduler<'m> {
 
     /// Advances every cohort and text answer by one step. Answers still reading their prompt
     /// take a prefill chunk each; the others take their next token together, in the LM forward of
-    /// the first cohort past its prompt when there is one (image and text rows share the pass
-    /// over the weights), else in a batched step of their own.
+    /// the first cohort past its prompt when there is one and `--shared-steps` is on (image and
+    /// text rows share the pass over the weights), else in a batched step of their own.
     fn step_all(&mut self) {
         let mut texts = std::mem::take(&mut self.texts);
         let before = texts.len();
@@ -214,7 +214,8 @@ impl<'m> Scheduler<'m> {
             metrics::histogram!("janus_rows_per_step", "kind" => "text").record(batch.len() as f64);
         }
         for mut c in std::mem::take(&mut self.cohorts) {
-            let shared = (texts_pending && c.is_prefilled()).then_some((&mut batch[..], &mut batch_turns[..]));
+            let share = self.opts.shared_steps && texts_pending && c.is_prefilled();
+            let shared = share.then_some((&mut batch[..], &mut batch_turns[..]));
             let (running, texts_stepped) = self.step_cohort(&mut c, shared);
             texts_pending &= !texts_stepped;
             if running {
@@ -262,6 +263,8 @@ impl<'m> Scheduler<'m> {
         let stepped = match texts {
             None => c.step(|| self.injected_fault()),
             Some((answers, turns)) => {
+                #[cfg(test)]
+                self.shared.shared_steps.fetch_add(1, Ordering::SeqCst);
                 let (stepped, text_turns) = c.step_shared(self.model, answers, || self.injected_fault());
                 for (turn, t) in turns.iter_mut().zip(text_turns) {
                     **turn = t;

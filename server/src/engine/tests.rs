@@ -30,6 +30,7 @@ fn engine_chunked(queue: usize, wait_ms: u64, decode_chunk: usize) -> Arc<ModelE
         decode_chunk,
         batch_wait: Duration::from_millis(wait_ms),
         max_text_sessions: None,
+        shared_steps: true,
     });
     let t = Instant::now();
     while e.status() == EngineStatus::Loading {
@@ -161,21 +162,29 @@ fn chat_answers_like_the_library_and_streams() {
 
 /// Finished images and previews are decoded one chunk per turn: a text answer running beside a
 /// cohort never waits for more than `decode_chunk` images to be decoded between two of its
-/// steps, and the images are those of a run without the answer beside them.
+/// steps. The answer shares the cohort's LM steps, and both are what each gives alone.
 #[test]
 fn decodes_are_interleaved_one_chunk_per_turn() {
     let e = engine_chunked(8, 50, 1);
     let dir = std::path::PathBuf::from(tiny());
     let img = janus::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
     let params = TextParams { max_new_tokens: Some(40), ..Default::default() };
+    let conv = Conversation::single(img, "What is it?");
+    let want = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap().answer(&conv, &params, |_| true).unwrap();
     let images = e.submit_images(image_req("a boat", 4, 5, 1)).unwrap();
-    let chat = e.submit_chat(ChatRequest { conversation: Conversation::single(img, "What is it?"), params }).unwrap();
+    let chat = e.submit_chat(ChatRequest { conversation: conv, params }).unwrap();
     let (partials, together) = collect(images);
     assert_eq!(partials.len(), 4);
-    let mut chat = chat;
+    let (mut chat, mut text) = (chat, String::new());
     while let Some(ev) = chat.blocking_recv() {
-        assert!(!matches!(ev, ChatEvent::Failed(_)), "{ev:?}");
+        match ev {
+            ChatEvent::Delta(d) => text.push_str(&d),
+            ChatEvent::Failed(e) => panic!("{e}"),
+            _ => {}
+        }
     }
+    assert_eq!(text, want.text, "the answer that shared the cohort's steps is the answer alone");
+    assert!(e.shared.shared_steps.load(Ordering::SeqCst) > 0, "the answer and the cohort shared steps");
     assert_eq!(e.shared.largest_decode_turn.load(Ordering::SeqCst), 1, "at most one image decoded per turn");
     let alone = collect(e.submit_images(image_req("a boat", 4, 5, 0)).unwrap()).1;
     assert!(alone == together);
@@ -262,6 +271,7 @@ fn a_model_that_fails_to_load_says_why() {
         decode_chunk: 4,
         batch_wait: Duration::ZERO,
         max_text_sessions: None,
+        shared_steps: true,
     });
     let t = Instant::now();
     while e.status() == EngineStatus::Loading {

@@ -67,6 +67,11 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=256).map(|v| v as usize))]
     pub max_text_sessions: Option<usize>,
 
+    /// Text answers take their tokens in the language-model pass of a running image batch (one
+    /// pass over the weights for both); `false`: a pass of their own, in turn with the images.
+    #[arg(long, env = "JANUS_SHARED_STEPS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub shared_steps: bool,
+
     /// Images decoded at once by the VQ decoder (bounds memory).
     #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = DEFAULT_DECODE_CHUNK,
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
@@ -135,6 +140,7 @@ impl ServeArgs {
             decode_chunk: self.decode_chunk,
             batch_wait: Duration::from_millis(self.batch_wait_ms),
             max_text_sessions: self.max_text_sessions,
+            shared_steps: self.shared_steps,
         }
     }
 }
