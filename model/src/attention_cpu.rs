@@ -22,11 +22,23 @@ pub fn takes(q: &Tensor) -> bool {
     q.device().is_cpu() && q.dtype() == candle_core::DType::F32
 }
 
-/// `q` `[R, heads, head_dim]` (f32, CPU, contiguous); `caches[r]` = (keys, values, len), each
-/// cache `[1, kv_heads, capacity, head_dim]` contiguous. Returns `[R, heads · head_dim]`.
-pub fn attend_rows(q: &Tensor, caches: &[(&Tensor, &Tensor, usize)], heads: Heads) -> Result<Tensor> {
+/// One query row's keys and values: row `row` of cache `cache` (an index into the caches given
+/// to [`attend_rows`]), positions `start..end` (a left-padded row starts after its padding, so
+/// that it attends exactly as it would unpadded).
+#[derive(Debug, Clone, Copy)]
+pub struct RowSpan {
+    pub cache: usize,
+    pub row: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// `q` `[R, heads, head_dim]` (f32, CPU); `caches` = (keys, values), each `[B, kv_heads,
+/// capacity, head_dim]` contiguous; query row `r` attends over `rows[r]`. Returns
+/// `[R, heads · head_dim]`.
+pub fn attend_rows(q: &Tensor, caches: &[(&Tensor, &Tensor)], rows: &[RowSpan], heads: Heads) -> Result<Tensor> {
     let Heads { num_heads: h, num_kv_heads: kvh, head_dim: d } = heads;
-    let r = caches.len();
+    let r = rows.len();
     let q = q.contiguous()?;
     let (q_storage, q_layout) = q.storage_and_layout();
     let qs = f32_data(&q_storage, q_layout)?;
@@ -35,29 +47,31 @@ pub fn attend_rows(q: &Tensor, caches: &[(&Tensor, &Tensor, usize)], heads: Head
     }
     let group = h / kvh;
     let scale = 1.0 / (d as f32).sqrt();
-    // Read guards of every cache, then plain slices.
-    let guards: Vec<_> =
-        caches.iter().map(|(k, v, len)| (k.storage_and_layout(), v.storage_and_layout(), *len)).collect();
-    let views = (guards.iter())
-        .map(|((ks, kl), (vs, vl), len)| Ok((f32_data(ks, kl)?, f32_data(vs, vl)?, *len)))
+    // One read guard per cache, then plain slices.
+    let guards: Vec<_> = caches.iter().map(|(k, v)| (k.storage_and_layout(), v.storage_and_layout())).collect();
+    let views = (guards.iter().zip(caches))
+        .map(|(((ks, kl), (vs, vl)), (k, _))| Ok((f32_data(ks, kl)?, f32_data(vs, vl)?, k.dims4()?.2)))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(bad) = rows.iter().find(|s| s.cache >= views.len() || s.start > s.end || s.end > views[s.cache].2) {
+        return Err(Error::InvalidInput(format!("attend_rows: {bad:?} is outside its cache")));
+    }
     let mut out = vec![0f32; r * h * d];
     out.par_chunks_mut(d).enumerate().for_each(|(i, o)| {
-        let (row, head) = (i / h, i % h);
-        let (k, v, len) = views[row];
-        let cap = k.len() / (kvh * d);
-        let base = (head / group) * cap * d;
+        let (span, head) = (rows[i / h], i % h);
+        let (k, v, cap) = views[span.cache];
+        let base = ((span.row * kvh + head / group) * cap) * d;
         let qv = &qs[i * d..(i + 1) * d];
-        let mut scores: Vec<f32> = (0..len).map(|j| dot(qv, &k[base + j * d..base + (j + 1) * d]) * scale).collect();
+        let at = |j: usize| base + j * d..base + (j + 1) * d;
+        let mut scores: Vec<f32> = (span.start..span.end).map(|j| dot(qv, &k[at(j)]) * scale).collect();
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
         for s in scores.iter_mut() {
             *s = (*s - max).exp();
             sum += *s;
         }
-        for (j, p) in scores.iter().enumerate() {
+        for (j, p) in (span.start..).zip(&scores) {
             let w = p / sum;
-            for (o, x) in o.iter_mut().zip(&v[base + j * d..base + (j + 1) * d]) {
+            for (o, x) in o.iter_mut().zip(&v[at(j)]) {
                 *o += w * x;
             }
         }
@@ -133,7 +147,10 @@ mod tests {
                 .collect();
             let caches: Vec<_> = kv.iter().zip(lens).map(|((k, v), len)| (k, v, len)).collect();
             let q = Tensor::randn(0f32, 1.0, (lens.len(), heads.num_heads, heads.head_dim), &dev).unwrap();
-            let ours = attend_rows(&q, &caches, heads).unwrap();
+            let tensors: Vec<(&Tensor, &Tensor)> = kv.iter().map(|(k, v)| (k, v)).collect();
+            let spans: Vec<RowSpan> =
+                lens.iter().enumerate().map(|(c, &len)| RowSpan { cache: c, row: 0, start: 0, end: len }).collect();
+            let ours = attend_rows(&q, &tensors, &spans, heads).unwrap();
             let want = reference(&q, &caches, heads);
             let diff = (ours - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-5, "{diff}");

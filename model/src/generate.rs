@@ -197,8 +197,32 @@ impl<'m> T2iBatch<'m> {
 
     fn advance(&mut self, pick: impl FnOnce(&mut BatchSampler, &Tensor) -> Result<Tensor>) -> Result<StepOutput> {
         let input = self.take_input()?;
-        let hidden = last_position(&self.model.llm.forward(&input, &mut self.cache)?)?;
+        let hidden = if self.steps == 0 {
+            self.prefill(&input)?
+        } else {
+            last_position(&self.model.llm.forward(&input, &mut self.cache)?)?
+        };
         self.finish_step(hidden, pick)
+    }
+
+    /// The prompts, each image's pair of rows alone and unpadded (so its numbers are what they
+    /// are alone, whatever its batch mates' prompt lengths), then one left-padded batch cache.
+    /// Returns the last position's hidden states `[2N, D]`.
+    fn prefill(&mut self, input: &Tensor) -> Result<Tensor> {
+        let (rows, len, _) = input.dims3()?;
+        let (model, capacity) = (self.model, self.cache.capacity());
+        let pads = self.cache.pads().to_vec();
+        let mut parts = Vec::with_capacity(rows / 2);
+        let mut hidden = Vec::with_capacity(rows / 2);
+        for pair in (0..rows).step_by(2) {
+            let pad = pads[pair];
+            let embeds = input.narrow(0, pair, 2)?.narrow(1, pad, len - pad)?.contiguous()?;
+            let mut cache = LlmCache::new(&model.cfg.llm, vec![0, 0], len - pad, model.dtype(), model.device())?;
+            hidden.push(last_position(&model.llm.forward(&embeds, &mut cache)?)?);
+            parts.push((cache, pad));
+        }
+        self.cache = LlmCache::from_parts(parts, capacity)?;
+        Ok(Tensor::cat(&hidden, 0)?)
     }
 
     /// Whether the prompt is in the cache, so that the next step is one token per row and can

@@ -47,6 +47,39 @@ impl LlmCache {
         self.capacity
     }
 
+    /// One batch cache of `capacity` positions from `parts`, each holding its rows' prompt from
+    /// position 0 and placed after `pad` positions of left padding (so all end at the same
+    /// position). Each part is prefilled alone, without padding, so its rows hold exactly what
+    /// they would alone.
+    pub fn from_parts(parts: Vec<(LlmCache, usize)>, capacity: usize) -> Result<Self> {
+        let len = parts.first().map_or(0, |(c, pad)| c.len + pad);
+        if parts.iter().any(|(c, pad)| c.len + pad != len || c.padding.is_some()) || len > capacity {
+            return Err(Error::InvalidInput("cache parts must be unpadded and end at one position".into()));
+        }
+        let pads: Vec<usize> = parts.iter().flat_map(|(c, pad)| std::iter::repeat_n(*pad, c.batch_size())).collect();
+        let dev = match parts.first().and_then(|(c, _)| c.layers.first()) {
+            Some((k, _)) => k.device().clone(),
+            None => return Err(Error::InvalidInput("no cache parts".into())),
+        };
+        let num_layers = parts[0].0.layers.len();
+        let placed = |l: usize, which: fn(&(Tensor, Tensor)) -> &Tensor| -> Result<Tensor> {
+            let rows = (parts.iter())
+                .map(|(c, pad)| {
+                    let src = which(&c.layers[l]);
+                    let (b, h, _, d) = src.dims4()?;
+                    let dst = Tensor::zeros((b, h, capacity, d), src.dtype(), src.device())?;
+                    dst.slice_set(&src.narrow(2, 0, c.len)?.contiguous()?, 2, *pad)?;
+                    Ok(dst)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&rows, 0)?)
+        };
+        let layers =
+            (0..num_layers).map(|l| Ok((placed(l, |kv| &kv.0)?, placed(l, |kv| &kv.1)?))).collect::<Result<_>>()?;
+        let padding = Self::padding(&pads, capacity, &dev)?;
+        Ok(Self { layers, pads, len, capacity, padding })
+    }
+
     /// Makes room for `capacity` positions in all (a text answer grows its cache in chunks
     /// instead of reserving its whole `max_tokens` up front). Never shrinks.
     pub fn grow_to(&mut self, capacity: usize) -> Result<()> {
@@ -92,6 +125,11 @@ impl LlmCache {
 
     pub fn batch_size(&self) -> usize {
         self.pads.len()
+    }
+
+    /// Each row's left padding.
+    pub fn pads(&self) -> &[usize] {
+        &self.pads
     }
 
     /// Keeps only the rows in `keep` (in that order), e.g. when a request leaves the batch.
@@ -177,6 +215,7 @@ impl Rope {
 struct BatchLayer<'a> {
     kv: &'a mut (Tensor, Tensor),
     offset: usize,
+    pads: &'a [usize],
     cos: &'a Tensor,
     sin: &'a Tensor,
     mask: Option<&'a Tensor>,
@@ -213,10 +252,15 @@ impl Attention {
         mask: Option<&Tensor>,
         kv: &mut (Tensor, Tensor),
         offset: usize,
+        pads: &[usize],
     ) -> Result<Tensor> {
         let qkv = self.qkv.forward(x)?;
-        let y = self.attend(&qkv, cos, sin, mask, kv, offset)?;
+        let y = self.attend(&qkv, cos, sin, mask, kv, offset, pads)?;
         Ok(self.o_proj.forward(&y)?)
+    }
+
+    fn heads(&self) -> attention_cpu::Heads {
+        attention_cpu::Heads { num_heads: self.num_heads, num_kv_heads: self.num_kv_heads, head_dim: self.head_dim }
     }
 
     /// One token for the rows of one batch cache (`batch`: its layer, its length, and the step's
@@ -235,7 +279,7 @@ impl Attention {
         let mut first = 0;
         if let Some(b) = batch {
             let rows = b.kv.0.dim(0)?;
-            ys.push(self.attend(&qkv.narrow(0, 0, rows)?, b.cos, b.sin, b.mask, b.kv, b.offset)?);
+            ys.push(self.attend(&qkv.narrow(0, 0, rows)?, b.cos, b.sin, b.mask, b.kv, b.offset, b.pads)?);
             first = rows;
         }
         if !singles.is_empty() {
@@ -259,7 +303,7 @@ impl Attention {
             let ys = (caches.iter_mut().enumerate())
                 .map(|(r, (kv, offset))| {
                     let (cos, sin) = rope.select(*offset, 1, None)?;
-                    self.attend(&qkv.narrow(0, r, 1)?, &cos, &sin, None, kv, *offset)
+                    self.attend(&qkv.narrow(0, r, 1)?, &cos, &sin, None, kv, *offset, &[0])
                 })
                 .collect::<Result<Vec<_>>>()?;
             return Ok(Tensor::cat(&ys, 0)?);
@@ -278,14 +322,20 @@ impl Attention {
             kv.0.slice_set(&k.narrow(0, i, 1)?, 2, *offset)?;
             kv.1.slice_set(&v.narrow(0, i, 1)?, 2, *offset)?;
         }
-        let rows: Vec<(&Tensor, &Tensor, usize)> = caches.iter().map(|(kv, o)| (&kv.0, &kv.1, o + 1)).collect();
-        let heads = attention_cpu::Heads { num_heads: h, num_kv_heads: kvh, head_dim: d };
-        let y = attention_cpu::attend_rows(&q.reshape((r, h, d))?, &rows, heads)?;
+        let tensors: Vec<(&Tensor, &Tensor)> = caches.iter().map(|(kv, _)| (&kv.0, &kv.1)).collect();
+        let spans: Vec<attention_cpu::RowSpan> = (caches.iter().enumerate())
+            .map(|(c, (_, o))| attention_cpu::RowSpan { cache: c, row: 0, start: 0, end: o + 1 })
+            .collect();
+        let y = attention_cpu::attend_rows(&q.reshape((r, h, d))?, &tensors, &spans, self.heads())?;
         Ok(y.reshape((r, 1, h * d))?)
     }
 
     /// `qkv` `[B, S, (heads + 2 kv heads) · head_dim]` → rotary embedding, cache write at
-    /// `offset`, attention over the cache → `[B, S, heads · head_dim]` (before `o_proj`).
+    /// `offset`, attention over the cache → `[B, S, heads · head_dim]` (before `o_proj`). Row
+    /// `r` is left-padded by `pads[r]`. A one-token step on the CPU (f32) attends with
+    /// [`attention_cpu::attend_rows`] from each row's first real position, so a padded row
+    /// computes exactly what it would unpadded (alone); the mask is then not needed.
+    #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         qkv: &Tensor,
@@ -294,6 +344,7 @@ impl Attention {
         mask: Option<&Tensor>,
         kv: &mut (Tensor, Tensor),
         offset: usize,
+        pads: &[usize],
     ) -> Result<Tensor> {
         let (b, s, _) = qkv.dims3()?;
         let (h, kvh) = (self.num_heads, self.num_kv_heads);
@@ -308,6 +359,17 @@ impl Attention {
         kv.0.slice_set(&k, 2, offset)?;
         kv.1.slice_set(&v, 2, offset)?;
         let t = offset + s;
+        if s == 1 && attention_cpu::takes(&q) && pads.len() == b {
+            let spans: Vec<attention_cpu::RowSpan> =
+                (0..b).map(|row| attention_cpu::RowSpan { cache: 0, row, start: pads[row], end: t }).collect();
+            let y = attention_cpu::attend_rows(
+                &q.reshape((b, h, self.head_dim))?,
+                &[(&kv.0, &kv.1)],
+                &spans,
+                self.heads(),
+            )?;
+            return Ok(y.reshape((b, 1, h * self.head_dim))?);
+        }
         let k = repeat_kv(kv.0.narrow(2, 0, t)?, self.num_heads / self.num_kv_heads)?;
         let v = repeat_kv(kv.1.narrow(2, 0, t)?, self.num_heads / self.num_kv_heads)?;
 
@@ -460,7 +522,7 @@ impl Llama {
         let mut x = embeds.clone();
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.input_layernorm.forward(&x)?;
-            let h = layer.self_attn.forward(&h, &cos, &sin, mask.as_ref(), kv, offset)?;
+            let h = layer.self_attn.forward(&h, &cos, &sin, mask.as_ref(), kv, offset, &cache.pads)?;
             x = (x + h)?;
             let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
             x = (x + h)?;
@@ -518,9 +580,14 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?;
             let batch_layer = match (&mut batch, &batch_tables) {
-                (Some(b), Some((cos, sin, mask, offset))) => {
-                    Some(BatchLayer { kv: &mut b.layers[i], offset: *offset, cos, sin, mask: mask.as_ref() })
-                }
+                (Some(b), Some((cos, sin, mask, offset))) => Some(BatchLayer {
+                    kv: &mut b.layers[i],
+                    offset: *offset,
+                    pads: &b.pads,
+                    cos,
+                    sin,
+                    mask: mask.as_ref(),
+                }),
                 _ => None,
             };
             let mut kvs: Vec<(&mut (Tensor, Tensor), usize)> =

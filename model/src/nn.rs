@@ -14,8 +14,17 @@ use rayon::prelude::*;
 
 use crate::quant::{QWeight, Quant};
 
-/// Rows up to which the dot-product kernel beats the packed GEMM.
+/// Rows the dot-product kernel takes at a time (up to this many it beats the packed GEMM).
 const MAX_SKINNY_ROWS: usize = 16;
+
+/// Whether `x` holds one position per row (a decode step: `[rows, in]` or `[rows, 1, in]`).
+/// Such an input always goes through the dot-product kernel, 16 rows at a time, and an input of
+/// several positions per row (a prompt) always through the GEMM, whose rows do not depend on how
+/// many there are: so a row's numbers are the same whatever its batch mates (an image's bytes do
+/// not depend on the requests it was batched with).
+pub fn one_position_per_row(dims: &[usize]) -> bool {
+    dims.len() == 2 || (dims.len() == 3 && dims[1] == 1)
+}
 
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -95,12 +104,23 @@ impl Module for Linear {
         let dims = x.dims();
         let k = dims.last().copied().unwrap_or(0);
         let rows = x.elem_count() / k.max(1);
-        if !(x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && rows <= MAX_SKINNY_ROWS) {
+        let skinny = rows <= MAX_SKINNY_ROWS || one_position_per_row(dims);
+        if !(x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && skinny) {
             return inner.forward(x);
         }
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("x has a last dimension") = w.dim(0)?;
-        let y = x.contiguous()?.reshape((rows, k))?.apply_op2_no_bwd(w, &SkinnyMatmul)?.reshape(out_dims)?;
+        let x = x.contiguous()?.reshape((rows, k))?;
+        let y = if rows <= MAX_SKINNY_ROWS {
+            x.apply_op2_no_bwd(w, &SkinnyMatmul)?
+        } else {
+            let tiles = (0..rows)
+                .step_by(MAX_SKINNY_ROWS)
+                .map(|r| x.narrow(0, r, MAX_SKINNY_ROWS.min(rows - r))?.apply_op2_no_bwd(w, &SkinnyMatmul))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::cat(&tiles, 0)?
+        };
+        let y = y.reshape(out_dims)?;
         match inner.bias() {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -255,6 +275,27 @@ mod avx2 {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// A decode step's rows have the same numbers however many rows share it (across the
+    /// 16-row tile as well), for dense and quantized weights: the property that makes an image
+    /// independent of its batch mates.
+    #[test]
+    fn a_decode_row_does_not_depend_on_how_many_rows_share_the_step() -> crate::Result<()> {
+        let dev = Device::Cpu;
+        let (k, n) = (512, 300);
+        let x = Tensor::randn(0f32, 1.0, (40, 1, k), &dev)?;
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
+        for quant in [Quant::None, Quant::Q8_0, Quant::Q4k] {
+            let lin = Linear::from_weight(w.clone(), None, quant, DType::F32, &dev)?;
+            let alone = lin.forward(&x.narrow(0, 0, 3)?)?;
+            for rows in [3, 16, 17, 33, 40] {
+                let shared = lin.forward(&x.narrow(0, 0, rows)?)?.narrow(0, 0, 3)?;
+                let diff = (&alone - shared)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert_eq!(diff, 0.0, "{quant}: 3 rows alone against the first 3 of {rows}");
+            }
+        }
+        Ok(())
+    }
 
     #[test]
     fn matches_candle_linear() -> candle_core::Result<()> {

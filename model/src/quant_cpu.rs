@@ -27,7 +27,7 @@ const BLOCK_BYTES: usize = 144;
 const Q8_SPAN_BYTES: usize = 8 * 34;
 /// Rows up to which the q4k kernel is used (beyond, candle's tiled product reuses blocks
 /// anyway); also the q8_0 kernel's tile of rows.
-const MAX_ROWS: usize = 16;
+pub const MAX_ROWS: usize = 16;
 
 /// Whether [`matmul_q8_0`] takes a weight whose rows hold `k` values on this CPU.
 pub fn takes_q8_0(k: usize) -> bool {
