@@ -82,11 +82,10 @@ start_replica() { # name
     "${PODMAN[@]}" rm -f "janus-scale-$r" >/dev/null 2>&1 || true
     "${PODMAN[@]}" run -d --name "janus-scale-$r" --network host "${ULIMITS[@]}" \
       -v "$PWD/assets/tiny/janus-pro-tiny:/models/tiny:ro" "$IMAGE" \
-      serve --model /models/tiny --device cpu --host 127.0.0.1 --port "$p" --log-format json \
-      --max-batch-images "$SAMPLES" >/dev/null
+      serve --model /models/tiny --device cpu --host 127.0.0.1 --port "$p" --log-format json >/dev/null
   else
     "$BIN" serve --model assets/tiny/janus-pro-tiny --device cpu --host 127.0.0.1 --port "$p" \
-      --log-format json --shutdown-grace-secs 30 --max-batch-images "$SAMPLES" >"$WORK/$r.log" 2>&1 &
+      --log-format json --shutdown-grace-secs 30 >"$WORK/$r.log" 2>&1 &
     PID[$r]=$!
   fi
 }
