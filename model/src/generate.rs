@@ -47,7 +47,10 @@ pub struct T2iBatch<'m> {
     /// The later steps' picks, `[N]` each, still on the device.
     pending: Vec<Tensor>,
     steps: usize,
+    /// The rows' cache: empty (its padding only) until the prompts are prefilled into it.
     cache: LlmCache,
+    /// Positions the cache is made for: the longest prompt and the image tokens.
+    capacity: usize,
     /// LM input for the next step, `[2N, S, D]`.
     next: Option<Tensor>,
     total: usize,
@@ -120,7 +123,8 @@ impl<'m> T2iBatch<'m> {
         let rows = pads.len();
         let ids = Tensor::from_vec(ids, (rows, len), dev)?;
         let embeds = model.llm.embed(&ids)?;
-        let cache = LlmCache::new(&model.cfg.llm, pads, len + total - 1, model.dtype(), dev)?;
+        let capacity = len + total - 1;
+        let cache = LlmCache::new(&model.cfg.llm, pads, 0, model.dtype(), dev)?;
         let vocab = model.cfg.gen.image_token_size;
         Ok(Self {
             model,
@@ -129,6 +133,7 @@ impl<'m> T2iBatch<'m> {
             pending: Vec::new(),
             steps: 0,
             cache,
+            capacity,
             next: Some(embeds),
             total,
         })
@@ -210,17 +215,21 @@ impl<'m> T2iBatch<'m> {
     /// Returns the last position's hidden states `[2N, D]`.
     fn prefill(&mut self, input: &Tensor) -> Result<Tensor> {
         let (rows, len, _) = input.dims3()?;
-        let (model, capacity) = (self.model, self.cache.capacity());
+        let (model, capacity) = (self.model, self.capacity);
         let pads = self.cache.pads().to_vec();
-        let mut parts = Vec::with_capacity(rows / 2);
-        let mut hidden = Vec::with_capacity(rows / 2);
+        let mut embeds = Vec::with_capacity(rows / 2);
+        let mut caches = Vec::with_capacity(rows / 2);
         for pair in (0..rows).step_by(2) {
             let pad = pads[pair];
-            let embeds = input.narrow(0, pair, 2)?.narrow(1, pad, len - pad)?.contiguous()?;
-            let mut cache = LlmCache::new(&model.cfg.llm, vec![0, 0], len - pad, model.dtype(), model.device())?;
-            hidden.push(last_position(&model.llm.forward(&embeds, &mut cache)?)?);
-            parts.push((cache, pad));
+            embeds.push(input.narrow(0, pair, 2)?.narrow(1, pad, len - pad)?.contiguous()?);
+            caches.push(LlmCache::new(&model.cfg.llm, vec![0, 0], len - pad, model.dtype(), model.device())?);
         }
+        let hidden = {
+            let mut refs: Vec<&mut LlmCache> = caches.iter_mut().collect();
+            model.llm.forward_packed(&embeds, &mut refs)?
+        };
+        let hidden = hidden.iter().map(last_position).collect::<Result<Vec<_>>>()?;
+        let parts = caches.into_iter().zip(pads.iter().step_by(2).copied()).collect();
         self.cache = LlmCache::from_parts(parts, capacity)?;
         Ok(Tensor::cat(&hidden, 0)?)
     }

@@ -61,21 +61,23 @@ impl LlmCache {
             Some((k, _)) => k.device().clone(),
             None => return Err(Error::InvalidInput("no cache parts".into())),
         };
-        let num_layers = parts[0].0.layers.len();
-        let placed = |l: usize, which: fn(&(Tensor, Tensor)) -> &Tensor| -> Result<Tensor> {
-            let rows = (parts.iter())
-                .map(|(c, pad)| {
-                    let src = which(&c.layers[l]);
-                    let (b, h, _, d) = src.dims4()?;
-                    let dst = Tensor::zeros((b, h, capacity, d), src.dtype(), src.device())?;
-                    dst.slice_set(&src.narrow(2, 0, c.len)?.contiguous()?, 2, *pad)?;
-                    Ok(dst)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Tensor::cat(&rows, 0)?)
-        };
-        let layers =
-            (0..num_layers).map(|l| Ok((placed(l, |kv| &kv.0)?, placed(l, |kv| &kv.1)?))).collect::<Result<_>>()?;
+        // The whole cache once, then each part's keys and values written in place: its rows, after
+        // its padding.
+        let mut layers = Vec::with_capacity(parts[0].0.layers.len());
+        for l in 0..parts[0].0.layers.len() {
+            let (_, h, _, d) = parts[0].0.layers[l].0.dims4()?;
+            let like = &parts[0].0.layers[l].0;
+            let k = Tensor::zeros((pads.len(), h, capacity, d), like.dtype(), &dev)?;
+            let v = Tensor::zeros((pads.len(), h, capacity, d), like.dtype(), &dev)?;
+            let mut row = 0;
+            for (c, pad) in &parts {
+                let b = c.batch_size();
+                k.narrow(0, row, b)?.slice_set(&c.layers[l].0.narrow(2, 0, c.len)?.contiguous()?, 2, *pad)?;
+                v.narrow(0, row, b)?.slice_set(&c.layers[l].1.narrow(2, 0, c.len)?.contiguous()?, 2, *pad)?;
+                row += b;
+            }
+            layers.push((k, v));
+        }
         let padding = Self::padding(&pads, capacity, &dev)?;
         Ok(Self { layers, pads, len, capacity, padding })
     }
@@ -601,6 +603,64 @@ impl Llama {
             c.len += 1;
         }
         Ok(self.norm.forward(&x)?)
+    }
+
+    /// Several unpadded groups of rows (image prompts, each a CFG pair), each with its own cache,
+    /// in one pass over the weights: every group's positions go through the linear layers
+    /// together, packed one after another (a GEMM row does not depend on the others), and each
+    /// group's attention runs against its own cache, as it would alone. `embeds[g]` is
+    /// `[B_g, S_g, D]`; returns each group's post-norm hidden states.
+    pub fn forward_packed(&self, embeds: &[Tensor], caches: &mut [&mut LlmCache]) -> Result<Vec<Tensor>> {
+        if embeds.len() != caches.len() || caches.iter().any(|c| c.padding.is_some()) {
+            return Err(Error::InvalidInput("one unpadded cache per group".into()));
+        }
+        let dims = embeds.iter().map(|e| e.dims3()).collect::<candle_core::Result<Vec<_>>>()?;
+        // Each group's per-step tables: positions from its cache's length, a causal mask.
+        let tables = (caches.iter().zip(&dims))
+            .map(|(c, &(_, s, _))| {
+                if c.len + s > c.capacity || c.len + s > self.cfg.max_position_embeddings {
+                    return Err(Error::InvalidInput(format!("{} positions exceed the cache", c.len + s)));
+                }
+                let (positions, mask) = c.positions_and_mask(s, &c.layers[0].0.device().clone())?;
+                let mask = mask.map(|m| m.to_dtype(attention_dtype(&embeds[0]))).transpose()?;
+                let (cos, sin) = self.rope.select(c.len, s, positions.as_ref())?;
+                Ok((cos, sin, mask, c.len))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Packed as one sequence `[1, Σ B·S, D]`: one GEMM per linear layer (a 2-D input would
+        // read as one position per row, see `nn::one_position_per_row`).
+        let flat = |xs: &[Tensor]| -> Result<Tensor> {
+            let rows = xs.iter().map(|x| Ok(x.reshape((1, (), x.dim(2)?))?)).collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&rows, 1)?)
+        };
+        let unflat = |x: &Tensor| -> Result<Vec<Tensor>> {
+            let mut at = 0;
+            (dims.iter())
+                .map(|&(b, s, _)| {
+                    let part = x.narrow(1, at, b * s)?.reshape((b, s, x.dim(2)?))?.contiguous()?;
+                    at += b * s;
+                    Ok(part)
+                })
+                .collect()
+        };
+        let mut x = flat(embeds)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let attn = &layer.self_attn;
+            let qkv = unflat(&attn.qkv.forward(&layer.input_layernorm.forward(&x)?)?)?;
+            let ys = (qkv.iter().zip(caches.iter_mut()).zip(&tables))
+                .map(|((qkv, c), (cos, sin, mask, offset))| {
+                    let pads = c.pads.clone();
+                    attn.attend(qkv, cos, sin, mask.as_ref(), &mut c.layers[i], *offset, &pads)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            x = (x + attn.o_proj.forward(&flat(&ys)?)?)?;
+            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        for (c, &(_, s, _)) in caches.iter_mut().zip(&dims) {
+            c.len += s;
+        }
+        unflat(&self.norm.forward(&x)?)
     }
 
     /// Text logits (f32) for post-norm hidden states.
