@@ -4,7 +4,8 @@
 //! threads speaking just enough HTTP/1.1, as in `endpoint_quirks.rs`, that can also drop a
 //! connection without answering.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod stub;
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,24 +40,7 @@ where
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut first = String::new();
-            if reader.read_line(&mut first).is_err() || first.is_empty() {
-                continue;
-            }
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line == "\r\n" || line.is_empty() {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
+            let Some((_, body)) = stub::read_request(&stream) else { continue };
             let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let k = {
                 let mut s = seen2.lock().unwrap();
