@@ -1,4 +1,5 @@
-//! Continuous batching of text answers: every answer past its prompt takes its next token in
+//! Continuous batching of text answers: answers arriving together have their images encoded in
+//! one batch ([`Janus::text_sessions`]), and every answer past its prompt takes its next token in
 //! one batched step. The linear layers (most of a decode step's time: it reads every weight)
 //! run once for all rows; attention runs row by row, each against its own cache at its own
 //! position, so answers join and leave at any step and each row's numbers are those of the
@@ -10,9 +11,39 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::llm::LlmCache;
 use crate::model::Janus;
-use crate::understand::TextSession;
+use crate::understand::{Conversation, PreparedPrompt, TextParams, TextSession};
 
 impl Janus {
+    /// Sessions for several conversations arriving together, their images encoded by SigLIP in
+    /// one batch (each image's embeddings are what they are encoded alone). The outer error is
+    /// the shared encoding's; the inner results are each conversation's (a bad one fails alone).
+    pub fn text_sessions<'m>(&'m self, asks: &[(&Conversation, &TextParams)]) -> Result<Vec<Result<TextSession<'m>>>> {
+        let prepared: Vec<Result<PreparedPrompt>> =
+            asks.iter().map(|(conv, params)| TextSession::prepare(self, conv, params)).collect();
+        let pixels: Vec<&Tensor> = prepared.iter().filter_map(|p| p.as_ref().ok()?.pixels.as_ref()).collect();
+        let encoded = match pixels.len() {
+            0 => None,
+            _ => Some(self.encode_images(&Tensor::cat(&pixels, 0)?)?),
+        };
+        let mut first = 0;
+        let mut sessions = Vec::with_capacity(asks.len());
+        for (p, (_, params)) in prepared.into_iter().zip(asks) {
+            sessions.push(p.and_then(|prompt| {
+                let images = match (&prompt.pixels, &encoded) {
+                    (Some(px), Some(all)) => {
+                        let n = px.dim(0)?;
+                        first += n;
+                        Some(all.narrow(0, first - n, n)?.contiguous()?)
+                    }
+                    _ => None,
+                };
+                let embeds = self.prompt_embeds_with(&prompt, images)?;
+                TextSession::with_embeds(self, &prompt, embeds, params)
+            }));
+        }
+        Ok(sessions)
+    }
+
     /// One token for each of `sessions` (all past their prompt: [`TextSession::is_decoding`]),
     /// in one batched LM step. The outer error is the shared step's (every session is then
     /// failed); the inner results are each session's new text, as [`TextSession::step`] gives.

@@ -206,14 +206,20 @@ impl Janus {
     /// LM input embeddings `[1, L, D]`: token embeddings with the image embeddings written over
     /// the placeholder positions, in order.
     pub fn prompt_embeds(&self, prompt: &PreparedPrompt) -> Result<Tensor> {
+        let images = prompt.pixels.as_ref().map(|p| self.encode_images(p)).transpose()?;
+        self.prompt_embeds_with(prompt, images)
+    }
+
+    /// As [`Janus::prompt_embeds`], with the prompt's image embeddings `[n, N, D]` already
+    /// encoded (several prompts' images encoded together: [`Janus::text_sessions`]).
+    pub fn prompt_embeds_with(&self, prompt: &PreparedPrompt, images: Option<Tensor>) -> Result<Tensor> {
         let dev = self.device();
         let len = prompt.ids.len();
         let ids = Tensor::from_vec(prompt.ids.clone(), (1, len), dev)?;
         let text = self.llm.embed(&ids)?.squeeze(0)?;
-        let Some(pixels) = &prompt.pixels else {
+        let Some(images) = images else {
             return Ok(text.unsqueeze(0)?);
         };
-        let images = self.encode_images(pixels)?;
         let (n, s, d) = images.dims3()?;
         let images = images.reshape((n * s, d))?;
         let table = Tensor::cat(&[&text, &images], 0)?;
@@ -281,12 +287,25 @@ pub struct TextSession<'m> {
 impl<'m> TextSession<'m> {
     /// Validates, tokenizes and embeds the conversation (the prefill runs on the first step).
     pub fn new(model: &'m Janus, conv: &Conversation, params: &TextParams) -> Result<Self> {
+        let prompt = Self::prepare(model, conv, params)?;
+        let embeds = model.prompt_embeds(&prompt)?;
+        Self::with_embeds(model, &prompt, embeds, params)
+    }
+
+    /// Checks the parameters and tokenizes the conversation (its images preprocessed, not yet
+    /// encoded).
+    pub(crate) fn prepare(model: &Janus, conv: &Conversation, params: &TextParams) -> Result<PreparedPrompt> {
         params.sampling.validate()?;
         if params.max_new_tokens == Some(0) {
             return Err(Invalid::new(Field::MaxTokens, "must be at least 1; got 0").into());
         }
         let prompt = model.prepare(conv)?;
-        let prompt_tokens = prompt.ids.len();
+        Self::answer_length(model, prompt.ids.len(), params)?;
+        Ok(prompt)
+    }
+
+    /// The most tokens the answer may have, or why the prompt leaves no room for it.
+    fn answer_length(model: &Janus, prompt_tokens: usize, params: &TextParams) -> Result<usize> {
         let max_ctx = model.cfg.llm.max_position_embeddings;
         let room = max_ctx.saturating_sub(prompt_tokens);
         let max_new = match params.max_new_tokens {
@@ -297,7 +316,18 @@ impl<'m> TextSession<'m> {
             None if room == 0 => return Err(Error::PromptTooLong { tokens: prompt_tokens, max: max_ctx - 1 }),
             None => room.min(DEFAULT_MAX_NEW_TOKENS),
         };
-        let embeds = model.prompt_embeds(&prompt)?;
+        Ok(max_new)
+    }
+
+    /// A session over a prepared prompt and its embeddings `[1, L, D]`.
+    pub(crate) fn with_embeds(
+        model: &'m Janus,
+        prompt: &PreparedPrompt,
+        embeds: Tensor,
+        params: &TextParams,
+    ) -> Result<Self> {
+        let prompt_tokens = prompt.ids.len();
+        let max_new = Self::answer_length(model, prompt_tokens, params)?;
         let cache = LlmCache::new(
             &model.cfg.llm,
             vec![0],

@@ -226,3 +226,38 @@ fn image_and_text_rows_sharing_a_step_give_what_each_gives_alone() {
         assert_eq!(out.text, want.text);
     }
 }
+
+/// Conversations arriving together have their images encoded in one SigLIP batch; each answer
+/// (and a bad conversation's error) is what it is alone.
+#[test]
+fn sessions_started_together_answer_as_alone() {
+    let model = load_tiny("janus-pro-tiny");
+    let img = |name: &str| janus::preprocess::load_image(&assets().join("tiny/images").join(name)).unwrap();
+    let two_images = {
+        let mut c = Conversation::new(vec![janus::Message::user(vec![
+            janus::Part::Image(img("wide.png")),
+            janus::Part::Image(img("tall.jpg")),
+            janus::Part::Text("Compare them.".into()),
+        ])]);
+        c.system.clear();
+        c
+    };
+    let text_only = {
+        let mut c = Conversation::new(vec![janus::Message::user(vec![janus::Part::Text("Hello.".into())])]);
+        c.system.clear();
+        c
+    };
+    let convs = [conversation(), two_images, text_only, conversation()];
+    let ps = [params(0.0, 0, 12), params(0.0, 0, 10), params(0.8, 4, 9), params(0.0, 0, 0)];
+    let asks: Vec<(&Conversation, &TextParams)> = convs.iter().zip(&ps).collect();
+    let sessions = model.text_sessions(&asks).unwrap();
+    assert!(matches!(sessions[3], Err(janus::Error::Invalid(_))), "max_tokens 0 fails alone");
+    for (i, s) in sessions.into_iter().enumerate().take(3) {
+        let mut s = s.unwrap();
+        while !s.is_done() {
+            s.step().unwrap();
+        }
+        let want = answer(&model, &convs[i], &ps[i]).0;
+        assert_eq!(s.into_output().unwrap().token_ids, want.token_ids, "conversation {i}");
+    }
+}

@@ -178,7 +178,8 @@ impl<'m> Scheduler<'m> {
                 Err((members, e)) => self.fail_members(&members, e),
             }
         }
-        while self.texts.len() < self.max_text {
+        let mut starting = Vec::new();
+        while self.texts.len() + starting.len() < self.max_text {
             let Some((req, tx, at)) = self.waiting_text.pop_front() else { break };
             self.dequeued();
             record_queue_wait(at, "text");
@@ -186,10 +187,13 @@ impl<'m> Scheduler<'m> {
                 self.finish(1);
                 continue;
             }
-            match TextAnswer::start(self.model, &req, tx, at) {
-                Some(answer) => self.texts.push(answer),
-                None => self.finish(1),
-            }
+            starting.push((req, tx, at));
+        }
+        if !starting.is_empty() {
+            let asked = starting.len();
+            let started = TextAnswer::start_many(self.model, starting);
+            self.finish(asked - started.len());
+            self.texts.extend(started);
         }
         metrics::gauge!("janus_batch_images").set(self.running_images() as f64);
     }

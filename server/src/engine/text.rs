@@ -29,18 +29,27 @@ pub(super) enum TextTurn {
 }
 
 impl<'m> TextAnswer<'m> {
-    /// Tokenizes and embeds the conversation and sends `Started`; on failure sends `Failed`.
-    pub fn start(model: &'m Janus, req: &ChatRequest, tx: mpsc::Sender<ChatEvent>, accepted: Instant) -> Option<Self> {
-        match guarded(|| TextSession::new(model, &req.conversation, &req.params)) {
-            Ok(session) => {
-                let _ = tx.try_send(ChatEvent::Started { prompt_tokens: session.prompt_tokens() });
-                Some(Self { session, tx, accepted, last_token: None, sent_tokens: 0 })
-            }
-            Err(e) => {
-                let _ = tx.try_send(ChatEvent::Failed(e));
-                None
-            }
-        }
+    /// Tokenizes and embeds the conversations arriving together (their images encoded in one
+    /// batch) and sends each `Started`, or `Failed` to those that cannot start.
+    pub fn start_many(model: &'m Janus, reqs: Vec<(ChatRequest, mpsc::Sender<ChatEvent>, Instant)>) -> Vec<Self> {
+        let asks: Vec<_> = reqs.iter().map(|(r, _, _)| (&r.conversation, &r.params)).collect();
+        let started = guarded(|| model.text_sessions(&asks));
+        let results: Vec<Result<TextSession<'m>, EngineError>> = match started {
+            Ok(sessions) => sessions.into_iter().map(|s| s.map_err(EngineError::from)).collect(),
+            Err(e) => reqs.iter().map(|_| Err(e.clone())).collect(),
+        };
+        (reqs.into_iter().zip(results))
+            .filter_map(|((_, tx, accepted), r)| match r {
+                Ok(session) => {
+                    let _ = tx.try_send(ChatEvent::Started { prompt_tokens: session.prompt_tokens() });
+                    Some(Self { session, tx, accepted, last_token: None, sent_tokens: 0 })
+                }
+                Err(e) => {
+                    let _ = tx.try_send(ChatEvent::Failed(e));
+                    None
+                }
+            })
+            .collect()
     }
 
     pub fn is_gone(&self) -> bool {
