@@ -533,18 +533,11 @@ impl Llama {
         Ok(self.norm.forward(&x)?)
     }
 
-    /// One token for each of several independent sequences (text answers), each with its own
-    /// one-row cache: `embeds` `[R, 1, D]`, row `r` appended to `caches[r]`. The linear layers run
-    /// once for all rows (one pass over the weights); attention runs for each row against its own
-    /// cache at its own position. Returns the post-norm hidden states `[R, 1, D]`.
-    pub fn forward_rows(&self, embeds: &Tensor, caches: &mut [&mut LlmCache]) -> Result<Tensor> {
-        self.forward_shared(embeds, None, caches)
-    }
-
     /// One token for the rows of a batch cache (an image cohort, the first `batch.batch_size()`
     /// rows of `embeds`) and for independent one-row caches (text answers, the rest) in one
     /// pass over the weights: the linear layers for all rows together, each group's attention
-    /// against its own cache. Returns the post-norm hidden states `[R, 1, D]`.
+    /// against its own cache (either group may be absent). Returns the post-norm hidden states
+    /// `[R, 1, D]`.
     pub fn forward_shared(
         &self,
         embeds: &Tensor,

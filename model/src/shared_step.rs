@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::generate::{StepOutput, T2iBatch};
 use crate::llm::LlmCache;
 use crate::model::Janus;
+use crate::text_batch::TextPieces;
 use crate::understand::TextSession;
 
 impl Janus {
@@ -21,21 +22,44 @@ impl Janus {
         &self,
         cohort: &mut T2iBatch<'_>,
         sessions: &mut [&mut TextSession<'_>],
-    ) -> Result<(StepOutput, Vec<Result<Option<String>>>)> {
-        if !cohort.is_prefilled() || !sessions.iter().all(|s| s.is_decoding()) {
-            return Err(Error::InvalidInput("step_shared takes a cohort and answers past their prompts".into()));
+    ) -> Result<(StepOutput, TextPieces)> {
+        if !cohort.is_prefilled() {
+            return Err(Error::InvalidInput("step_shared takes a cohort past its prompts".into()));
         }
-        let mut inputs = vec![cohort.take_input()?];
+        let (images, texts) = self.step_rows(Some(cohort), sessions)?;
+        Ok((images.expect("a cohort was given"), texts))
+    }
+
+    /// One LM forward for `cohort`'s rows (if any, first) and one token for each of `sessions`
+    /// (all decoding): the step [`Janus::step_shared`] and [`Janus::step_texts`] take.
+    pub(crate) fn step_rows(
+        &self,
+        mut cohort: Option<&mut T2iBatch<'_>>,
+        sessions: &mut [&mut TextSession<'_>],
+    ) -> Result<(Option<StepOutput>, TextPieces)> {
+        if !sessions.iter().all(|s| s.is_decoding()) {
+            return Err(Error::InvalidInput("a shared step takes only answers past their prompt".into()));
+        }
+        let mut inputs = Vec::with_capacity(sessions.len() + 1);
+        if let Some(c) = cohort.as_mut() {
+            inputs.push(c.take_input()?);
+        }
         for s in sessions.iter_mut() {
             inputs.push(s.take_input()?.ok_or_else(|| Error::InvalidInput("a decoding answer has no input".into()))?);
         }
-        let rows = inputs[0].dim(0)?;
+        let rows = match &cohort {
+            Some(_) => inputs[0].dim(0)?,
+            None => 0,
+        };
         let hidden = {
             let mut caches: Vec<&mut LlmCache> = sessions.iter_mut().map(|s| s.cache_mut()).collect();
-            self.llm.forward_shared(&Tensor::cat(&inputs, 0)?, Some(cohort.cache_mut()), &mut caches)?.squeeze(1)?
+            let batch = cohort.as_mut().map(|c| c.cache_mut());
+            self.llm.forward_shared(&Tensor::cat(&inputs, 0)?, batch, &mut caches)?.squeeze(1)?
         };
-        let images =
-            cohort.finish_step(hidden.narrow(0, 0, rows)?.contiguous()?, |sampler, logits| sampler.pick(logits))?;
+        let images = match cohort {
+            Some(c) => Some(c.finish_step(hidden.narrow(0, 0, rows)?.contiguous()?, |s, logits| s.pick(logits))?),
+            None => None,
+        };
         let texts = match sessions.len() {
             0 => Vec::new(),
             n => self.finish_texts(sessions, &hidden.narrow(0, rows, n)?.contiguous()?)?,

@@ -8,19 +8,21 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::llm::LlmCache;
+use crate::error::Result;
 use crate::model::Janus;
 use crate::understand::{Conversation, PreparedPrompt, TextParams, TextSession};
+
+/// Each answer's new text from one step (or its own error), in the order the answers were given.
+pub type TextPieces = Vec<Result<Option<String>>>;
 
 impl Janus {
     /// Sessions for several conversations arriving together, their images encoded by SigLIP in
     /// one batch (each image's embeddings are what they are encoded alone). The outer error is
     /// the shared encoding's; the inner results are each conversation's (a bad one fails alone).
     pub fn text_sessions<'m>(&'m self, asks: &[(&Conversation, &TextParams)]) -> Result<Vec<Result<TextSession<'m>>>> {
-        let prepared: Vec<Result<PreparedPrompt>> =
+        let prepared: Vec<Result<(PreparedPrompt, usize)>> =
             asks.iter().map(|(conv, params)| TextSession::prepare(self, conv, params)).collect();
-        let pixels: Vec<&Tensor> = prepared.iter().filter_map(|p| p.as_ref().ok()?.pixels.as_ref()).collect();
+        let pixels: Vec<&Tensor> = prepared.iter().filter_map(|p| p.as_ref().ok()?.0.pixels.as_ref()).collect();
         let encoded = match pixels.len() {
             0 => None,
             _ => Some(self.encode_images(&Tensor::cat(&pixels, 0)?)?),
@@ -28,7 +30,7 @@ impl Janus {
         let mut first = 0;
         let mut sessions = Vec::with_capacity(asks.len());
         for (p, (_, params)) in prepared.into_iter().zip(asks) {
-            sessions.push(p.and_then(|prompt| {
+            sessions.push(p.and_then(|(prompt, max_new)| {
                 let images = match (&prompt.pixels, &encoded) {
                     (Some(px), Some(all)) => {
                         let n = px.dim(0)?;
@@ -38,7 +40,7 @@ impl Janus {
                     _ => None,
                 };
                 let embeds = self.prompt_embeds_with(&prompt, images)?;
-                TextSession::with_embeds(self, &prompt, embeds, params)
+                TextSession::with_embeds(self, &prompt, max_new, embeds, params)
             }));
         }
         Ok(sessions)
@@ -47,30 +49,16 @@ impl Janus {
     /// One token for each of `sessions` (all past their prompt: [`TextSession::is_decoding`]),
     /// in one batched LM step. The outer error is the shared step's (every session is then
     /// failed); the inner results are each session's new text, as [`TextSession::step`] gives.
-    pub fn step_texts(&self, sessions: &mut [&mut TextSession<'_>]) -> Result<Vec<Result<Option<String>>>> {
+    pub fn step_texts(&self, sessions: &mut [&mut TextSession<'_>]) -> Result<TextPieces> {
         if sessions.is_empty() {
             return Ok(Vec::new());
         }
-        if !sessions.iter().all(|s| s.is_decoding()) {
-            return Err(Error::InvalidInput("step_texts takes only answers past their prompt".into()));
-        }
-        let inputs = (sessions.iter_mut())
-            .map(|s| s.take_input()?.ok_or_else(|| Error::InvalidInput("a decoding answer has no input".into())))
-            .collect::<Result<Vec<_>>>()?;
-        let hidden = {
-            let mut caches: Vec<&mut LlmCache> = sessions.iter_mut().map(|s| s.cache_mut()).collect();
-            self.llm.forward_rows(&Tensor::cat(&inputs, 0)?, &mut caches)?
-        };
-        self.finish_texts(sessions, &hidden.squeeze(1)?)
+        Ok(self.step_rows(None, sessions)?.1)
     }
 
     /// After the LM: `lm_head` for the answers' last hidden states `[R, D]`, the draws (a softmax
     /// over the vocabulary each) in parallel, each with its answer's own RNG, and the new text.
-    pub(crate) fn finish_texts(
-        &self,
-        sessions: &mut [&mut TextSession<'_>],
-        hidden: &Tensor,
-    ) -> Result<Vec<Result<Option<String>>>> {
+    pub(crate) fn finish_texts(&self, sessions: &mut [&mut TextSession<'_>], hidden: &Tensor) -> Result<TextPieces> {
         let logits = self.llm.lm_logits(hidden)?.to_vec2::<f32>()?;
         let picks: Vec<u32> = sessions.par_iter_mut().zip(logits.par_iter()).map(|(s, l)| s.pick(l)).collect();
         Ok(sessions.iter_mut().zip(picks).map(|(s, t)| s.accept_token(t)).collect())

@@ -287,21 +287,21 @@ pub struct TextSession<'m> {
 impl<'m> TextSession<'m> {
     /// Validates, tokenizes and embeds the conversation (the prefill runs on the first step).
     pub fn new(model: &'m Janus, conv: &Conversation, params: &TextParams) -> Result<Self> {
-        let prompt = Self::prepare(model, conv, params)?;
+        let (prompt, max_new) = Self::prepare(model, conv, params)?;
         let embeds = model.prompt_embeds(&prompt)?;
-        Self::with_embeds(model, &prompt, embeds, params)
+        Self::with_embeds(model, &prompt, max_new, embeds, params)
     }
 
     /// Checks the parameters and tokenizes the conversation (its images preprocessed, not yet
-    /// encoded).
-    pub(crate) fn prepare(model: &Janus, conv: &Conversation, params: &TextParams) -> Result<PreparedPrompt> {
+    /// encoded); returns it with the most tokens the answer may have.
+    pub(crate) fn prepare(model: &Janus, conv: &Conversation, params: &TextParams) -> Result<(PreparedPrompt, usize)> {
         params.sampling.validate()?;
         if params.max_new_tokens == Some(0) {
             return Err(Invalid::new(Field::MaxTokens, "must be at least 1; got 0").into());
         }
         let prompt = model.prepare(conv)?;
-        Self::answer_length(model, prompt.ids.len(), params)?;
-        Ok(prompt)
+        let max_new = Self::answer_length(model, prompt.ids.len(), params)?;
+        Ok((prompt, max_new))
     }
 
     /// The most tokens the answer may have, or why the prompt leaves no room for it.
@@ -319,15 +319,16 @@ impl<'m> TextSession<'m> {
         Ok(max_new)
     }
 
-    /// A session over a prepared prompt and its embeddings `[1, L, D]`.
+    /// A session over a prepared prompt (answering at most `max_new` tokens) and its embeddings
+    /// `[1, L, D]`.
     pub(crate) fn with_embeds(
         model: &'m Janus,
         prompt: &PreparedPrompt,
+        max_new: usize,
         embeds: Tensor,
         params: &TextParams,
     ) -> Result<Self> {
         let prompt_tokens = prompt.ids.len();
-        let max_new = Self::answer_length(model, prompt_tokens, params)?;
         let cache = LlmCache::new(
             &model.cfg.llm,
             vec![0],

@@ -122,7 +122,7 @@ impl<'m> TextAnswer<'m> {
     /// Sends what a step taken together gave each answer (or its shared failure).
     pub fn deliver_all(
         answers: &mut [&mut TextAnswer<'m>],
-        stepped: Result<Vec<janus::Result<Option<String>>>, EngineError>,
+        stepped: Result<janus::text_batch::TextPieces, EngineError>,
     ) -> Vec<TextTurn> {
         match stepped {
             Ok(results) => {
