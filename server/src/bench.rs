@@ -396,7 +396,7 @@ fn greedy_answer(model: &Janus, conv: &Conversation) -> Result<Vec<u32>> {
 /// `janus bench --requests R`: R one-image requests through the serving engine, all at once
 /// (batched) and then one after another, with the same seeds.
 pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
-    use crate::engine::{Engine, EngineStatus, ImageEvent, ImageRequest};
+    use crate::engine::{Engine, ImageEvent, ImageRequest};
     use crate::engine::{EngineOptions, ModelEngine};
 
     let engine = ModelEngine::start(EngineOptions {
@@ -411,12 +411,7 @@ pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
         max_text_sessions: None,
         shared_steps: true,
     });
-    while engine.status() == EngineStatus::Loading {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    if let EngineStatus::Failed(m) = engine.status() {
-        anyhow::bail!("{m}");
-    }
+    engine.wait_loaded()?;
     let req = |seed: u64| ImageRequest {
         prompt: a.prompt.clone(),
         n: 1,

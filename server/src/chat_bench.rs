@@ -10,7 +10,7 @@ use janus::{Conversation, Message, Part, SamplingParams, TextParams};
 use tokio::sync::mpsc;
 
 use crate::bench::BenchArgs;
-use crate::engine::{ChatEvent, ChatRequest, Engine, EngineOptions, EngineStatus, ImageEvent, ModelEngine};
+use crate::engine::{ChatEvent, ChatRequest, Engine, EngineOptions, ImageEvent, ModelEngine};
 
 /// One answer as the client saw it.
 struct Timed {
@@ -115,12 +115,7 @@ pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
         max_text_sessions: Some(n.max(1)),
         shared_steps: a.shared_steps,
     });
-    while engine.status() == EngineStatus::Loading {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if let EngineStatus::Failed(m) = engine.status() {
-        bail!("{m}");
-    }
+    engine.wait_loaded()?;
     let tokens = a.chat_tokens.max(1);
     together(&engine, 1, 4)?; // warm-up
     let concurrent = together(&engine, n, tokens)?;

@@ -106,6 +106,17 @@ impl ModelEngine {
         Arc::new(Self { tx, shared, max_batch_images, queue_capacity })
     }
 
+    /// Blocks until the model is loaded (for the command-line benches); the reason if it failed.
+    pub fn wait_loaded(&self) -> Result<(), EngineError> {
+        loop {
+            match self.status() {
+                EngineStatus::Loading => std::thread::sleep(Duration::from_millis(20)),
+                EngineStatus::Ready => return Ok(()),
+                EngineStatus::Failed(m) => return Err(EngineError::LoadFailed(m)),
+            }
+        }
+    }
+
     /// The most images a single CFG batch has held so far.
     pub fn largest_batch(&self) -> usize {
         self.shared.largest_batch.load(Ordering::SeqCst)
