@@ -281,45 +281,27 @@ def build_tokenizer(out_dir: Path, geneval_path: Path) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def make_config(tok_ids: dict) -> JanusConfig:
+def janus_config(tok_ids: dict, d: int, text: dict, vision: dict, vq: dict) -> JanusConfig:
+    """One tiny Janus config of LM width `d`; `text`, `vision` and `vq` hold what differs between
+    the tiny models (the rest is the same for all)."""
     text_config = LlamaConfig(
         vocab_size=LM_VOCAB,
-        hidden_size=D,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        hidden_size=d,
+        num_key_value_heads=text["num_attention_heads"],
         hidden_act="silu",
-        max_position_embeddings=256,
         rms_norm_eps=1e-6,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         bos_token_id=tok_ids[BOS],
         eos_token_id=tok_ids[EOS],
         pad_token_id=tok_ids[PAD],
         tie_word_embeddings=False,
+        **text,
     )
     vision_config = JanusVisionConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH,
-        mlp_ratio=4.0,
-        projection_dim=D,
-        depth=2,
-        num_image_tokens=NUM_IMAGE_TOKENS,
+        hidden_size=32, num_attention_heads=2, image_size=IMAGE_SIZE, projection_dim=d, depth=2, **vision
     )
     vq_config = JanusVQVAEConfig(
-        embed_dim=8,
-        num_embeddings=CODEBOOK,
-        latent_channels=32,
-        base_channels=32,
-        channel_multiplier=[1, 1, 2],
-        num_res_blocks=2,
-        projection_dim=D,
-        num_hidden_layers=2,
-        image_token_embed_dim=D,
-        num_patches=IMAGE_SIZE // PATCH,
+        embed_dim=8, base_channels=32, projection_dim=d, num_hidden_layers=2, image_token_embed_dim=d, **vq
     )
     return JanusConfig(
         text_config=text_config,
@@ -327,56 +309,39 @@ def make_config(tok_ids: dict) -> JanusConfig:
         vq_config=vq_config,
         image_token_id=tok_ids[IMG],
         tie_word_embeddings=False,
+    )
+
+
+def make_config(tok_ids: dict) -> JanusConfig:
+    return janus_config(
+        tok_ids,
+        D,
+        text=dict(intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256),
+        vision=dict(num_hidden_layers=2, patch_size=PATCH, mlp_ratio=4.0, num_image_tokens=NUM_IMAGE_TOKENS),
+        vq=dict(
+            num_embeddings=CODEBOOK,
+            latent_channels=32,
+            channel_multiplier=[1, 1, 2],
+            num_res_blocks=2,
+            num_patches=IMAGE_SIZE // PATCH,
+        ),
     )
 
 
 def make_grid_config(tok_ids: dict) -> JanusConfig:
     """A smaller model whose vision patch (8) differs from the VQ's factor (2)."""
-    text_config = LlamaConfig(
-        vocab_size=LM_VOCAB,
-        hidden_size=GRID_D,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        hidden_act="silu",
-        max_position_embeddings=128,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        bos_token_id=tok_ids[BOS],
-        eos_token_id=tok_ids[EOS],
-        pad_token_id=tok_ids[PAD],
-        tie_word_embeddings=False,
-    )
-    vision_config = JanusVisionConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=GRID_PATCH,
-        mlp_ratio=2.0,
-        projection_dim=GRID_D,
-        depth=2,
-        num_image_tokens=GRID_TOKENS,
-    )
-    vq_config = JanusVQVAEConfig(
-        embed_dim=8,
-        num_embeddings=GRID_CODEBOOK,
-        latent_channels=8,
-        base_channels=32,
-        channel_multiplier=GRID_VQ_MULT,
-        num_res_blocks=0,  # one residual block per decoder level (and none in the unused encoder)
-        projection_dim=GRID_D,
-        num_hidden_layers=2,
-        image_token_embed_dim=GRID_D,
-        num_patches=GRID_NUM_PATCHES,
-    )
-    return JanusConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        vq_config=vq_config,
-        image_token_id=tok_ids[IMG],
-        tie_word_embeddings=False,
+    return janus_config(
+        tok_ids,
+        GRID_D,
+        text=dict(intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=128),
+        vision=dict(num_hidden_layers=1, patch_size=GRID_PATCH, mlp_ratio=2.0, num_image_tokens=GRID_TOKENS),
+        vq=dict(
+            num_embeddings=GRID_CODEBOOK,
+            latent_channels=8,
+            channel_multiplier=GRID_VQ_MULT,
+            num_res_blocks=0,  # one residual block per decoder level (and none in the unused encoder)
+            num_patches=GRID_NUM_PATCHES,
+        ),
     )
 
 
