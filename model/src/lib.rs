@@ -19,6 +19,7 @@ pub mod limits;
 pub mod llm;
 pub mod model;
 pub mod nn;
+pub mod prefix_cache;
 pub mod preprocess;
 pub mod quality;
 pub mod quant;

@@ -16,6 +16,7 @@ use crate::attention_cpu;
 use crate::config::LlmConfig;
 use crate::error::{Error, Result};
 use crate::nn::Linear;
+use crate::prefix_cache::PrefixKv;
 use crate::weights::Linears;
 
 /// Keys and values of every layer for a batch of rows, preallocated to `capacity` positions.
@@ -80,6 +81,31 @@ impl LlmCache {
         }
         let padding = Self::padding(&pads, capacity, &dev)?;
         Ok(Self { layers, pads, len, capacity, padding })
+    }
+
+    /// A copy of the keys and values of the first `n` positions of every layer (a one-row,
+    /// unpadded cache), for [`crate::prefix_cache::PrefixCache`].
+    pub(crate) fn prefix(&self, n: usize) -> Result<PrefixKv> {
+        if self.batch_size() != 1 || self.padding.is_some() || n > self.len {
+            return Err(Error::InvalidInput("a prefix is taken from one unpadded row's written positions".into()));
+        }
+        let copy = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(2, 0, n)?.force_contiguous()?) };
+        self.layers.iter().map(|(k, v)| Ok((copy(k)?, copy(v)?))).collect()
+    }
+
+    /// Writes a prefix's keys and values (from [`LlmCache::prefix`] of a cache of the same
+    /// model) at position 0 of an empty one-row cache.
+    pub(crate) fn write_prefix(&mut self, kv: &PrefixKv) -> Result<()> {
+        let n = kv.first().map_or(0, |(k, _)| k.dim(2).unwrap_or(0));
+        if self.batch_size() != 1 || self.len != 0 || kv.len() != self.layers.len() || n > self.capacity {
+            return Err(Error::InvalidInput("a prefix is written into an empty one-row cache".into()));
+        }
+        for ((k, v), (pk, pv)) in self.layers.iter_mut().zip(kv) {
+            k.slice_set(pk, 2, 0)?;
+            v.slice_set(pv, 2, 0)?;
+        }
+        self.len = n;
+        Ok(())
     }
 
     /// Makes room for `capacity` positions in all (a text answer grows its cache in chunks

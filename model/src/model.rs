@@ -11,7 +11,9 @@ use crate::config::{CheckpointFormat, JanusConfig};
 use crate::error::{Error, Result};
 use crate::gen::{GenEmbed, GenHead};
 use crate::hub::ModelFiles;
+use crate::limits::DEFAULT_PREFIX_CACHE_POSITIONS;
 use crate::llm::Llama;
+use crate::prefix_cache::PrefixCache;
 use crate::preprocess::PreprocessConfig;
 use crate::quant::Quant;
 use crate::tokenizer::JanusTokenizer;
@@ -88,6 +90,8 @@ pub struct Janus {
     device: Device,
     dtype: DType,
     quant: Quant,
+    /// Keys and values of shared prompt prefixes (system prompts) of text answers.
+    prefix_cache: PrefixCache,
 }
 
 impl Janus {
@@ -185,6 +189,7 @@ impl Janus {
             device: opts.device.clone(),
             dtype: opts.dtype,
             quant,
+            prefix_cache: PrefixCache::new(DEFAULT_PREFIX_CACHE_POSITIONS),
         })
     }
 
@@ -211,6 +216,11 @@ impl Janus {
 
     fn vq(&self) -> Result<&VqDecoder> {
         self.vq.as_ref().ok_or(Error::PartNotLoaded("VQ decoder (it was loaded for image understanding only)"))
+    }
+
+    /// The prefix cache of text answers (its capacity can be changed while serving).
+    pub fn prefix_cache(&self) -> &PrefixCache {
+        &self.prefix_cache
     }
 
     pub fn device(&self) -> &Device {

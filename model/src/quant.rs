@@ -192,8 +192,7 @@ impl CustomOp1 for StoredBlocks<'_> {
         // numbers do not depend on how many rows share the step (see `nn::one_position_per_row`).
         let step = crate::nn::one_position_per_row(dims);
         let dst = match self.0.dtype() {
-            GgmlDType::Q4K if quant_cpu::takes_q4k(k, m) => quant_cpu::matmul_q4k(x, m, k, n, &data),
-            GgmlDType::Q4K if step && quant_cpu::takes_q4k(k, 1) => (x.chunks(k * quant_cpu::MAX_ROWS))
+            GgmlDType::Q4K if step && quant_cpu::takes_q4k(k) => (x.chunks(k * quant_cpu::MAX_ROWS))
                 .flat_map(|tile| quant_cpu::matmul_q4k(tile, tile.len() / k, k, n, &data))
                 .collect(),
             // `QWeight::forward` sends q8_0 here only when `takes_q8_0`

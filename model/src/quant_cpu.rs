@@ -34,9 +34,10 @@ pub fn takes_q8_0(k: usize) -> bool {
     available() && k.is_multiple_of(QK)
 }
 
-/// Whether [`matmul_q4k`] takes `m` rows against a weight whose rows hold `k` values.
-pub fn takes_q4k(k: usize, m: usize) -> bool {
-    takes_q8_0(k) && m <= MAX_ROWS
+/// Whether [`matmul_q4k`] takes a weight whose rows hold `k` values (up to [`MAX_ROWS`] rows
+/// at a time).
+pub fn takes_q4k(k: usize) -> bool {
+    takes_q8_0(k)
 }
 
 /// Whether this CPU runs the kernels.

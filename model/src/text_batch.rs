@@ -8,7 +8,8 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::llm::{last_position, LlmCache};
 use crate::model::Janus;
 use crate::understand::{Conversation, PreparedPrompt, TextParams, TextSession};
 
@@ -54,6 +55,59 @@ impl Janus {
             return Ok(Vec::new());
         }
         Ok(self.step_rows(None, sessions)?.1)
+    }
+
+    /// The next prefill chunk of each of `sessions` (all still reading their prompt), in one
+    /// pass over the weights: the chunks of two or more positions packed into one GEMM per layer
+    /// ([`crate::llm::Llama::forward_packed`]: a GEMM row does not depend on the others), a
+    /// chunk of one position alone (one position takes the decode kernel,
+    /// [`crate::nn::one_position_per_row`]), so each chunk's numbers are those it has alone.
+    /// The sessions whose prompt is then in pick their first token together. Results as
+    /// [`Janus::step_texts`].
+    pub fn prefill_texts(&self, sessions: &mut [&mut TextSession<'_>]) -> Result<TextPieces> {
+        if !sessions.iter().all(|s| s.is_prefilling()) {
+            return Err(Error::InvalidInput("a prefill takes only answers reading their prompt".into()));
+        }
+        let mut inputs = Vec::with_capacity(sessions.len());
+        for s in sessions.iter_mut() {
+            inputs.push(
+                s.prefill_input()?.ok_or_else(|| Error::InvalidInput("a prefilling answer has no input".into()))?,
+            );
+        }
+        let mut hidden: Vec<Option<Tensor>> = vec![None; sessions.len()];
+        let packed: Vec<usize> = (0..inputs.len()).filter(|&i| inputs[i].dim(1).is_ok_and(|s| s > 1)).collect();
+        let mut groups: Vec<Vec<usize>> = (0..inputs.len()).filter(|i| !packed.contains(i)).map(|i| vec![i]).collect();
+        groups.push(packed);
+        for group in groups.into_iter().filter(|g| !g.is_empty()) {
+            let embeds: Vec<Tensor> = group.iter().map(|&i| inputs[i].clone()).collect();
+            let mut caches: Vec<&mut LlmCache> = (sessions.iter_mut().enumerate())
+                .filter(|(i, _)| group.contains(i))
+                .map(|(_, s)| s.cache_mut())
+                .collect();
+            for (i, h) in group.iter().zip(self.llm.forward_packed(&embeds, &mut caches)?) {
+                hidden[*i] = Some(h);
+            }
+        }
+        // The sessions whose prompt is in: their last positions through `lm_head` together.
+        let mut done = Vec::new();
+        for (i, (s, h)) in sessions.iter_mut().zip(&hidden).enumerate() {
+            if s.prefilled()? {
+                let h = h.as_ref().ok_or_else(|| Error::InvalidInput("a prefill chunk was not run".into()))?;
+                done.push((i, last_position(h)?));
+            }
+        }
+        let mut pieces: TextPieces = sessions.iter().map(|_| Ok(None)).collect();
+        if !done.is_empty() {
+            let last = Tensor::cat(&done.iter().map(|(_, h)| h).collect::<Vec<_>>(), 0)?;
+            let mut finishing: Vec<&mut TextSession<'_>> = (sessions.iter_mut().enumerate())
+                .filter(|(i, _)| done.iter().any(|(d, _)| d == i))
+                .map(|(_, s)| &mut **s)
+                .collect();
+            for ((i, _), piece) in done.iter().zip(self.finish_texts(&mut finishing, &last)?) {
+                pieces[*i] = piece;
+            }
+        }
+        Ok(pieces)
     }
 
     /// After the LM: `lm_head` for the answers' last hidden states `[R, D]`, the draws (a softmax

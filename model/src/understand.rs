@@ -7,12 +7,12 @@
 //! positions) and `inference.py` (greedy decoding, stop at EOS). Multi-turn conversations and
 //! several images per conversation are supported.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use image::DynamicImage;
 
 use crate::error::{Error, Field, Invalid, Result};
 use crate::limits::{DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEXT_TEMPERATURE};
-use crate::llm::{last_position, LlmCache};
+use crate::llm::LlmCache;
 use crate::model::Janus;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{DecodeStream, ASSISTANT, EOS, IMAGE_PLACEHOLDER, USER};
@@ -66,16 +66,19 @@ impl Conversation {
         Self::new(vec![Message::user(vec![Part::Image(image), Part::Text(question.to_string())])])
     }
 
+    /// The start of the prompt text that holds the system prompt, if there is one: the prefix
+    /// that answers share ([`crate::prefix_cache`]).
+    fn system_section(&self) -> Option<String> {
+        let system = self.system.trim();
+        (!system.is_empty()).then(|| format!("{system}\n\n"))
+    }
+
     /// The prompt text (placeholders not yet expanded) and the images in order of appearance.
     pub fn render(&self) -> Result<(String, Vec<&DynamicImage>)> {
         if self.messages.last().map(|m| m.role) != Some(Role::User) {
             return Err(Error::InvalidInput("the conversation must end with a user message".into()));
         }
-        let mut text = String::new();
-        if !self.system.trim().is_empty() {
-            text.push_str(self.system.trim());
-            text.push_str("\n\n");
-        }
+        let mut text = self.system_section().unwrap_or_default();
         let mut images = Vec::new();
         for m in &self.messages {
             let content = m
@@ -149,6 +152,8 @@ pub struct TextOutput {
     /// Generated ids, without the final EOS.
     pub token_ids: Vec<u32>,
     pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    pub cached_tokens: usize,
     pub finish_reason: FinishReason,
 }
 
@@ -158,6 +163,10 @@ pub struct PreparedPrompt {
     pub ids: Vec<u32>,
     /// Normalised pixels `[n_images, 3, S, S]`, if there are images.
     pub pixels: Option<Tensor>,
+    /// How many of `ids` are the system-prompt section (0 if none, or if its tokens are not a
+    /// prefix of the whole prompt's): the prefix that answers share and read as a chunk of its
+    /// own ([`crate::prefix_cache`]).
+    pub shared_prefix: usize,
 }
 
 impl Janus {
@@ -167,6 +176,17 @@ impl Janus {
         let sp = self.tokenizer.special;
         let n_tok = self.cfg.vision.num_image_tokens();
         let raw = self.tokenizer.encode(&text)?;
+        let shared_prefix = match conv.system_section() {
+            Some(section) => {
+                let prefix = self.tokenizer.encode(&section)?;
+                if prefix.len() < raw.len() && raw.starts_with(&prefix) {
+                    prefix.len()
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        };
         let placeholders = raw.iter().filter(|&&t| t == sp.image_placeholder).count();
         if placeholders != images.len() {
             return Err(Error::InvalidInput(format!(
@@ -190,7 +210,7 @@ impl Janus {
             let ts = images.iter().map(|img| self.preprocess.pixels(img, dev)).collect::<Result<Vec<_>>>()?;
             Some(Tensor::stack(&ts, 0)?)
         };
-        Ok(PreparedPrompt { ids, pixels })
+        Ok(PreparedPrompt { ids, pixels, shared_prefix })
     }
 
     /// SigLIP features `[n, N, C]` (after the final norm) for normalised pixels `[n, 3, S, S]`.
@@ -270,6 +290,11 @@ pub struct TextSession<'m> {
     sampler: Sampler,
     /// The prompt's embeddings `[1, P, D]` and how many positions of it are in the cache.
     prompt: Option<(Tensor, usize)>,
+    /// The prompt's shared prefix (its system-prompt section; empty if none), read in chunks
+    /// that end where it ends, and kept in or copied from the model's prefix cache.
+    prefix: Vec<u32>,
+    /// Prompt positions copied from the prefix cache instead of computed.
+    cached_tokens: usize,
     /// Prompt positions read per step.
     prefill_chunk: usize,
     /// LM input for the next step once the prompt is in: the last token's embedding.
@@ -282,6 +307,8 @@ pub struct TextSession<'m> {
     max_new: usize,
     prompt_tokens: usize,
     finish: Option<FinishReason>,
+    /// The logits of every token picked, when asked for ([`TextSession::keep_logits`]).
+    kept_logits: Option<Vec<Vec<f32>>>,
 }
 
 impl<'m> TextSession<'m> {
@@ -341,6 +368,8 @@ impl<'m> TextSession<'m> {
             cache,
             sampler: Sampler::new(params.sampling, params.seed),
             prompt: Some((embeds, 0)),
+            prefix: prompt.ids[..prompt.shared_prefix].to_vec(),
+            cached_tokens: 0,
             prefill_chunk: TEXT_PREFILL_CHUNK,
             next: None,
             ids: Vec::new(),
@@ -349,11 +378,18 @@ impl<'m> TextSession<'m> {
             max_new,
             prompt_tokens,
             finish: None,
+            kept_logits: None,
         })
     }
 
     pub fn prompt_tokens(&self) -> usize {
         self.prompt_tokens
+    }
+
+    /// Prompt tokens whose keys and values came from the prefix cache (OpenAI's
+    /// `prompt_tokens_details.cached_tokens`).
+    pub fn cached_tokens(&self) -> usize {
+        self.cached_tokens
     }
 
     pub fn is_done(&self) -> bool {
@@ -400,14 +436,53 @@ impl<'m> TextSession<'m> {
             let model = self.model;
             return model.step_texts(&mut [self])?.pop().unwrap_or(Ok(None));
         }
-        let Some(input) = self.take_input()? else {
-            return Ok(None);
-        };
-        let hidden = self.model.llm.forward(&input, &mut self.cache)?;
-        if self.prompt.is_some() {
-            return Ok(None); // more of the prompt to come
+        if !self.is_prefilling() {
+            return Ok(None); // over
         }
-        self.accept(&last_position(&hidden)?)
+        // The same prefill as answers reading their prompts together.
+        let model = self.model;
+        model.prefill_texts(&mut [self])?.pop().unwrap_or(Ok(None))
+    }
+
+    /// Whether the prompt is still being read (the next step is a prefill chunk).
+    pub(crate) fn is_prefilling(&self) -> bool {
+        self.prompt.is_some()
+    }
+
+    /// The next prefill chunk `[1, S, D]` (after copying a cached shared prefix into the cache,
+    /// on the first), with room made for it in the cache.
+    pub(crate) fn prefill_input(&mut self) -> Result<Option<Tensor>> {
+        if self.prompt.is_none() {
+            return Ok(None);
+        }
+        self.reuse_prefix()?;
+        self.take_input()
+    }
+
+    /// After a prefill chunk went through the LM: keeps the shared prefix's keys and values if
+    /// that chunk ended it. Returns whether the prompt is all in (the chunk's last position
+    /// then gives the first token).
+    pub(crate) fn prefilled(&mut self) -> Result<bool> {
+        if !self.prefix.is_empty() && self.cache.len() == self.prefix.len() {
+            self.model.prefix_cache().insert(&self.prefix, self.cache.prefix(self.prefix.len())?);
+        }
+        Ok(self.prompt.is_none())
+    }
+
+    /// Before the first prefill chunk: copies the shared prefix's keys and values from the
+    /// prefix cache, if they are there, so that the prefill starts after it.
+    fn reuse_prefix(&mut self) -> Result<()> {
+        if self.prefix.is_empty() || !matches!(self.prompt, Some((_, 0))) {
+            return Ok(());
+        }
+        if let Some(kv) = self.model.prefix_cache().get(&self.prefix) {
+            self.cache.write_prefix(&kv)?;
+            self.cached_tokens = self.prefix.len();
+            if let Some((_, done)) = &mut self.prompt {
+                *done = self.prefix.len();
+            }
+        }
+        Ok(())
     }
 
     /// The LM input of this step, with room made for it in the cache: the next prefill chunk,
@@ -415,8 +490,11 @@ impl<'m> TextSession<'m> {
     pub(crate) fn take_input(&mut self) -> Result<Option<Tensor>> {
         let input = match self.prompt.take() {
             Some((embeds, done)) => {
+                // Chunks end where the shared prefix ends, so that it is computed alike whether
+                // it is cached or not.
+                let end = if done < self.prefix.len() { self.prefix.len() } else { embeds.dim(1)? };
                 let total = embeds.dim(1)?;
-                let n = (total - done).min(self.prefill_chunk);
+                let n = (end - done).min(self.prefill_chunk);
                 let chunk = embeds.narrow(1, done, n)?;
                 if done + n < total {
                     self.prompt = Some((embeds, done + n));
@@ -440,23 +518,24 @@ impl<'m> TextSession<'m> {
         &mut self.cache
     }
 
-    /// Picks the next token from the last position's hidden state `[1, D]`, and decodes it.
-    fn accept(&mut self, hidden: &Tensor) -> Result<Option<String>> {
-        let llm = &self.model.llm;
-        let logits = llm.lm_logits(hidden)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        self.accept_logits(&logits)
-    }
-
-    /// Picks the next token from its logits, and decodes it.
-    fn accept_logits(&mut self, logits: &[f32]) -> Result<Option<String>> {
-        let t = self.pick(logits);
-        self.accept_token(t)
-    }
-
     /// The next token, drawn from its logits with this answer's own RNG (host work only, so
     /// that a batch can draw its rows in parallel).
     pub(crate) fn pick(&mut self, logits: &[f32]) -> u32 {
+        if let Some(kept) = &mut self.kept_logits {
+            kept.push(logits.to_vec());
+        }
         self.sampler.sample_logits(logits)
+    }
+
+    /// Keeps the logits of every token picked from now on ([`TextSession::logits`]): what
+    /// compares two ways of computing an answer bit for bit.
+    pub fn keep_logits(&mut self) {
+        self.kept_logits.get_or_insert_with(Vec::new);
+    }
+
+    /// The logits kept since [`TextSession::keep_logits`], one row per picked token.
+    pub fn logits(&self) -> &[Vec<f32>] {
+        self.kept_logits.as_deref().unwrap_or_default()
     }
 
     /// Takes the picked token: the end, or its text and the next step's input.
@@ -496,6 +575,7 @@ impl<'m> TextSession<'m> {
             text: self.text,
             token_ids: self.ids,
             prompt_tokens: self.prompt_tokens,
+            cached_tokens: self.cached_tokens,
             finish_reason: self.finish.unwrap_or(FinishReason::Cancelled),
         })
     }

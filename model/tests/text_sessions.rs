@@ -88,9 +88,10 @@ fn a_cancelled_answer_keeps_its_text() {
     }
 }
 
-/// Continuous batching: answers stepped together ([`Janus::step_texts`]), joining and leaving
-/// at different steps, with different prompt lengths and images, greedy and sampled, give the
-/// tokens and text of each answered alone.
+/// Continuous batching: answers stepped together ([`Janus::step_texts`]) and reading their
+/// prompts together ([`Janus::prefill_texts`]), joining and leaving at different steps, with
+/// different prompt lengths, images, system prompts and prefill chunks (one of a single
+/// position), greedy and sampled, give the tokens and text of each answered alone.
 #[test]
 fn batched_answers_equal_answers_alone_whatever_joins_and_leaves() {
     let model = load_tiny("janus-pro-tiny");
@@ -106,29 +107,57 @@ fn batched_answers_equal_answers_alone_whatever_joins_and_leaves() {
         c.system.clear();
         c
     };
-    // (conversation, params, the turn it joins)
+    let with_system = {
+        let mut c = conv("square.png", "And now?");
+        c.system = "Be brief.".into();
+        c
+    };
+    let last_alone = model.prepare(&conv("half.png", "What is this?")).unwrap().ids.len() - 1;
+    // (conversation, params, the turn it joins, its prefill chunk)
     let asks = [
-        (conv("square.png", "What is in the picture?"), params(0.0, 0, 20), 0),
-        (conv("wide.png", "Describe it in detail, please, with every colour you see."), params(0.0, 0, 7), 0),
-        (text_only, params(0.9, 11, 16), 3),
-        (conv("tall.jpg", "Colours?"), params(0.7, 5, 12), 5),
-        (conv("half.png", "What is this?"), params(0.0, 0, 18), 9),
+        (conv("square.png", "What is in the picture?"), params(0.0, 0, 20), 0, 256),
+        (conv("wide.png", "Describe it in detail, please, with every colour you see."), params(0.0, 0, 7), 0, 9),
+        (with_system, params(0.0, 0, 10), 0, 256),
+        (text_only, params(0.9, 11, 16), 3, 256),
+        (conv("tall.jpg", "Colours?"), params(0.7, 5, 12), 5, 256),
+        (conv("half.png", "What is this?"), params(0.0, 0, 18), 5, last_alone),
     ];
-    let alone: Vec<_> = asks.iter().map(|(c, p, _)| answer(&model, c, p).0).collect();
+    let session = |c: &Conversation, p: &TextParams, chunk: usize| {
+        let mut s = janus::TextSession::new(&model, c, p).unwrap();
+        s.set_prefill_chunk(chunk);
+        s.keep_logits();
+        s
+    };
+    let alone: Vec<_> = (asks.iter())
+        .map(|(c, p, _, chunk)| {
+            let mut s = session(c, p, *chunk);
+            while !s.is_done() {
+                s.step().unwrap();
+            }
+            let logits = s.logits().to_vec();
+            (s.into_output().unwrap(), logits)
+        })
+        .collect();
 
     let mut sessions: Vec<Option<janus::TextSession>> = asks.iter().map(|_| None).collect();
     let mut texts = vec![String::new(); asks.len()];
-    let mut most_together = 0;
+    let (mut most_together, mut most_prefilling) = (0, 0);
     for turn in 0.. {
-        for (i, (c, p, join)) in asks.iter().enumerate() {
+        for (i, (c, p, join, chunk)) in asks.iter().enumerate() {
             if *join == turn {
-                sessions[i] = Some(janus::TextSession::new(&model, c, p).unwrap());
+                sessions[i] = Some(session(c, p, *chunk));
             }
         }
-        // Answers still reading their prompt step alone; the others share one step.
-        for (i, s) in sessions.iter_mut().enumerate() {
-            if let Some(s) = s.as_mut().filter(|s| !s.is_decoding() && !s.is_done()) {
-                texts[i].extend(s.step().unwrap());
+        // Answers still reading their prompt take a chunk each, together; the others share one
+        // step.
+        let reading = |s: &janus::TextSession| !s.is_decoding() && !s.is_done();
+        let idx: Vec<usize> = (0..asks.len()).filter(|&i| sessions[i].as_ref().is_some_and(reading)).collect();
+        let mut prefilling: Vec<&mut janus::TextSession> =
+            sessions.iter_mut().flatten().filter(|s| reading(s)).collect();
+        if !prefilling.is_empty() {
+            most_prefilling = most_prefilling.max(prefilling.len());
+            for (i, piece) in idx.into_iter().zip(model.prefill_texts(&mut prefilling).unwrap()) {
+                texts[i].extend(piece.unwrap());
             }
         }
         let idx: Vec<usize> =
@@ -140,18 +169,25 @@ fn batched_answers_equal_answers_alone_whatever_joins_and_leaves() {
         for (i, piece) in idx.into_iter().zip(pieces) {
             texts[i].extend(piece.unwrap());
         }
-        let all_joined = asks.iter().all(|(_, _, j)| *j <= turn);
+        let all_joined = asks.iter().all(|(_, _, j, _)| *j <= turn);
         if all_joined && sessions.iter().flatten().all(|s| s.is_done()) {
             break;
         }
     }
     assert!(most_together >= 3, "answers overlapped ({most_together} at most)");
+    assert!(most_prefilling >= 3, "prompts read together ({most_prefilling} at most)");
     for (i, s) in sessions.into_iter().enumerate() {
-        let out = s.unwrap().into_output().unwrap();
-        assert!(!alone[i].token_ids.is_empty());
-        assert_eq!(out.token_ids, alone[i].token_ids, "answer {i}");
-        assert_eq!(out.text, alone[i].text, "answer {i}");
-        assert_eq!(texts[i], alone[i].text, "answer {i}: streamed pieces");
+        let s = s.unwrap();
+        let (alone, alone_logits) = (&alone[i].0, &alone[i].1);
+        assert_eq!(s.logits().len(), alone_logits.len(), "answer {i}");
+        for (step, (got, want)) in s.logits().iter().zip(alone_logits).enumerate() {
+            assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "answer {i}, token {step}: logits");
+        }
+        let out = s.into_output().unwrap();
+        assert!(!alone.token_ids.is_empty());
+        assert_eq!(out.token_ids, alone.token_ids, "answer {i}");
+        assert_eq!(out.text, alone.text, "answer {i}");
+        assert_eq!(texts[i], alone.text, "answer {i}: streamed pieces");
     }
 }
 
@@ -180,6 +216,61 @@ fn a_prompt_is_prefilled_in_chunks() {
         }
         assert_eq!(s.into_output().unwrap().token_ids, whole.token_ids, "chunks of {chunk}");
     }
+}
+
+/// Prefix caching: an answer whose system prompt was computed by an earlier answer copies its
+/// keys and values, prefills only the rest, and answers exactly as with the cache off (every
+/// logit, bit for bit), greedy and sampled; another system prompt is another prefix.
+#[test]
+fn a_cached_system_prompt_changes_no_answer() {
+    let model = load_tiny("janus-pro-tiny");
+    let with_system = |system: &str| {
+        let mut c = Conversation::single(image(), "What is in the picture?");
+        c.system = system.to_string();
+        c
+    };
+    let (reference, other) = (with_system(janus::understand::DEFAULT_SYSTEM_PROMPT), with_system("Be brief."));
+    let prefix = model.prepare(&reference).unwrap().shared_prefix;
+    let other_prefix = model.prepare(&other).unwrap().shared_prefix;
+    assert!(prefix > 1 && other_prefix > 1, "the system prompts are shared prefixes");
+    assert_eq!(model.prepare(&conversation()).unwrap().shared_prefix, 0, "no system prompt, no prefix");
+
+    let run = |c: &Conversation, p: &TextParams| {
+        let mut s = janus::TextSession::new(&model, c, p).unwrap();
+        s.keep_logits();
+        while !s.is_done() {
+            s.step().unwrap();
+        }
+        let logits: Vec<u32> = s.logits().iter().flatten().map(|l| l.to_bits()).collect();
+        (s.into_output().unwrap(), logits)
+    };
+    let cache = model.prefix_cache();
+    let asks = [(&reference, params(0.0, 0, 16)), (&reference, params(1.5, 4, 24)), (&other, params(0.0, 0, 16))];
+    cache.set_capacity(0);
+    let off: Vec<_> = asks.iter().map(|(c, p)| run(c, p)).collect();
+    assert!(off.iter().all(|(o, _)| o.cached_tokens == 0 && !o.token_ids.is_empty()));
+    assert_eq!(cache.positions(), 0);
+
+    cache.set_capacity(janus::limits::DEFAULT_PREFIX_CACHE_POSITIONS);
+    let before = cache.stats();
+    for round in 0..2 {
+        for (k, (c, p)) in asks.iter().enumerate() {
+            let (out, logits) = run(c, p);
+            // The first answer with each system prompt computes it; the others copy it.
+            let cached = match (round, k) {
+                (0, 0) | (0, 2) => 0,
+                (_, 2) => other_prefix,
+                _ => prefix,
+            };
+            assert_eq!(out.cached_tokens, cached, "round {round}, answer {k}");
+            assert!(logits == off[k].1, "round {round}, answer {k}: logits");
+            assert_eq!(out.token_ids, off[k].0.token_ids, "round {round}, answer {k}");
+            assert_eq!(out.text, off[k].0.text);
+        }
+    }
+    assert_eq!(cache.positions(), prefix + other_prefix);
+    let after = cache.stats();
+    assert_eq!((after.hits - before.hits, after.misses - before.misses), (4, 2));
 }
 
 /// Image rows and text rows in one LM forward ([`Janus::step_shared`]): the cohort's image

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
+use janus::limits::DEFAULT_PREFIX_CACHE_POSITIONS;
 use janus::quality::{divergence, guided_log_probs, Divergence, Trace};
 use janus::{memory_in_use, Conversation, Janus, Parts, Quant, SamplingParams, T2iBatch, TextParams};
 use serde::Serialize;
@@ -70,6 +71,10 @@ pub struct BenchArgs {
     /// `janus serve --shared-steps`).
     #[arg(long, env = "JANUS_SHARED_STEPS", default_value_t = true, action = clap::ArgAction::Set)]
     pub shared_steps: bool,
+
+    /// With `--chat-requests`: as `janus serve --prefix-cache-positions` (0: off).
+    #[arg(long, env = "JANUS_PREFIX_CACHE_POSITIONS", default_value_t = DEFAULT_PREFIX_CACHE_POSITIONS)]
+    pub prefix_cache_positions: usize,
 }
 
 #[derive(Serialize)]
@@ -410,6 +415,7 @@ pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
         batch_wait: std::time::Duration::from_millis(50),
         max_text_sessions: None,
         shared_steps: true,
+        prefix_cache_positions: DEFAULT_PREFIX_CACHE_POSITIONS,
     });
     engine.wait_loaded()?;
     let req = |seed: u64| ImageRequest {

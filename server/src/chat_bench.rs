@@ -114,6 +114,7 @@ pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
         batch_wait: Duration::ZERO,
         max_text_sessions: Some(n.max(1)),
         shared_steps: a.shared_steps,
+        prefix_cache_positions: a.prefix_cache_positions,
     });
     engine.wait_loaded()?;
     let tokens = a.chat_tokens.max(1);

@@ -53,6 +53,7 @@ async fn usage_is_the_models_token_count_and_metrics_count_these_requests() {
         batch_wait: Duration::ZERO,
         max_text_sessions: None,
         shared_steps: true,
+        prefix_cache_positions: janus::limits::DEFAULT_PREFIX_CACHE_POSITIONS,
     });
     let t = Instant::now();
     while engine.status() == EngineStatus::Loading {
@@ -73,21 +74,27 @@ async fn usage_is_the_models_token_count_and_metrics_count_these_requests() {
     assert_eq!(v["usage"]["output_tokens"], 2 * model.num_image_tokens());
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
 
-    // Chat with an image: prompt tokens as the model counts them, completion as it answers.
+    // Chat with an image, twice: prompt tokens as the model counts them, completion as it
+    // answers; the second answer read the system prompt from the prefix cache.
     let png = std::fs::read(PathBuf::from(tiny()).join("../images/square.png")).unwrap();
     let url = format!("data:image/png;base64,{}", base64::prelude::BASE64_STANDARD.encode(&png));
     let body = json!({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is this?"}]}],
         "max_tokens": 9});
-    let (status, text) = call(&app, post("/v1/chat/completions", &body)).await;
-    assert_eq!(status, 200, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
     let img = janus::preprocess::load_image(&PathBuf::from(tiny()).join("../images/square.png")).unwrap();
     let conv = Conversation::single(img, "What is this?");
     let want = model.answer(&conv, &TextParams { max_new_tokens: Some(9), ..Default::default() }, |_| true).unwrap();
-    assert_eq!(v["usage"]["prompt_tokens"], want.prompt_tokens);
-    assert_eq!(v["usage"]["completion_tokens"], want.token_ids.len());
-    assert_eq!(v["choices"][0]["message"]["content"], want.text);
+    let prefix = model.prepare(&conv).unwrap().shared_prefix;
+    assert!(prefix > 0);
+    for cached in [0, prefix] {
+        let (status, text) = call(&app, post("/v1/chat/completions", &body)).await;
+        assert_eq!(status, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["usage"]["prompt_tokens"], want.prompt_tokens);
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], cached);
+        assert_eq!(v["usage"]["completion_tokens"], want.token_ids.len());
+        assert_eq!(v["choices"][0]["message"]["content"], want.text);
+    }
 
     // One refused request.
     let (status, _) = call(&app, post("/v1/images/generations", &json!({"prompt": ""}))).await;
@@ -101,17 +108,20 @@ async fn usage_is_the_models_token_count_and_metrics_count_these_requests() {
     };
     assert_eq!(requests("/v1/images/generations", "200"), Some(1.0), "{text}");
     assert_eq!(requests("/v1/images/generations", "400"), Some(1.0), "{text}");
-    assert_eq!(requests("/v1/chat/completions", "200"), Some(1.0), "{text}");
+    assert_eq!(requests("/v1/chat/completions", "200"), Some(2.0), "{text}");
     let tokens = sample(&text, "janus_image_tokens_total", &[]);
     assert_eq!(tokens, Some((2 * model.num_image_tokens()) as f64), "{text}");
     let info = sample(&text, "janus_model_info", &["quant=\"none\"", "dtype=\"f32\"", "device=\"cpu\""]);
     assert_eq!(info, Some(1.0), "{text}");
-    // The engine's own view: one text answer and one image request waited in the queue, the
-    // answer's first token and its other 8 gaps were timed, and rows per step were counted.
-    assert_eq!(sample(&text, "janus_time_to_first_token_seconds_count", &[]), Some(1.0), "{text}");
+    // The engine's own view: two text answers and one image request waited in the queue, the
+    // answers' first tokens and their other gaps were timed, the prompt tokens and those read
+    // from the prefix cache counted, and rows per step were counted.
+    assert_eq!(sample(&text, "janus_time_to_first_token_seconds_count", &[]), Some(2.0), "{text}");
     let gaps = sample(&text, "janus_inter_token_seconds_count", &[]).unwrap_or(0.0);
-    assert_eq!(gaps as usize, want.token_ids.len().saturating_sub(1), "{text}");
-    assert_eq!(sample(&text, "janus_queue_wait_seconds_count", &["kind=\"text\""]), Some(1.0), "{text}");
+    assert_eq!(gaps as usize, 2 * want.token_ids.len().saturating_sub(1), "{text}");
+    assert_eq!(sample(&text, "janus_queue_wait_seconds_count", &["kind=\"text\""]), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "janus_prompt_tokens_total", &[]), Some(2.0 * want.prompt_tokens as f64), "{text}");
+    assert_eq!(sample(&text, "janus_cached_prompt_tokens_total", &[]), Some(prefix as f64), "{text}");
     assert_eq!(sample(&text, "janus_queue_wait_seconds_count", &["kind=\"images\""]), Some(1.0), "{text}");
     assert!(sample(&text, "janus_rows_per_step_count", &["kind=\"text\""]).is_some(), "{text}");
     assert!(sample(&text, "janus_max_text_sessions", &[]).is_some_and(|n| n >= 1.0), "{text}");

@@ -32,6 +32,8 @@ pub struct ChatOutput {
     pub text: String,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens read from the prefix cache.
+    pub cached_tokens: usize,
     pub finish_reason: FinishReason,
 }
 
@@ -105,8 +107,8 @@ impl EngineClient {
             match rx.recv().await.ok_or_else(dropped)? {
                 ChatEvent::Started { .. } => {}
                 ChatEvent::Delta(d) => text.push_str(&d),
-                ChatEvent::Done { completion_tokens, finish_reason } => {
-                    return Ok(ChatOutput { text, prompt_tokens, completion_tokens, finish_reason })
+                ChatEvent::Done { completion_tokens, cached_tokens, finish_reason } => {
+                    return Ok(ChatOutput { text, prompt_tokens, completion_tokens, cached_tokens, finish_reason })
                 }
                 ChatEvent::Failed(e) => return Err(e),
             }

@@ -91,7 +91,8 @@ pub enum ChatEvent {
     /// A new token, and the text it completes (empty while a character is incomplete).
     Delta(String),
     /// The answer is complete (always the last event on success).
-    Done { completion_tokens: usize, finish_reason: FinishReason },
+    /// `cached_tokens`: prompt tokens read from the prefix cache.
+    Done { completion_tokens: usize, cached_tokens: usize, finish_reason: FinishReason },
     /// The request failed; no more events follow.
     Failed(EngineError),
 }

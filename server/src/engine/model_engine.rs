@@ -39,6 +39,9 @@ pub struct EngineOptions {
     /// Whether text answers take their tokens in the LM forward of an image cohort (one pass over
     /// the weights for both) rather than in a step of their own.
     pub shared_steps: bool,
+    /// Prompt positions of system prompts whose keys and values are kept for later answers
+    /// (`janus::prefix_cache`); 0: off.
+    pub prefix_cache_positions: usize,
 }
 
 /// State shared by the handle and the engine thread.
@@ -204,6 +207,7 @@ fn engine_thread(opts: EngineOptions, shared: Arc<Shared>, rx: Receiver<Work>) {
         dtype: janus::device::dtype_name(model.dtype()).to_string(),
         device: janus::device::device_name(model.device()),
     };
+    model.prefix_cache().set_capacity(opts.prefix_cache_positions);
     *shared.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     shared.set_status(EngineStatus::Ready);
     tracing::info!(model = %opts.model, quant = %model.quant(), device = %janus::device::device_name(model.device()), "engine ready");

@@ -199,7 +199,7 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Advances every cohort and text answer by one step. Answers still reading their prompt
-    /// take a prefill chunk each; the others take their next token together, in the LM forward of
+    /// take a prefill chunk each, in one pass; the others take their next token together, in the LM forward of
     /// the first cohort past its prompt when there is one and `--shared-steps` is on (image and
     /// text rows share the pass over the weights), else in a batched step of their own.
     fn step_all(&mut self) {
@@ -208,8 +208,12 @@ impl<'m> Scheduler<'m> {
         texts.retain(|t| !t.is_gone());
         let decoding: Vec<bool> = texts.iter().map(TextAnswer::is_decoding).collect();
         let mut turns = vec![TextTurn::Running; texts.len()];
-        for ((t, turn), _) in texts.iter_mut().zip(turns.iter_mut()).zip(&decoding).filter(|(_, d)| !**d) {
-            *turn = t.step();
+        let (mut prefilling, mut prefill_turns): (Vec<_>, Vec<_>) =
+            texts.iter_mut().zip(turns.iter_mut()).zip(&decoding).filter(|(_, d)| !**d).map(|(p, _)| p).unzip();
+        if !prefilling.is_empty() {
+            for (turn, t) in prefill_turns.iter_mut().zip(TextAnswer::prefill_together(self.model, &mut prefilling)) {
+                **turn = t;
+            }
         }
         let (mut batch, mut batch_turns): (Vec<_>, Vec<_>) =
             texts.iter_mut().zip(turns.iter_mut()).zip(&decoding).filter(|(_, d)| **d).map(|(p, _)| p).unzip();

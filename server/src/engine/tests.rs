@@ -31,6 +31,7 @@ fn engine_chunked(queue: usize, wait_ms: u64, decode_chunk: usize) -> Arc<ModelE
         batch_wait: Duration::from_millis(wait_ms),
         max_text_sessions: None,
         shared_steps: true,
+        prefix_cache_positions: janus::limits::DEFAULT_PREFIX_CACHE_POSITIONS,
     });
     let t = Instant::now();
     while e.status() == EngineStatus::Loading {
@@ -138,26 +139,33 @@ fn chat_answers_like_the_library_and_streams() {
     let params = TextParams { max_new_tokens: Some(10), ..Default::default() };
     let model = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap();
     let want = model.answer(&conv, &params, |_| true).unwrap();
-    let mut rx = e.submit_chat(ChatRequest { conversation: conv, params }).unwrap();
-    let mut text = String::new();
-    let mut started = false;
-    loop {
-        match rx.blocking_recv().expect("events until Done") {
-            ChatEvent::Started { prompt_tokens } => {
-                started = true;
-                assert_eq!(prompt_tokens, want.prompt_tokens)
+    let prefix = model.prepare(&conv).unwrap().shared_prefix;
+    assert!(prefix > 0, "the system prompt is a shared prefix");
+    // The engine's first answer computes the system prompt; the second copies it from the
+    // prefix cache. Both are the library's answer.
+    for cached in [0, prefix] {
+        let mut rx = e.submit_chat(ChatRequest { conversation: conv.clone(), params: params.clone() }).unwrap();
+        let mut text = String::new();
+        let mut started = false;
+        loop {
+            match rx.blocking_recv().expect("events until Done") {
+                ChatEvent::Started { prompt_tokens } => {
+                    started = true;
+                    assert_eq!(prompt_tokens, want.prompt_tokens)
+                }
+                ChatEvent::Delta(d) => text.push_str(&d),
+                ChatEvent::Done { completion_tokens, cached_tokens, finish_reason } => {
+                    assert_eq!(completion_tokens, want.token_ids.len());
+                    assert_eq!(cached_tokens, cached);
+                    assert_eq!(finish_reason, want.finish_reason);
+                    break;
+                }
+                ChatEvent::Failed(e) => panic!("{e}"),
             }
-            ChatEvent::Delta(d) => text.push_str(&d),
-            ChatEvent::Done { completion_tokens, finish_reason } => {
-                assert_eq!(completion_tokens, want.token_ids.len());
-                assert_eq!(finish_reason, want.finish_reason);
-                break;
-            }
-            ChatEvent::Failed(e) => panic!("{e}"),
         }
+        assert!(started);
+        assert_eq!(text, want.text);
     }
-    assert!(started);
-    assert_eq!(text, want.text);
 }
 
 /// Finished images and previews are decoded one chunk per turn: a text answer running beside a
@@ -272,6 +280,7 @@ fn a_model_that_fails_to_load_says_why() {
         batch_wait: Duration::ZERO,
         max_text_sessions: None,
         shared_steps: true,
+        prefix_cache_positions: janus::limits::DEFAULT_PREFIX_CACHE_POSITIONS,
     });
     let t = Instant::now();
     while e.status() == EngineStatus::Loading {

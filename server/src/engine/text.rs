@@ -1,6 +1,6 @@
 //! Text answers in the engine: one [`TextSession`] per chat request. A turn runs one prefill
-//! chunk for each answer still reading its prompt, and one batched step ([`Janus::step_texts`])
-//! that gives every other answer its next token.
+//! chunk for each answer still reading its prompt, all in one pass ([`Janus::prefill_texts`]),
+//! and one batched step ([`Janus::step_texts`]) that gives every other answer its next token.
 
 use std::time::Instant;
 
@@ -61,12 +61,6 @@ impl<'m> TextAnswer<'m> {
         self.session.is_decoding()
     }
 
-    /// A step of its own: a prefill chunk (the last one picks the first token).
-    pub fn step(&mut self) -> TextTurn {
-        let r = guarded(|| self.session.step());
-        self.deliver(r)
-    }
-
     /// Sends what a step gave; `Done` at the end.
     pub fn deliver(&mut self, r: Result<Option<String>, EngineError>) -> TextTurn {
         match r {
@@ -89,8 +83,12 @@ impl<'m> TextAnswer<'m> {
         if !self.session.is_done() {
             return TextTurn::Running;
         }
+        let (prompt, cached) = (self.session.prompt_tokens(), self.session.cached_tokens());
+        metrics::counter!("janus_prompt_tokens_total").increment(prompt as u64);
+        metrics::counter!("janus_cached_prompt_tokens_total").increment(cached as u64);
         let _ = self.tx.try_send(ChatEvent::Done {
             completion_tokens: self.session.completion_tokens(),
+            cached_tokens: self.session.cached_tokens(),
             finish_reason: self.session.finish_reason(),
         });
         TextTurn::Over
@@ -111,6 +109,13 @@ impl<'m> TextAnswer<'m> {
     /// One token for each of `answers` (all decoding) in one batched step.
     pub fn step_together(model: &Janus, answers: &mut [&mut TextAnswer<'m>]) -> Vec<TextTurn> {
         let stepped = guarded(|| model.step_texts(&mut Self::sessions(answers)));
+        Self::deliver_all(answers, stepped)
+    }
+
+    /// The next prefill chunk of each of `answers` (all reading their prompt) in one pass over
+    /// the weights; those whose prompt is then in get their first token.
+    pub fn prefill_together(model: &Janus, answers: &mut [&mut TextAnswer<'m>]) -> Vec<TextTurn> {
+        let stepped = guarded(|| model.prefill_texts(&mut Self::sessions(answers)));
         Self::deliver_all(answers, stepped)
     }
 

@@ -247,7 +247,7 @@ pub async fn completions(
             finish_reason: finish_reason(out.finish_reason).into(),
             logprobs: None,
         }],
-        usage: Usage::new(out.prompt_tokens, out.completion_tokens),
+        usage: Usage::new(out.prompt_tokens, out.completion_tokens, out.cached_tokens),
     })
     .into_response())
 }
@@ -298,10 +298,10 @@ fn chunk_events(
             ChatEvent::Started { .. } => vec![],
             ChatEvent::Delta(d) if d.is_empty() => vec![],
             ChatEvent::Delta(d) => vec![ids.chunk(ChunkDelta { role: None, content: Some(d) }, None)],
-            ChatEvent::Done { completion_tokens, finish_reason: r } => {
+            ChatEvent::Done { completion_tokens, cached_tokens, finish_reason: r } => {
                 let mut ev = vec![ids.chunk(ChunkDelta::default(), Some(finish_reason(r)))];
                 if include_usage {
-                    ev.push(ids.usage_chunk(Usage::new(prompt_tokens, completion_tokens)));
+                    ev.push(ids.usage_chunk(Usage::new(prompt_tokens, completion_tokens, cached_tokens)));
                 }
                 ev.push(Event::default().data("[DONE]"));
                 ev

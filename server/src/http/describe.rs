@@ -100,6 +100,6 @@ pub async fn describe(
     Ok(Json(DescribeResponse {
         text: out.text,
         finish_reason: finish_reason(out.finish_reason).into(),
-        usage: Usage::new(out.prompt_tokens, out.completion_tokens),
+        usage: Usage::new(out.prompt_tokens, out.completion_tokens, out.cached_tokens),
     }))
 }

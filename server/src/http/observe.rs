@@ -76,6 +76,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
             "From a request's acceptance to its start, by kind"
         );
         metrics::describe_gauge!("janus_max_text_sessions", "Most text answers decoded together");
+        metrics::describe_counter!("janus_prompt_tokens_total", "Prompt tokens of finished text answers");
+        metrics::describe_counter!(
+            "janus_cached_prompt_tokens_total",
+            "Prompt tokens of finished text answers read from the prefix cache instead of computed"
+        );
         handle
     })
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::builder::TypedValueParser as _;
 use clap::Args;
-use janus::limits::{DEFAULT_DECODE_CHUNK, MAX_IMAGES_PER_REQUEST};
+use janus::limits::{DEFAULT_DECODE_CHUNK, DEFAULT_PREFIX_CACHE_POSITIONS, MAX_IMAGES_PER_REQUEST};
 use tokio::sync::watch;
 
 use super::config::{DEFAULT_FILE_TTL_SECS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_FILES, DEFAULT_MAX_STREAMS};
@@ -71,6 +71,12 @@ pub struct ServeArgs {
     /// pass over the weights for both); `false`: a pass of their own, in turn with the images.
     #[arg(long, env = "JANUS_SHARED_STEPS", default_value_t = true, action = clap::ArgAction::Set)]
     pub shared_steps: bool,
+
+    /// Prompt positions of system prompts whose keys and values are kept, so that later answers
+    /// with the same system prompt do not compute it again (the same numbers either way); 0
+    /// turns prefix caching off.
+    #[arg(long, env = "JANUS_PREFIX_CACHE_POSITIONS", default_value_t = DEFAULT_PREFIX_CACHE_POSITIONS)]
+    pub prefix_cache_positions: usize,
 
     /// Images decoded at once by the VQ decoder (bounds memory).
     #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = DEFAULT_DECODE_CHUNK,
@@ -141,6 +147,7 @@ impl ServeArgs {
             batch_wait: Duration::from_millis(self.batch_wait_ms),
             max_text_sessions: self.max_text_sessions,
             shared_steps: self.shared_steps,
+            prefix_cache_positions: self.prefix_cache_positions,
         }
     }
 }

@@ -196,7 +196,7 @@ impl Engine for Fake {
                         sent += 1;
                     }
                     let finish_reason = if sent < total { FinishReason::Length } else { FinishReason::Stop };
-                    let _ = tx.send(ChatEvent::Done { completion_tokens: sent, finish_reason }).await;
+                    let _ = tx.send(ChatEvent::Done { completion_tokens: sent, cached_tokens: 0, finish_reason }).await;
                 });
             }
         }
