@@ -1,7 +1,8 @@
 //! How many text answers the engine decodes together by default: as many as the KV-cache budget
 //! holds beside a full image cohort, at most [`MAX_TEXT_SESSIONS`]. The budget is half the memory
 //! free once the model is loaded (device memory on CUDA, `MemAvailable` on the CPU); a cohort of
-//! `--max-batch-images` images is counted first, so text and images share one budget.
+//! `--max-batch-images` images and a full prefix cache (`--prefix-cache-positions`) are counted
+//! first, so text, images and cached system prompts share one budget.
 
 use janus::limits::{DEFAULT_MAX_NEW_TOKENS, MAX_TEXT_SESSIONS};
 use janus::Janus;
@@ -24,6 +25,8 @@ pub(super) struct Budget {
     pub cohort_rows: u64,
     /// Positions of one text answer.
     pub text_positions: u64,
+    /// Positions the prefix cache may hold.
+    pub prefix_positions: u64,
 }
 
 impl Budget {
@@ -36,14 +39,15 @@ impl Budget {
             cohort_positions: prompt,
             cohort_rows: 2 * max_batch_images as u64,
             text_positions: prompt + DEFAULT_MAX_NEW_TOKENS as u64,
+            prefix_positions: model.prefix_cache().capacity() as u64,
         })
     }
 
     /// Text answers that fit beside a full cohort: at least 1, at most [`MAX_TEXT_SESSIONS`].
     pub fn text_sessions(&self) -> usize {
-        let cohort = self.cohort_rows * self.cohort_positions * self.per_position;
+        let first = (self.cohort_rows * self.cohort_positions + self.prefix_positions) * self.per_position;
         let per_answer = (self.text_positions * self.per_position).max(1);
-        let fit = self.bytes.saturating_sub(cohort) / per_answer;
+        let fit = self.bytes.saturating_sub(first) / per_answer;
         (fit as usize).clamp(1, MAX_TEXT_SESSIONS)
     }
 }
@@ -81,6 +85,7 @@ mod tests {
             cohort_positions: 640,
             cohort_rows: 2 * images,
             text_positions: 640 + 512,
+            prefix_positions: 512,
         }
     }
 
