@@ -19,6 +19,8 @@
 //! one. Weight = `d·scale[s]·q − dmin·min[s]`. A q8_0 block (34 bytes, 32 weights): `d` (f16),
 //! then 32 i8; weight = `d·q`.
 
+use rayon::prelude::*;
+
 /// Values per block.
 const QK: usize = 256;
 /// Bytes per stored q4k block.
@@ -136,16 +138,13 @@ fn drive(
         quantize_row(row, a, slots);
     }
     let mut out_t = vec![0f32; n * m]; // [n, m], transposed back below
-    let out_ptr = out_t.as_mut_ptr() as usize;
-    // candle's own pool (its other CPU ops run there too, so the two pools do not fight over
-    // the cores between ops); work items are single weight rows, grabbed in chunks.
-    candle_core::utils::barrier_pool().execute_chunked(n, |rows| {
-        let o = unsafe {
-            // SAFETY: the ranges handed out are disjoint and inside 0..n.
-            std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(rows.start * m), rows.len() * m)
-        };
+                                       // rayon's pool, as the dense kernel and candle's CPU ops on x86 (candle's barrier pool, used
+                                       // here before, spins for about half a millisecond after each product: a quarter of a
+                                       // 2-core decode step went to spinning beside the attention and the draws).
+    let chunk = (n / (rayon::current_num_threads() * 8)).clamp(1, 256);
+    out_t.par_chunks_mut(chunk * m).zip(w.par_chunks(chunk * row_bytes)).for_each(|(o, wc)| {
         // SAFETY: `available()` was checked above; sizes were checked against m, k and n.
-        unsafe { kernel(o, &w[rows.start * row_bytes..rows.end * row_bytes], &acts, m, kb) }
+        unsafe { kernel(o, wc, &acts, m, kb) }
     });
     let mut out = vec![0f32; m * n];
     for (j, col) in out_t.chunks_exact(m).enumerate() {
