@@ -19,13 +19,16 @@
 #      timed, then n=1), plus the HBM floor of docs/performance-and-users.md §7; `janus bench` of
 #      both builds (the cuDNN one's VQ decode).                                  -> $OUT/bench.json
 #                                                                                         ~90-200 s
+#   3b. `janus bench --chat-requests 8` on that 1B (continuous batching, prefix caching; ours only)
+#      if >= 200 s of the budget remain.                                 -> $OUT/chat-bench.txt ~40 s
 #   4. The same for a random Janus-Pro-7B (n=16 only) if >= 150 s of the 420 s budget remain.
 #                                                                                        ~120-200 s
 #   Finally: $OUT/summary.md (parity verdict + markdown speed table), also printed.
 #
 # Duration: budget 420 s for the decisions (GPU_CHECK_BUDGET), hard stop for every step at 480 s
 # after start (GPU_CHECK_HARD): expect 5-8 minutes. Everything goes to stdout and $OUT/gpu-check.log.
-# Files in $OUT: gpu-check.log, env.json, nvidia-smi.txt, parity.json, bench.json, summary.md.
+# Files in $OUT: gpu-check.log, env.json, nvidia-smi.txt, parity.json, bench.json, chat-bench.txt,
+# summary.md.
 #
 # Env: OUT, JANUS_BIN (default target/cuda/release/janus), JANUS_CUDNN_BIN (default
 # target/cudnn/release/janus: the `--features cudnn` build, optional), JANUS_CPU_BIN (default
@@ -129,9 +132,21 @@ main() {
   # ---------------------------------------------------------------- 3. 1B speed
   banner "3. speed: random Janus-Pro-$SIZE_A ($DTYPE), n=16 and n=1"
   local t; t=$(cap 240)
-  timeout -k 10 "$t" "$PY" scripts/gpu_bench.py bench --size "$SIZE_A" --device "$DEVICE" --dtype "$DTYPE" --n 16,1 \
+  timeout -k 10 "$t" "$PY" scripts/gpu_bench.py bench --size "$SIZE_A" --device "$DEVICE" --dtype "$DTYPE" --n 16,1 --keep \
     --bin "$BIN" --bin-cudnn "$CUDNN_BIN" --out "$OUT" --workdir "$WORK" --deadline $(( $(date +%s) + t - 8 )) --ours-timeout 100
   echo "bench $SIZE_A exit code: $?"
+
+  # ---------------------------------------------------------------- 3b. continuous batching (issue 16)
+  banner "3b. chat: 8 concurrent answers vs one by one, and beside 4 images, on $SIZE_A"
+  local model_a; model_a=$(ls -d "$WORK"/janus-random-"$SIZE_A"* 2>/dev/null | head -n 1)
+  if [[ -x "$BIN" && -n "$model_a" ]] && (( $(budget_left) > 200 )); then
+    t=$(cap 90)
+    timeout -k 5 "$t" "$BIN" bench --model "$model_a" --device "$DEVICE" --dtype "$DTYPE" --chat-requests 8 \
+      --chat-tokens 64 -n 4 2>&1 | grep -v ' INFO ' | tee "$OUT/chat-bench.txt"
+    echo "chat bench exit code: ${PIPESTATUS[0]}"
+  else
+    echo "skipped: no binary, no saved $SIZE_A model, or under 200 s of budget left"
+  fi
   rm -rf "$WORK"/janus-random-"$SIZE_A"* "$WORK"/runs-"$SIZE_A"*
   echo "GPU memory now: $(gpu_mem)"
 
