@@ -226,7 +226,7 @@ impl<'m> T2iBatch<'m> {
         }
         let hidden = {
             let mut refs: Vec<&mut LlmCache> = caches.iter_mut().collect();
-            model.llm.forward_packed(&embeds, &mut refs)?
+            model.llm.forward_packed(&embeds, &mut refs, false)?
         };
         let hidden = hidden.iter().map(last_position).collect::<Result<Vec<_>>>()?;
         let parts = caches.into_iter().zip(pads.iter().step_by(2).copied()).collect();

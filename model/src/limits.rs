@@ -35,10 +35,11 @@ pub const DEFAULT_MAX_NEW_TOKENS: usize = 512;
 /// Most text answers the serving engine decodes together when `--max-text-sessions` is not given
 /// (fewer when the memory budget holds fewer; see `engine/budget.rs`).
 pub const MAX_TEXT_SESSIONS: usize = 16;
-/// Prompt positions of shared prefixes (system prompts) whose keys and values a model keeps
-/// (`--prefix-cache-positions`; 0 turns prefix caching off). The reference's system prompt is
-/// about 40 tokens with the released tokenizer, so this holds a dozen distinct ones.
-pub const DEFAULT_PREFIX_CACHE_POSITIONS: usize = 512;
+/// Prompt positions of shared prefixes (system prompts, conversations up to their last question)
+/// whose keys and values a model keeps (`--prefix-cache-positions`; 0 turns prefix caching off):
+/// the reference's system prompt (about 40 tokens with the released tokenizer) and two or three
+/// conversations about an image (576 positions each).
+pub const DEFAULT_PREFIX_CACHE_POSITIONS: usize = 2048;
 /// Images decoded at once by the VQ decoder (`--decode-chunk`).
 pub const DEFAULT_DECODE_CHUNK: usize = 4;
 /// The question `janus describe` and `/v1/images/describe` ask when none is given.

@@ -626,10 +626,18 @@ impl Llama {
 
     /// Several unpadded groups of rows (image prompts, each a CFG pair), each with its own cache,
     /// in one pass over the weights: every group's positions go through the linear layers
-    /// together, packed one after another (a GEMM row does not depend on the others), and each
-    /// group's attention runs against its own cache, as it would alone. `embeds[g]` is
-    /// `[B_g, S_g, D]`; returns each group's post-norm hidden states.
-    pub fn forward_packed(&self, embeds: &[Tensor], caches: &mut [&mut LlmCache]) -> Result<Vec<Tensor>> {
+    /// together, packed one after another, and each group's attention runs against its own
+    /// cache, as it would alone. `embeds[g]` is `[B_g, S_g, D]`; returns each group's post-norm
+    /// hidden states. The packed positions go through the linear layers as one sequence (the
+    /// GEMM, whose rows do not depend on how many there are) or, with `as_rows`, as rows of one
+    /// position (the decode kernel, each row on its own: for short chunks, since the GEMM of two
+    /// rows alone does not always give what it gives them among more).
+    pub fn forward_packed(
+        &self,
+        embeds: &[Tensor],
+        caches: &mut [&mut LlmCache],
+        as_rows: bool,
+    ) -> Result<Vec<Tensor>> {
         if embeds.len() != caches.len() || caches.iter().any(|c| c.padding.is_some()) {
             return Err(Error::InvalidInput("one unpadded cache per group".into()));
         }
@@ -646,13 +654,15 @@ impl Llama {
                 Ok((cos, sin, mask, c.len))
             })
             .collect::<Result<Vec<_>>>()?;
-        // Packed as one sequence `[1, Σ B·S, D]`: one GEMM per linear layer (a 2-D input would
-        // read as one position per row, see `nn::one_position_per_row`).
+        // Packed as one sequence `[1, Σ B·S, D]`: one GEMM per linear layer; or as rows
+        // `[Σ B·S, D]`, which read as one position each (`nn::one_position_per_row`).
         let flat = |xs: &[Tensor]| -> Result<Tensor> {
             let rows = xs.iter().map(|x| Ok(x.reshape((1, (), x.dim(2)?))?)).collect::<Result<Vec<_>>>()?;
-            Ok(Tensor::cat(&rows, 1)?)
+            let seq = Tensor::cat(&rows, 1)?;
+            Ok(if as_rows { seq.squeeze(0)? } else { seq })
         };
         let unflat = |x: &Tensor| -> Result<Vec<Tensor>> {
+            let x = if as_rows { x.unsqueeze(0)? } else { x.clone() };
             let mut at = 0;
             (dims.iter())
                 .map(|&(b, s, _)| {

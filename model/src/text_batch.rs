@@ -11,19 +11,42 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::llm::{last_position, LlmCache};
 use crate::model::Janus;
+use crate::prefix_cache::Found;
 use crate::understand::{Conversation, PreparedPrompt, TextParams, TextSession};
+
+/// Prefill chunks of at most this many positions go through the decode kernel as rows (see
+/// [`Janus::prefill_texts`]).
+pub const SHORT_CHUNK: usize = 16;
 
 /// Each answer's new text from one step (or its own error), in the order the answers were given.
 pub type TextPieces = Vec<Result<Option<String>>>;
 
 impl Janus {
-    /// Sessions for several conversations arriving together, their images encoded by SigLIP in
-    /// one batch (each image's embeddings are what they are encoded alone). The outer error is
-    /// the shared encoding's; the inner results are each conversation's (a bad one fails alone).
+    /// Sessions for several conversations arriving together, each starting from the longest of
+    /// its prefixes in the prefix cache, and the images after it encoded by SigLIP in one batch
+    /// (each image's embeddings are what they are encoded alone; an image inside a cached prefix
+    /// is not encoded). The outer error is the shared encoding's; the inner results are each
+    /// conversation's (a bad one fails alone).
     pub fn text_sessions<'m>(&'m self, asks: &[(&Conversation, &TextParams)]) -> Result<Vec<Result<TextSession<'m>>>> {
-        let prepared: Vec<Result<(PreparedPrompt, usize)>> =
-            asks.iter().map(|(conv, params)| TextSession::prepare(self, conv, params)).collect();
-        let pixels: Vec<&Tensor> = prepared.iter().filter_map(|p| p.as_ref().ok()?.0.pixels.as_ref()).collect();
+        let prepared: Vec<Result<(PreparedPrompt, usize, Option<Found>)>> = (asks.iter())
+            .map(|(conv, params)| {
+                let (prompt, max_new) = TextSession::prepare(self, conv, params)?;
+                let cached = self.prefix_cache().longest(&prompt.prefix_keys());
+                Ok((prompt, max_new, cached))
+            })
+            .collect();
+        // Each prompt's images that its cached prefix does not cover.
+        let fresh = |prompt: &PreparedPrompt, cached: &Option<Found>| -> Result<Option<Tensor>> {
+            let skip = cached.as_ref().map_or(0, |(len, _)| prompt.images_before(*len));
+            match &prompt.pixels {
+                Some(px) if px.dim(0)? > skip => Ok(Some(px.narrow(0, skip, px.dim(0)? - skip)?)),
+                _ => Ok(None),
+            }
+        };
+        let mut pixels = Vec::new();
+        for (prompt, _, cached) in prepared.iter().flatten() {
+            pixels.extend(fresh(prompt, cached)?);
+        }
         let encoded = match pixels.len() {
             0 => None,
             _ => Some(self.encode_images(&Tensor::cat(&pixels, 0)?)?),
@@ -31,17 +54,21 @@ impl Janus {
         let mut first = 0;
         let mut sessions = Vec::with_capacity(asks.len());
         for (p, (_, params)) in prepared.into_iter().zip(asks) {
-            sessions.push(p.and_then(|(prompt, max_new)| {
-                let images = match (&prompt.pixels, &encoded) {
-                    (Some(px), Some(all)) => {
-                        let n = px.dim(0)?;
+            sessions.push(p.and_then(|(prompt, max_new, cached)| {
+                let images = match (fresh(&prompt, &cached)?, &encoded, &prompt.pixels) {
+                    (Some(px), Some(all), Some(every)) => {
+                        let (n, skip) = (px.dim(0)?, every.dim(0)? - px.dim(0)?);
                         first += n;
-                        Some(all.narrow(0, first - n, n)?.contiguous()?)
+                        let new = all.narrow(0, first - n, n)?;
+                        // The covered images' positions are never read: zeros stand in for them.
+                        let (_, s, d) = new.dims3()?;
+                        let covered = Tensor::zeros((skip, s, d), new.dtype(), new.device())?;
+                        Some(Tensor::cat(&[&covered, &new], 0)?.contiguous()?)
                     }
                     _ => None,
                 };
                 let embeds = self.prompt_embeds_with(&prompt, images)?;
-                TextSession::with_embeds(self, &prompt, max_new, embeds, params)
+                TextSession::with_embeds(self, &prompt, max_new, embeds, params, cached)
             }));
         }
         Ok(sessions)
@@ -57,12 +84,12 @@ impl Janus {
         Ok(self.step_rows(None, sessions)?.1)
     }
 
-    /// The next prefill chunk of each of `sessions` (all still reading their prompt), in one
-    /// pass over the weights: the chunks of two or more positions packed into one GEMM per layer
-    /// ([`crate::llm::Llama::forward_packed`]: a GEMM row does not depend on the others), a
-    /// chunk of one position alone (one position takes the decode kernel,
-    /// [`crate::nn::one_position_per_row`]), so each chunk's numbers are those it has alone.
-    /// The sessions whose prompt is then in pick their first token together. Results as
+    /// The next prefill chunk of each of `sessions` (all still reading their prompt), packed
+    /// ([`crate::llm::Llama::forward_packed`]): the chunks of more than [`SHORT_CHUNK`]
+    /// positions through one GEMM per layer (a GEMM row does not depend on the others), the
+    /// shorter ones (a prompt's `<|Assistant|>:` tail after its last message) as rows through the
+    /// decode kernel, each row on its own; so each chunk's numbers are those it has alone. The
+    /// sessions whose prompt is then in pick their first token together. Results as
     /// [`Janus::step_texts`].
     pub fn prefill_texts(&self, sessions: &mut [&mut TextSession<'_>]) -> Result<TextPieces> {
         if !sessions.iter().all(|s| s.is_prefilling()) {
@@ -75,16 +102,18 @@ impl Janus {
             );
         }
         let mut hidden: Vec<Option<Tensor>> = vec![None; sessions.len()];
-        let packed: Vec<usize> = (0..inputs.len()).filter(|&i| inputs[i].dim(1).is_ok_and(|s| s > 1)).collect();
-        let mut groups: Vec<Vec<usize>> = (0..inputs.len()).filter(|i| !packed.contains(i)).map(|i| vec![i]).collect();
-        groups.push(packed);
-        for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        let short: Vec<bool> = inputs.iter().map(|x| x.dim(1).is_ok_and(|s| s <= SHORT_CHUNK)).collect();
+        for as_rows in [false, true] {
+            let group: Vec<usize> = (0..inputs.len()).filter(|&i| short[i] == as_rows).collect();
+            if group.is_empty() {
+                continue;
+            }
             let embeds: Vec<Tensor> = group.iter().map(|&i| inputs[i].clone()).collect();
             let mut caches: Vec<&mut LlmCache> = (sessions.iter_mut().enumerate())
                 .filter(|(i, _)| group.contains(i))
                 .map(|(_, s)| s.cache_mut())
                 .collect();
-            for (i, h) in group.iter().zip(self.llm.forward_packed(&embeds, &mut caches)?) {
+            for (i, h) in group.iter().zip(self.llm.forward_packed(&embeds, &mut caches, as_rows)?) {
                 hidden[*i] = Some(h);
             }
         }

@@ -7,13 +7,14 @@
 //! positions) and `inference.py` (greedy decoding, stop at EOS). Multi-turn conversations and
 //! several images per conversation are supported.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use image::DynamicImage;
 
 use crate::error::{Error, Field, Invalid, Result};
 use crate::limits::{DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEXT_TEMPERATURE};
 use crate::llm::LlmCache;
 use crate::model::Janus;
+use crate::prefix_cache::{Found, PrefixKey, PrefixKv};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{DecodeStream, ASSISTANT, EOS, IMAGE_PLACEHOLDER, USER};
 
@@ -66,19 +67,26 @@ impl Conversation {
         Self::new(vec![Message::user(vec![Part::Image(image), Part::Text(question.to_string())])])
     }
 
-    /// The start of the prompt text that holds the system prompt, if there is one: the prefix
-    /// that answers share ([`crate::prefix_cache`]).
-    fn system_section(&self) -> Option<String> {
-        let system = self.system.trim();
-        (!system.is_empty()).then(|| format!("{system}\n\n"))
-    }
-
     /// The prompt text (placeholders not yet expanded) and the images in order of appearance.
     pub fn render(&self) -> Result<(String, Vec<&DynamicImage>)> {
+        let (text, images, _) = self.render_sections()?;
+        Ok((text, images))
+    }
+
+    /// As [`Conversation::render`], with where each section of the text ends (in bytes): the
+    /// system prompt, then each message; the prefixes that later answers share
+    /// ([`crate::prefix_cache`]).
+    fn render_sections(&self) -> Result<(String, Vec<&DynamicImage>, Vec<usize>)> {
         if self.messages.last().map(|m| m.role) != Some(Role::User) {
             return Err(Error::InvalidInput("the conversation must end with a user message".into()));
         }
-        let mut text = self.system_section().unwrap_or_default();
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        let system = self.system.trim();
+        if !system.is_empty() {
+            text.push_str(&format!("{system}\n\n"));
+            ends.push(text.len());
+        }
         let mut images = Vec::new();
         for m in &self.messages {
             let content = m
@@ -102,9 +110,10 @@ impl Conversation {
                 return Err(Error::InvalidInput("a message has no content".into()));
             }
             text.push_str(&format!("{role}: {content}{sep}"));
+            ends.push(text.len());
         }
         text.push_str(&format!("{ASSISTANT}:"));
-        Ok((text, images))
+        Ok((text, images, ends))
     }
 }
 
@@ -163,30 +172,57 @@ pub struct PreparedPrompt {
     pub ids: Vec<u32>,
     /// Normalised pixels `[n_images, 3, S, S]`, if there are images.
     pub pixels: Option<Tensor>,
-    /// How many of `ids` are the system-prompt section (0 if none, or if its tokens are not a
-    /// prefix of the whole prompt's): the prefix that answers share and read as a chunk of its
-    /// own ([`crate::prefix_cache`]).
-    pub shared_prefix: usize,
+    /// Where the system prompt and each message end in `ids` (ascending; a section whose tokens
+    /// are not a prefix of the whole prompt's is left out): the prefill's chunks end there, and
+    /// the prefixes up to them are what the prefix cache keeps ([`crate::prefix_cache`]).
+    pub boundaries: Vec<usize>,
+    /// Where each image's placeholders start in `ids`, and a hash of its pixels.
+    pub image_starts: Vec<usize>,
+    pub image_hashes: Vec<u64>,
+}
+
+impl PreparedPrompt {
+    /// The prefix cache's keys of the prompt's prefixes, one per boundary.
+    pub fn prefix_keys(&self) -> Vec<PrefixKey> {
+        (self.boundaries.iter().enumerate())
+            .map(|(i, &end)| PrefixKey {
+                ids: self.ids[..end].to_vec(),
+                images: self.image_hashes[..self.images_before(end)].to_vec(),
+                ends: self.boundaries[..i].to_vec(),
+            })
+            .collect()
+    }
+
+    /// How many images start before position `end`.
+    pub fn images_before(&self, end: usize) -> usize {
+        self.image_starts.iter().filter(|&&s| s < end).count()
+    }
+}
+
+/// A hash of an image's preprocessed pixels, keyed per process (so nobody can make two images
+/// collide on purpose).
+fn pixel_hash(pixels: &Tensor) -> Result<u64> {
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let values = pixels.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let bits: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+    Ok(std::hash::BuildHasher::hash_one(KEYS.get_or_init(Default::default), (pixels.dims(), bits)))
 }
 
 impl Janus {
     /// Tokenizes the conversation, expands the image placeholders and preprocesses the images.
     pub fn prepare(&self, conv: &Conversation) -> Result<PreparedPrompt> {
-        let (text, images) = conv.render()?;
+        let (text, images, ends) = conv.render_sections()?;
         let sp = self.tokenizer.special;
         let n_tok = self.cfg.vision.num_image_tokens();
         let raw = self.tokenizer.encode(&text)?;
-        let shared_prefix = match conv.system_section() {
-            Some(section) => {
-                let prefix = self.tokenizer.encode(&section)?;
-                if prefix.len() < raw.len() && raw.starts_with(&prefix) {
-                    prefix.len()
-                } else {
-                    0
-                }
+        // Each section's end in the raw ids, where its text tokenizes to a prefix of the whole.
+        let mut raw_ends = Vec::with_capacity(ends.len());
+        for &end in &ends {
+            let prefix = self.tokenizer.encode(&text[..end])?;
+            if prefix.len() < raw.len() && raw.starts_with(&prefix) && raw_ends.last() < Some(&prefix.len()) {
+                raw_ends.push(prefix.len());
             }
-            None => 0,
-        };
+        }
         let placeholders = raw.iter().filter(|&&t| t == sp.image_placeholder).count();
         if placeholders != images.len() {
             return Err(Error::InvalidInput(format!(
@@ -194,23 +230,29 @@ impl Janus {
             )));
         }
         let mut ids = Vec::with_capacity(raw.len() + images.len() * (n_tok + 1));
-        for t in raw {
+        let (mut image_starts, mut boundaries) = (Vec::new(), Vec::new());
+        for (i, &t) in raw.iter().enumerate() {
+            if raw_ends.contains(&i) {
+                boundaries.push(ids.len());
+            }
             if t == sp.image_placeholder {
                 ids.push(sp.begin_of_image);
+                image_starts.push(ids.len());
                 ids.extend(std::iter::repeat_n(sp.image_placeholder, n_tok));
                 ids.push(sp.end_of_image);
             } else {
                 ids.push(t);
             }
         }
-        let pixels = if images.is_empty() {
-            None
+        let (pixels, image_hashes) = if images.is_empty() {
+            (None, Vec::new())
         } else {
             let dev = self.device();
             let ts = images.iter().map(|img| self.preprocess.pixels(img, dev)).collect::<Result<Vec<_>>>()?;
-            Some(Tensor::stack(&ts, 0)?)
+            let hashes = ts.iter().map(pixel_hash).collect::<Result<Vec<_>>>()?;
+            (Some(Tensor::stack(&ts, 0)?), hashes)
         };
-        Ok(PreparedPrompt { ids, pixels, shared_prefix })
+        Ok(PreparedPrompt { ids, pixels, boundaries, image_starts, image_hashes })
     }
 
     /// SigLIP features `[n, N, C]` (after the final norm) for normalised pixels `[n, 3, S, S]`.
@@ -290,9 +332,12 @@ pub struct TextSession<'m> {
     sampler: Sampler,
     /// The prompt's embeddings `[1, P, D]` and how many positions of it are in the cache.
     prompt: Option<(Tensor, usize)>,
-    /// The prompt's shared prefix (its system-prompt section; empty if none), read in chunks
-    /// that end where it ends, and kept in or copied from the model's prefix cache.
-    prefix: Vec<u32>,
+    /// The prompt's prefixes up to the end of each of its messages (ascending): its prefill
+    /// chunks end where they end, and each is kept in the model's prefix cache once computed.
+    prefixes: Vec<PrefixKey>,
+    /// The keys and values of the longest of them found in the prefix cache, until the first
+    /// prefill step copies them.
+    reused: Option<PrefixKv>,
     /// Prompt positions copied from the prefix cache instead of computed.
     cached_tokens: usize,
     /// Prompt positions read per step.
@@ -314,9 +359,8 @@ pub struct TextSession<'m> {
 impl<'m> TextSession<'m> {
     /// Validates, tokenizes and embeds the conversation (the prefill runs on the first step).
     pub fn new(model: &'m Janus, conv: &Conversation, params: &TextParams) -> Result<Self> {
-        let (prompt, max_new) = Self::prepare(model, conv, params)?;
-        let embeds = model.prompt_embeds(&prompt)?;
-        Self::with_embeds(model, &prompt, max_new, embeds, params)
+        // The same start as conversations arriving together.
+        model.text_sessions(&[(conv, params)])?.pop().unwrap_or_else(|| Err(Error::InvalidInput("no session".into())))
     }
 
     /// Checks the parameters and tokenizes the conversation (its images preprocessed, not yet
@@ -346,14 +390,16 @@ impl<'m> TextSession<'m> {
         Ok(max_new)
     }
 
-    /// A session over a prepared prompt (answering at most `max_new` tokens) and its embeddings
-    /// `[1, L, D]`.
+    /// A session over a prepared prompt (answering at most `max_new` tokens), its embeddings
+    /// `[1, L, D]` (those of the positions `cached` covers are not read), and the longest of its
+    /// prefixes found in the prefix cache (its length, keys and values).
     pub(crate) fn with_embeds(
         model: &'m Janus,
         prompt: &PreparedPrompt,
         max_new: usize,
         embeds: Tensor,
         params: &TextParams,
+        cached: Option<Found>,
     ) -> Result<Self> {
         let prompt_tokens = prompt.ids.len();
         let cache = LlmCache::new(
@@ -368,7 +414,8 @@ impl<'m> TextSession<'m> {
             cache,
             sampler: Sampler::new(params.sampling, params.seed),
             prompt: Some((embeds, 0)),
-            prefix: prompt.ids[..prompt.shared_prefix].to_vec(),
+            prefixes: prompt.prefix_keys(),
+            reused: cached.map(|(_, kv)| kv),
             cached_tokens: 0,
             prefill_chunk: TEXT_PREFILL_CHUNK,
             next: None,
@@ -459,28 +506,30 @@ impl<'m> TextSession<'m> {
         self.take_input()
     }
 
-    /// After a prefill chunk went through the LM: keeps the shared prefix's keys and values if
-    /// that chunk ended it. Returns whether the prompt is all in (the chunk's last position
-    /// then gives the first token).
+    /// After a prefill chunk went through the LM: keeps the keys and values of the prefix that
+    /// chunk ended if it is the first (the system prompt, which other conversations share) or the
+    /// last (all but the `<|Assistant|>:` tail, which a follow-up question starts with). Returns
+    /// whether the prompt is all in (the chunk's last position then gives the first token).
     pub(crate) fn prefilled(&mut self) -> Result<bool> {
-        if !self.prefix.is_empty() && self.cache.len() == self.prefix.len() {
-            self.model.prefix_cache().insert(&self.prefix, self.cache.prefix(self.prefix.len())?);
+        let len = self.cache.len();
+        let kept = [self.prefixes.first(), self.prefixes.last()];
+        if let Some(key) = kept.into_iter().flatten().find(|k| k.len() == len) {
+            let cache = &self.cache;
+            self.model.prefix_cache().insert_with(key, || cache.prefix(len))?;
         }
         Ok(self.prompt.is_none())
     }
 
-    /// Before the first prefill chunk: copies the shared prefix's keys and values from the
-    /// prefix cache, if they are there, so that the prefill starts after it.
+    /// Before the first prefill chunk: copies the cached prefix's keys and values, if one was
+    /// found, so that the prefill starts after it.
     fn reuse_prefix(&mut self) -> Result<()> {
-        if self.prefix.is_empty() || !matches!(self.prompt, Some((_, 0))) {
+        let Some(kv) = self.reused.take() else {
             return Ok(());
-        }
-        if let Some(kv) = self.model.prefix_cache().get(&self.prefix) {
-            self.cache.write_prefix(&kv)?;
-            self.cached_tokens = self.prefix.len();
-            if let Some((_, done)) = &mut self.prompt {
-                *done = self.prefix.len();
-            }
+        };
+        self.cache.write_prefix(&kv)?;
+        self.cached_tokens = self.cache.len();
+        if let Some((_, done)) = &mut self.prompt {
+            *done = self.cached_tokens;
         }
         Ok(())
     }
@@ -490,10 +539,10 @@ impl<'m> TextSession<'m> {
     pub(crate) fn take_input(&mut self) -> Result<Option<Tensor>> {
         let input = match self.prompt.take() {
             Some((embeds, done)) => {
-                // Chunks end where the shared prefix ends, so that it is computed alike whether
-                // it is cached or not.
-                let end = if done < self.prefix.len() { self.prefix.len() } else { embeds.dim(1)? };
+                // Chunks end where the prefixes end, so that each is computed alike whether it
+                // is cached or not.
                 let total = embeds.dim(1)?;
+                let end = self.prefixes.iter().map(PrefixKey::len).find(|&b| b > done).unwrap_or(total);
                 let n = (end - done).min(self.prefill_chunk);
                 let chunk = embeds.narrow(1, done, n)?;
                 if done + n < total {

@@ -1,7 +1,8 @@
 //! `janus bench --chat-requests N`: text answers through the serving engine, to measure
 //! continuous batching. N answers of `--chat-tokens` tokens at once, then the same N one after
 //! another, then the N at once again beside an image request of `-n` images. Reports aggregate
-//! tokens/s, time to first token (p50/p90) and the ratios.
+//! tokens/s, time to first token (p50/p90) and the ratios. Each round asks other questions (with
+//! the same system prompt), so that the prefix cache helps every round alike.
 
 use std::time::{Duration, Instant};
 
@@ -74,10 +75,10 @@ fn read(mut rx: mpsc::Receiver<ChatEvent>, start: Instant) -> Result<Timed> {
     bail!("the engine closed the answer")
 }
 
-/// `n` answers submitted at once.
-fn together(engine: &ModelEngine, n: usize, tokens: usize) -> Result<Round> {
+/// `n` answers submitted at once: questions `first..first + n`.
+fn together(engine: &ModelEngine, first: usize, n: usize, tokens: usize) -> Result<Round> {
     let start = Instant::now();
-    let rxs = (0..n).map(|i| engine.submit_chat(request(i, tokens))).collect::<Result<Vec<_>, _>>()?;
+    let rxs = (first..first + n).map(|i| engine.submit_chat(request(i, tokens))).collect::<Result<Vec<_>, _>>()?;
     let readers: Vec<_> = rxs.into_iter().map(|rx| std::thread::spawn(move || read(rx, start))).collect();
     let timed = readers.into_iter().map(|h| h.join().expect("reader thread")).collect::<Result<Vec<_>>>()?;
     Ok(Round {
@@ -87,11 +88,11 @@ fn together(engine: &ModelEngine, n: usize, tokens: usize) -> Result<Round> {
     })
 }
 
-/// The same `n` answers, each submitted when the previous one is done.
-fn one_by_one(engine: &ModelEngine, n: usize, tokens: usize) -> Result<Round> {
+/// `n` answers (questions `first..first + n`), each submitted when the previous one is done.
+fn one_by_one(engine: &ModelEngine, first: usize, n: usize, tokens: usize) -> Result<Round> {
     let start = Instant::now();
     let mut timed = Vec::new();
-    for i in 0..n {
+    for i in first..first + n {
         let t = Instant::now();
         timed.push(read(engine.submit_chat(request(i, tokens))?, t)?);
     }
@@ -118,9 +119,9 @@ pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
     });
     engine.wait_loaded()?;
     let tokens = a.chat_tokens.max(1);
-    together(&engine, 1, 4)?; // warm-up
-    let concurrent = together(&engine, n, tokens)?;
-    let sequential = one_by_one(&engine, n, tokens)?;
+    together(&engine, 0, 1, 4)?; // warm-up
+    let concurrent = together(&engine, 1, n, tokens)?;
+    let sequential = one_by_one(&engine, 1 + n, n, tokens)?;
     println!("{n} chat answers of up to {tokens} tokens ({}):", a.model.model);
     println!("  {}", concurrent.line("concurrent"));
     println!("  {}", sequential.line("one by one"));
@@ -136,7 +137,7 @@ pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
     };
     let mut image_rx = engine.submit_images(images)?;
     std::thread::sleep(Duration::from_millis(500));
-    let beside = together(&engine, n, tokens)?;
+    let beside = together(&engine, 1 + 2 * n, n, tokens)?;
     let image_busy = matches!(image_rx.try_recv(), Err(mpsc::error::TryRecvError::Empty));
     println!("  {}", beside.line(&format!("concurrent, beside {} images", a.n.max(1))));
     println!(

@@ -75,7 +75,7 @@ async fn usage_is_the_models_token_count_and_metrics_count_these_requests() {
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
 
     // Chat with an image, twice: prompt tokens as the model counts them, completion as it
-    // answers; the second answer read the system prompt from the prefix cache.
+    // answers; the second answer read all but its tail from the prefix cache, image included.
     let png = std::fs::read(PathBuf::from(tiny()).join("../images/square.png")).unwrap();
     let url = format!("data:image/png;base64,{}", base64::prelude::BASE64_STANDARD.encode(&png));
     let body = json!({"messages": [{"role": "user", "content": [
@@ -84,7 +84,7 @@ async fn usage_is_the_models_token_count_and_metrics_count_these_requests() {
     let img = janus::preprocess::load_image(&PathBuf::from(tiny()).join("../images/square.png")).unwrap();
     let conv = Conversation::single(img, "What is this?");
     let want = model.answer(&conv, &TextParams { max_new_tokens: Some(9), ..Default::default() }, |_| true).unwrap();
-    let prefix = model.prepare(&conv).unwrap().shared_prefix;
+    let prefix = *model.prepare(&conv).unwrap().boundaries.last().unwrap();
     assert!(prefix > 0);
     for cached in [0, prefix] {
         let (status, text) = call(&app, post("/v1/chat/completions", &body)).await;

@@ -139,9 +139,9 @@ fn chat_answers_like_the_library_and_streams() {
     let params = TextParams { max_new_tokens: Some(10), ..Default::default() };
     let model = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap();
     let want = model.answer(&conv, &params, |_| true).unwrap();
-    let prefix = model.prepare(&conv).unwrap().shared_prefix;
-    assert!(prefix > 0, "the system prompt is a shared prefix");
-    // The engine's first answer computes the system prompt; the second copies it from the
+    let prefix = *model.prepare(&conv).unwrap().boundaries.last().unwrap();
+    assert!(prefix > 0, "the conversation up to its question is a prefix");
+    // The engine's first answer computes its prompt; the second copies all but the tail from the
     // prefix cache. Both are the library's answer.
     for cached in [0, prefix] {
         let mut rx = e.submit_chat(ChatRequest { conversation: conv.clone(), params: params.clone() }).unwrap();
