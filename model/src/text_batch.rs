@@ -60,10 +60,14 @@ impl Janus {
                         let (n, skip) = (px.dim(0)?, every.dim(0)? - px.dim(0)?);
                         first += n;
                         let new = all.narrow(0, first - n, n)?;
-                        // The covered images' positions are never read: zeros stand in for them.
-                        let (_, s, d) = new.dims3()?;
-                        let covered = Tensor::zeros((skip, s, d), new.dtype(), new.device())?;
-                        Some(Tensor::cat(&[&covered, &new], 0)?.contiguous()?)
+                        if skip == 0 {
+                            Some(new.contiguous()?)
+                        } else {
+                            // The covered images' positions are never read: zeros stand in.
+                            let (_, s, d) = new.dims3()?;
+                            let covered = Tensor::zeros((skip, s, d), new.dtype(), new.device())?;
+                            Some(Tensor::cat(&[&covered, &new], 0)?)
+                        }
                     }
                     _ => None,
                 };

@@ -227,8 +227,9 @@ fn a_prompt_is_prefilled_in_chunks() {
 /// Prefix caching: an answer whose beginning (up to the end of a message: the system prompt,
 /// an earlier turn with its image) was computed by an earlier answer copies its keys and values,
 /// prefills only the rest, and answers exactly as with the cache off (every logit, bit for bit),
-/// greedy and sampled; a follow-up question reuses the first question's prefix, image included;
-/// another system prompt, or another image, is another prefix.
+/// greedy and sampled; a follow-up question reuses the first question's prefix, image included
+/// (and a follow-up with a new image encodes only that one); another system prompt, or another
+/// image, is another prefix.
 #[test]
 fn a_cached_prefix_changes_no_answer() {
     let model = load_tiny("janus-pro-tiny");
@@ -243,6 +244,14 @@ fn a_cached_prefix_changes_no_answer() {
     follow_up.messages.push(janus::Message::assistant("A square."));
     follow_up.messages.push(janus::Message::user(vec![janus::Part::Text("And its colour?".into())]));
     let other_system = question(image(), "Be brief.");
+    // A follow-up with a second image: the first is copied, only the second is encoded (a short
+    // system prompt: the tiny model's context is 256 positions).
+    let mut second_image = other_system.clone();
+    second_image.messages.push(janus::Message::assistant("A square."));
+    second_image.messages.push(janus::Message::user(vec![
+        janus::Part::Image(janus::preprocess::load_image(&assets().join("tiny/images/tall.jpg")).unwrap()),
+        janus::Part::Text("And this one?".into()),
+    ]));
     let other_image = {
         let img = janus::preprocess::load_image(&assets().join("tiny/images/wide.png")).unwrap();
         question(img, default)
@@ -272,6 +281,7 @@ fn a_cached_prefix_changes_no_answer() {
         (&follow_up, params(0.0, 0, 12)),
         (&other_system, params(0.0, 0, 16)),
         (&other_image, params(0.0, 0, 16)),
+        (&second_image, params(0.0, 0, 8)),
     ];
     cache.set_capacity(0);
     let off: Vec<_> = asks.iter().map(|(c, p)| run(c, p)).collect();
@@ -284,8 +294,9 @@ fn a_cached_prefix_changes_no_answer() {
         for (k, (c, p)) in asks.iter().enumerate() {
             let (out, logits) = run(c, p);
             let cached = match (round, k) {
-                (0, 0) | (0, 3) => 0,      // nothing computed yet
-                (0, 2) => last(&first),    // the first question, image included
+                (0, 0) | (0, 3) => 0,   // nothing computed yet
+                (0, 2) => last(&first), // the first question, image included
+                (0, 5) => last(&other_system),
                 (0, 4) => ends(&first)[0], // the system prompt only
                 _ => last(c),              // itself, whole
             };
@@ -296,7 +307,7 @@ fn a_cached_prefix_changes_no_answer() {
         }
     }
     let after = cache.stats();
-    assert_eq!((after.hits - before.hits, after.misses - before.misses), (8, 2));
+    assert_eq!((after.hits - before.hits, after.misses - before.misses), (10, 2));
 }
 
 /// Image rows and text rows in one LM forward ([`Janus::step_shared`]): the cohort's image
