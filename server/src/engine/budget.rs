@@ -2,7 +2,7 @@
 //! holds beside a full image cohort, at most [`MAX_TEXT_SESSIONS`]. The budget is half the memory
 //! free once the model is loaded (device memory on CUDA, `MemAvailable` on the CPU); a cohort of
 //! `--max-batch-images` images and a full prefix cache (`--prefix-cache-positions`) are counted
-//! first, so text, images and cached system prompts share one budget.
+//! first, so text, images and cached prompt prefixes share one budget.
 
 use janus::limits::{DEFAULT_MAX_NEW_TOKENS, MAX_TEXT_SESSIONS};
 use janus::Janus;

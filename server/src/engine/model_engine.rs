@@ -39,7 +39,7 @@ pub struct EngineOptions {
     /// Whether text answers take their tokens in the LM forward of an image cohort (one pass over
     /// the weights for both) rather than in a step of their own.
     pub shared_steps: bool,
-    /// Prompt positions of system prompts whose keys and values are kept for later answers
+    /// Prompt positions whose keys and values are kept for later answers that start the same way
     /// (`janus::prefix_cache`); 0: off.
     pub prefix_cache_positions: usize,
 }

@@ -199,9 +199,10 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Advances every cohort and text answer by one step. Answers still reading their prompt
-    /// take a prefill chunk each, in one pass; the others take their next token together, in the LM forward of
-    /// the first cohort past its prompt when there is one and `--shared-steps` is on (image and
-    /// text rows share the pass over the weights), else in a batched step of their own.
+    /// take a prefill chunk each, in one pass; the others take their next token together, in
+    /// the LM forward of the first cohort past its prompt when there is one and `--shared-steps`
+    /// is on (image and text rows share the pass over the weights), else in a batched step of
+    /// their own.
     fn step_all(&mut self) {
         let mut texts = std::mem::take(&mut self.texts);
         let before = texts.len();

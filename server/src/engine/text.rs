@@ -88,7 +88,7 @@ impl<'m> TextAnswer<'m> {
         metrics::counter!("janus_cached_prompt_tokens_total").increment(cached as u64);
         let _ = self.tx.try_send(ChatEvent::Done {
             completion_tokens: self.session.completion_tokens(),
-            cached_tokens: self.session.cached_tokens(),
+            cached_tokens: cached,
             finish_reason: self.session.finish_reason(),
         });
         TextTurn::Over

@@ -72,9 +72,9 @@ pub struct ServeArgs {
     #[arg(long, env = "JANUS_SHARED_STEPS", default_value_t = true, action = clap::ArgAction::Set)]
     pub shared_steps: bool,
 
-    /// Prompt positions of system prompts whose keys and values are kept, so that later answers
-    /// with the same system prompt do not compute it again (the same numbers either way); 0
-    /// turns prefix caching off.
+    /// Prompt positions whose keys and values are kept (system prompts, and conversations up to
+    /// their last question, images included), so that later answers that start the same way do
+    /// not compute them again (the same numbers either way); 0 turns prefix caching off.
     #[arg(long, env = "JANUS_PREFIX_CACHE_POSITIONS", default_value_t = DEFAULT_PREFIX_CACHE_POSITIONS)]
     pub prefix_cache_positions: usize,
 
