@@ -90,7 +90,8 @@ pub struct Janus {
     device: Device,
     dtype: DType,
     quant: Quant,
-    /// Keys and values of shared prompt prefixes (system prompts) of text answers.
+    /// Keys and values of prompt prefixes of text answers (system prompts, conversations up to
+    /// their last question).
     prefix_cache: PrefixCache,
 }
 

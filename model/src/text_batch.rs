@@ -11,12 +11,21 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::llm::{last_position, LlmCache};
 use crate::model::Janus;
-use crate::prefix_cache::Found;
+use crate::prefix_cache::{Found, PrefixKey};
 use crate::understand::{Conversation, PreparedPrompt, TextParams, TextSession};
 
 /// Prefill chunks of at most this many positions go through the decode kernel as rows (see
 /// [`Janus::prefill_texts`]).
 pub const SHORT_CHUNK: usize = 16;
+
+/// A conversation ready to start: its prompt, the most tokens its answer may have, its prefixes'
+/// keys, and the longest of them found in the prefix cache.
+struct Start {
+    prompt: PreparedPrompt,
+    max_new: usize,
+    prefixes: Vec<PrefixKey>,
+    cached: Option<Found>,
+}
 
 /// Each answer's new text from one step (or its own error), in the order the answers were given.
 pub type TextPieces = Vec<Result<Option<String>>>;
@@ -28,11 +37,12 @@ impl Janus {
     /// is not encoded). The outer error is the shared encoding's; the inner results are each
     /// conversation's (a bad one fails alone).
     pub fn text_sessions<'m>(&'m self, asks: &[(&Conversation, &TextParams)]) -> Result<Vec<Result<TextSession<'m>>>> {
-        let prepared: Vec<Result<(PreparedPrompt, usize, Option<Found>)>> = (asks.iter())
+        let prepared: Vec<Result<Start>> = (asks.iter())
             .map(|(conv, params)| {
                 let (prompt, max_new) = TextSession::prepare(self, conv, params)?;
-                let cached = self.prefix_cache().longest(&prompt.prefix_keys());
-                Ok((prompt, max_new, cached))
+                let prefixes = prompt.prefix_keys();
+                let cached = self.prefix_cache().longest(&prefixes);
+                Ok(Start { prompt, max_new, prefixes, cached })
             })
             .collect();
         // Each prompt's images that its cached prefix does not cover.
@@ -44,8 +54,8 @@ impl Janus {
             }
         };
         let mut pixels = Vec::new();
-        for (prompt, _, cached) in prepared.iter().flatten() {
-            pixels.extend(fresh(prompt, cached)?);
+        for start in prepared.iter().flatten() {
+            pixels.extend(fresh(&start.prompt, &start.cached)?);
         }
         let encoded = match pixels.len() {
             0 => None,
@@ -54,7 +64,7 @@ impl Janus {
         let mut first = 0;
         let mut sessions = Vec::with_capacity(asks.len());
         for (p, (_, params)) in prepared.into_iter().zip(asks) {
-            sessions.push(p.and_then(|(prompt, max_new, cached)| {
+            sessions.push(p.and_then(|Start { prompt, max_new, prefixes, cached }| {
                 let images = match (fresh(&prompt, &cached)?, &encoded, &prompt.pixels) {
                     (Some(px), Some(all), Some(every)) => {
                         let (n, skip) = (px.dim(0)?, every.dim(0)? - px.dim(0)?);
@@ -72,7 +82,7 @@ impl Janus {
                     _ => None,
                 };
                 let embeds = self.prompt_embeds_with(&prompt, images)?;
-                TextSession::with_embeds(self, &prompt, max_new, embeds, params, cached)
+                TextSession::with_embeds(self, &prompt, max_new, embeds, params, prefixes, cached)
             }));
         }
         Ok(sessions)

@@ -202,10 +202,14 @@ impl PreparedPrompt {
 /// A hash of an image's preprocessed pixels, keyed per process (so nobody can make two images
 /// collide on purpose).
 fn pixel_hash(pixels: &Tensor) -> Result<u64> {
+    use std::hash::{BuildHasher, Hash, Hasher};
     static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-    let values = pixels.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let bits: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
-    Ok(std::hash::BuildHasher::hash_one(KEYS.get_or_init(Default::default), (pixels.dims(), bits)))
+    let mut h = KEYS.get_or_init(Default::default).build_hasher();
+    pixels.dims().hash(&mut h);
+    for v in pixels.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()? {
+        h.write_u32(v.to_bits());
+    }
+    Ok(h.finish())
 }
 
 impl Janus {
@@ -391,14 +395,16 @@ impl<'m> TextSession<'m> {
     }
 
     /// A session over a prepared prompt (answering at most `max_new` tokens), its embeddings
-    /// `[1, L, D]` (those of the positions `cached` covers are not read), and the longest of its
-    /// prefixes found in the prefix cache (its length, keys and values).
+    /// `[1, L, D]` (those of the positions `cached` covers are not read), its prefixes' keys
+    /// ([`PreparedPrompt::prefix_keys`]), and the longest of them found in the prefix cache (its
+    /// length, keys and values).
     pub(crate) fn with_embeds(
         model: &'m Janus,
         prompt: &PreparedPrompt,
         max_new: usize,
         embeds: Tensor,
         params: &TextParams,
+        prefixes: Vec<PrefixKey>,
         cached: Option<Found>,
     ) -> Result<Self> {
         let prompt_tokens = prompt.ids.len();
@@ -414,7 +420,7 @@ impl<'m> TextSession<'m> {
             cache,
             sampler: Sampler::new(params.sampling, params.seed),
             prompt: Some((embeds, 0)),
-            prefixes: prompt.prefix_keys(),
+            prefixes,
             reused: cached.map(|(_, kv)| kv),
             cached_tokens: 0,
             prefill_chunk: TEXT_PREFILL_CHUNK,
