@@ -52,9 +52,17 @@ pub enum Error {
     })]
     UnsupportedImage { format: Option<String> },
 
-    /// The image bytes could not be decoded (corrupt, truncated, empty, too many pixels).
+    /// The image bytes could not be decoded (corrupt, truncated, empty).
     #[error("{0}")]
     InvalidImage(String),
+
+    /// The image's header says it has more pixels than the limit (refused before decoding).
+    #[error(
+        "the image is {width}x{height} ({:.1} megapixels); the limit is {:.1} megapixels and {max_side} pixels a side",
+        *width as f64 * *height as f64 / 1e6,
+        *max_pixels as f64 / 1e6
+    )]
+    ImageTooLarge { width: u32, height: u32, max_pixels: u64, max_side: u32 },
 
     /// An image could not be encoded.
     #[error("image encoding: {0}")]
@@ -131,7 +139,11 @@ impl Error {
     pub fn is_bad_request(&self) -> bool {
         matches!(
             self,
-            Error::Invalid(_) | Error::PromptTooLong { .. } | Error::UnsupportedImage { .. } | Error::InvalidImage(_)
+            Error::Invalid(_)
+                | Error::PromptTooLong { .. }
+                | Error::UnsupportedImage { .. }
+                | Error::InvalidImage(_)
+                | Error::ImageTooLarge { .. }
         )
     }
 }

@@ -60,9 +60,20 @@ impl Janus {
     /// The jobs for `n` images of one prompt: image `i` samples with `image_seed(seed, i)`.
     pub fn t2i_jobs(&self, prompt: &str, n: usize, seed: u64, params: SamplingParams) -> Result<Vec<ImageJob>> {
         params.validate()?;
-        crate::request::check_prompt(prompt)?;
-        let prompt_ids = self.tokenizer.t2i_prompt_ids(prompt)?;
-        self.check_t2i_prompt(prompt_ids.len())?;
+        self.image_jobs(self.prompter().t2i_prompt_ids(prompt)?, n, seed, params)
+    }
+
+    /// The jobs of `n` images of a prompt already tokenized
+    /// ([`crate::prompt::Prompter::t2i_prompt_ids`]), image `i` sampled with `image_seed(seed, i)`.
+    pub fn image_jobs(
+        &self,
+        prompt_ids: Vec<u32>,
+        n: usize,
+        seed: u64,
+        params: SamplingParams,
+    ) -> Result<Vec<ImageJob>> {
+        params.validate()?;
+        self.prompter().check_t2i_prompt(prompt_ids.len())?;
         Ok((0..n)
             .map(|i| ImageJob { prompt_ids: prompt_ids.clone(), params, seed: image_seed(seed, i as u64) })
             .collect())
@@ -70,16 +81,7 @@ impl Janus {
 
     /// Longest prompt (in tokens, template included) that leaves room for one image.
     pub fn max_prompt_tokens(&self) -> usize {
-        (self.cfg.llm.max_position_embeddings + 1).saturating_sub(self.num_image_tokens())
-    }
-
-    /// A prompt of `tokens` (template included) leaves room for the image tokens.
-    pub fn check_t2i_prompt(&self, tokens: usize) -> Result<()> {
-        let max = self.max_prompt_tokens();
-        if tokens > max {
-            return Err(Error::PromptTooLong { tokens, max });
-        }
-        Ok(())
+        self.prompter().max_t2i_prompt_tokens()
     }
 
     /// Generates the image tokens of `jobs` in one batch; `on_step(done, total)` after each step.
@@ -105,7 +107,7 @@ impl<'m> T2iBatch<'m> {
             if ids.len() < 2 || ids[0] != tok.special.bos || *ids.last().unwrap() != tok.special.begin_of_image {
                 return Err(Error::InvalidInput("prompt ids must start with BOS and end with <begin_of_image>".into()));
             }
-            model.check_t2i_prompt(ids.len())?;
+            model.prompter().check_t2i_prompt(ids.len())?;
         }
         let len = jobs.iter().map(|j| j.prompt_ids.len()).max().unwrap_or(0);
         let total = model.num_image_tokens();

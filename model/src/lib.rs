@@ -5,9 +5,11 @@
 //! - [`weights::Checkpoint`]: safetensors / PyTorch pickles, both naming schemes, one name space.
 //! - [`model::Janus`]: the loaded model; [`generate::T2iBatch`] runs text-to-image step by step;
 //!   [`Janus::answer`] answers a [`Conversation`] with images (understanding).
+//! - [`prompt::Prompter`]: requests tokenized and their images preprocessed without the weights.
 
 pub mod attention_cpu;
 pub mod config;
+pub mod conversation;
 pub mod device;
 pub mod error;
 pub mod gen;
@@ -21,6 +23,7 @@ pub mod model;
 pub mod nn;
 pub mod prefix_cache;
 pub mod preprocess;
+pub mod prompt;
 pub mod quality;
 pub mod quant;
 pub mod quant_cpu;
@@ -36,14 +39,16 @@ pub mod vq_cpu;
 pub mod weights;
 
 pub use config::{CheckpointFormat, JanusConfig};
+pub use conversation::{Conversation, Message, Part, Role};
 pub use device::{memory_in_use, parse_dtype, select_device};
 pub use error::{Error, Field, Invalid, Result};
 pub use generate::{ImageJob, T2iBatch};
 pub use hub::{ModelFiles, DEFAULT_MODEL};
 pub use model::{Janus, LoadOptions, Parts};
+pub use prompt::{PreparedImage, PreparedPrompt, PromptTokens, Prompter, TextRequest};
 pub use quant::Quant;
 pub use request::{ImageAsk, ImageRequest, TextAsk};
 pub use sampling::SamplingParams;
-pub use understand::{Conversation, FinishReason, Message, Part, Role, TextOutput, TextParams, TextSession};
+pub use understand::{FinishReason, TextOutput, TextParams, TextSession};
 
 pub use candle_core::{DType, Device, Tensor};

@@ -27,8 +27,20 @@ pub const MAX_IMAGES_PER_REQUEST: usize = 16;
 pub const MAX_IMAGES_PER_RUN: usize = 64;
 /// Most previews per image while streaming (as OpenAI).
 pub const MAX_PARTIAL_IMAGES: usize = 3;
-/// Most images in one conversation (each takes 576 tokens of the 4096-token context).
+/// Most images in one conversation (each takes 578 positions of the 4096-position context);
+/// `--max-images-per-request`.
 pub const MAX_CHAT_IMAGES: usize = 8;
+/// Most messages in one conversation (OpenAI's limit); `--max-messages`.
+pub const MAX_MESSAGES: usize = 2048;
+/// Most characters in one message's text (every part together); `--max-message-chars`. Janus's
+/// 4096-position context holds far fewer, so this only bounds the work of finding out.
+pub const MAX_MESSAGE_CHARS: usize = 65_536;
+/// Most characters of text in one request (the system prompt and every message);
+/// `--max-request-chars`.
+pub const MAX_REQUEST_CHARS: usize = 262_144;
+/// Most pixels of one image in a request, read from its header before it is decoded (a 64
+/// megapixel photo; 8192 × 8192); `--max-image-pixels`. No side may exceed 16384 pixels.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 64 * 1024 * 1024;
 /// Text tokens generated when the request sets no limit (the reference's `max_new_tokens`;
 /// fewer when the context is fuller).
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 512;

@@ -147,6 +147,12 @@ impl LlmCache {
         self.len
     }
 
+    /// Forgets the positions from `len` on (what a failed step wrote; they are overwritten by
+    /// the next).
+    pub(crate) fn rewind(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -15,6 +15,7 @@ use crate::limits::DEFAULT_PREFIX_CACHE_POSITIONS;
 use crate::llm::Llama;
 use crate::prefix_cache::PrefixCache;
 use crate::preprocess::PreprocessConfig;
+use crate::prompt::Prompter;
 use crate::quant::Quant;
 use crate::tokenizer::JanusTokenizer;
 use crate::vision::VisionEncoder;
@@ -77,7 +78,7 @@ impl LoadOptions {
 pub struct Janus {
     pub cfg: JanusConfig,
     pub vq_cfg: VqConfig,
-    pub tokenizer: JanusTokenizer,
+    pub tokenizer: Arc<JanusTokenizer>,
     pub format: CheckpointFormat,
     pub(crate) llm: Llama,
     pub(crate) gen_embed: GenEmbed,
@@ -85,6 +86,8 @@ pub struct Janus {
     vq: Option<VqDecoder>,
     vision: Option<VisionEncoder>,
     pub preprocess: PreprocessConfig,
+    /// Tokenization and image preprocessing, shareable with threads that prepare requests.
+    prompter: Prompter,
     /// Side of a generated image in pixels.
     image_size: usize,
     device: Device,
@@ -105,7 +108,7 @@ impl Janus {
         let mut cfg = JanusConfig::from_file(&files.config)?;
         let tokenizer_file =
             files.tokenizer.as_ref().ok_or_else(|| Error::ModelFiles(format!("{}: no tokenizer.json", files.name)))?;
-        let tokenizer = JanusTokenizer::from_file(tokenizer_file)?;
+        let tokenizer = Arc::new(JanusTokenizer::from_file(tokenizer_file)?);
         let quant = match (ckpt.stored_quant(), opts.quant) {
             (None, q) => q,
             (Some(stored), Quant::None) => stored,
@@ -165,6 +168,7 @@ impl Janus {
             .then(|| VisionEncoder::load(vb.clone(), &cfg.vision, &cfg.aligner))
             .transpose()?;
         let preprocess = PreprocessConfig::load(files.preprocessor.as_deref(), cfg.vision.image_size)?;
+        let prompter = Prompter::new(tokenizer.clone(), &cfg, preprocess.clone());
         tracing::info!(
             model = %files.name,
             format = ?ckpt.format(),
@@ -186,6 +190,7 @@ impl Janus {
             vq,
             vision,
             preprocess,
+            prompter,
             image_size,
             device: opts.device.clone(),
             dtype: opts.dtype,
@@ -217,6 +222,12 @@ impl Janus {
 
     fn vq(&self) -> Result<&VqDecoder> {
         self.vq.as_ref().ok_or(Error::PartNotLoaded("VQ decoder (it was loaded for image understanding only)"))
+    }
+
+    /// What prepares requests for this model (tokenization, image preprocessing, lengths); a
+    /// clone can be handed to other threads.
+    pub fn prompter(&self) -> &Prompter {
+        &self.prompter
     }
 
     /// The prefix cache of text answers (its capacity can be changed while serving).

@@ -13,14 +13,13 @@ use std::io::Cursor;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use image::{DynamicImage, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::limits::DEFAULT_MAX_IMAGE_PIXELS;
 
-/// Largest accepted input, in pixels (checked from the header, before decoding).
-pub const MAX_IMAGE_PIXELS: u64 = 64 * 1024 * 1024;
-/// Largest accepted side, in pixels.
+/// Largest accepted side, in pixels (whatever the pixel limit).
 pub const MAX_IMAGE_SIDE: u32 = 16384;
 
 /// What the model's `preprocessor_config.json` says (either format), with Janus-Pro defaults.
@@ -104,7 +103,17 @@ impl PreprocessConfig {
 
     /// A decoded image → normalised pixels `[3, S, S]` (f32).
     pub fn pixels(&self, img: &DynamicImage, device: &Device) -> Result<Tensor> {
-        let square = self.resize_and_pad(&img.to_rgb8());
+        let s = self.image_size;
+        Ok(Tensor::from_vec(self.normalised(img), (3, s, s), device)?)
+    }
+
+    /// A decoded image → normalised pixels, channel-major `3 × S × S` (an RGB image is read
+    /// as it is; others are converted first).
+    pub fn normalised(&self, img: &DynamicImage) -> Vec<f32> {
+        let square = match img {
+            DynamicImage::ImageRgb8(rgb) => self.resize_and_pad(rgb),
+            other => self.resize_and_pad(&other.to_rgb8()),
+        };
         let s = self.image_size;
         let mut data = vec![0f32; 3 * s * s];
         for (x, y, p) in square.enumerate_pixels() {
@@ -116,7 +125,7 @@ impl PreprocessConfig {
                 data[c * s * s + y as usize * s + x as usize] = v;
             }
         }
-        Ok(Tensor::from_vec(data, (3, s, s), device)?)
+        data
     }
 }
 
@@ -165,7 +174,7 @@ impl Filter {
 /// then vertical pass with 8-bit rounding in between.
 pub fn resize_pillow(img: &RgbImage, out_w: usize, out_h: usize, filter: Filter) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let src: Vec<u8> = img.as_raw().clone();
+    let src: &[u8] = img.as_raw();
     let (horizontal, tmp_w) = if out_w != w {
         let (bounds, coeffs, k) = pil_coeffs(w, out_w, filter);
         let mut out = vec![0u8; out_w * h * 3];
@@ -180,9 +189,9 @@ pub fn resize_pillow(img: &RgbImage, out_w: usize, out_h: usize, filter: Filter)
                 }
             }
         }
-        (out, out_w)
+        (std::borrow::Cow::Owned(out), out_w)
     } else {
-        (src, w)
+        (std::borrow::Cow::Borrowed(src), w)
     };
     let data = if out_h != h {
         let (bounds, coeffs, k) = pil_coeffs(h, out_h, filter);
@@ -200,7 +209,7 @@ pub fn resize_pillow(img: &RgbImage, out_w: usize, out_h: usize, filter: Filter)
         }
         out
     } else {
-        horizontal
+        horizontal.into_owned()
     };
     RgbImage::from_raw(out_w as u32, out_h as u32, data).expect("sized buffer")
 }
@@ -236,49 +245,84 @@ fn pil_coeffs(in_size: usize, out_size: usize, filter: Filter) -> (Vec<(usize, u
     (bounds, coeffs, k)
 }
 
-/// Decodes PNG, JPEG (RGB, grayscale, CMYK), WebP or GIF (first frame) bytes, refusing
-/// oversized images from their header, before any pixel memory is allocated.
-pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
-    if bytes.is_empty() {
-        return Err(Error::InvalidImage("the image is empty (0 bytes)".into()));
-    }
-    let reader =
-        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::InvalidImage(e.to_string()))?;
-    let Some(format) = reader.format() else {
-        return Err(Error::UnsupportedImage { format: None });
-    };
-    if !matches!(
-        format,
-        image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP | image::ImageFormat::Gif
-    ) {
-        return Err(Error::UnsupportedImage { format: Some(format!("{format:?}")) });
-    }
-    let (w, h) =
-        reader.into_dimensions().map_err(|e| Error::InvalidImage(format!("cannot read the {format:?} header: {e}")))?;
-    check_size(w, h)?;
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| Error::InvalidImage(format!("cannot decode the {format:?} image: {e}")))?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(Error::InvalidImage("the image has no pixels".into()));
-    }
-    Ok(img)
+/// What an image's header says, read without decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageProbe {
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+    /// Bytes decoding takes: the decoded image in its own colour type, and its RGB copy when
+    /// that is another.
+    pub decode_bytes: u64,
 }
 
-fn check_size(w: u32, h: u32) -> Result<()> {
-    if w == 0 || h == 0 {
-        return Err(Error::InvalidImage(format!("the image is {w}x{h}: it has no pixels")));
+impl ImageProbe {
+    /// Reads the header of PNG, JPEG, WebP or GIF bytes: a format we do not read is
+    /// [`Error::UnsupportedImage`], a header that does not parse or an image with no pixels
+    /// [`Error::InvalidImage`].
+    pub fn read(bytes: &[u8]) -> Result<Self> {
+        if bytes.is_empty() {
+            return Err(Error::InvalidImage("the image is empty (0 bytes)".into()));
+        }
+        let reader = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| Error::InvalidImage(e.to_string()))?;
+        let Some(format) = reader.format() else {
+            return Err(Error::UnsupportedImage { format: None });
+        };
+        if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Gif) {
+            return Err(Error::UnsupportedImage { format: Some(format!("{format:?}")) });
+        }
+        let mut reader = reader;
+        reader.no_limits();
+        let decoder = reader
+            .into_decoder()
+            .map_err(|e| Error::InvalidImage(format!("cannot read the {format:?} header: {e}")))?;
+        let (width, height) = decoder.dimensions();
+        if width == 0 || height == 0 {
+            return Err(Error::InvalidImage(format!("the image is {width}x{height}: it has no pixels")));
+        }
+        let rgb_copy = match decoder.color_type() {
+            image::ColorType::Rgb8 => 0,
+            _ => width as u64 * height as u64 * 3,
+        };
+        Ok(Self { format, width, height, decode_bytes: decoder.total_bytes().saturating_add(rgb_copy) })
     }
-    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
-        return Err(Error::InvalidImage(format!(
-            "the image is {w}x{h}; the limit is {MAX_IMAGE_SIDE} pixels a side and {} megapixels",
-            MAX_IMAGE_PIXELS / (1024 * 1024)
-        )));
+
+    /// Refuses an image of more than `max_pixels` pixels or [`MAX_IMAGE_SIDE`] a side.
+    pub fn check_size(&self, max_pixels: u64) -> Result<()> {
+        let (width, height) = (self.width, self.height);
+        if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || width as u64 * height as u64 > max_pixels {
+            return Err(Error::ImageTooLarge { width, height, max_pixels, max_side: MAX_IMAGE_SIDE });
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Decodes the bytes it was read from (the first frame of a GIF), allocating at most
+    /// [`ImageProbe::decode_bytes`].
+    pub fn decode(&self, bytes: &[u8]) -> Result<DynamicImage> {
+        let format = self.format;
+        let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_IMAGE_SIDE);
+        limits.max_image_height = Some(MAX_IMAGE_SIDE);
+        limits.max_alloc = Some(self.decode_bytes.max(1 << 20));
+        reader.limits(limits);
+        let img =
+            reader.decode().map_err(|e| Error::InvalidImage(format!("cannot decode the {format:?} image: {e}")))?;
+        if img.width() == 0 || img.height() == 0 {
+            return Err(Error::InvalidImage("the image has no pixels".into()));
+        }
+        Ok(img)
+    }
+}
+
+/// Decodes PNG, JPEG (RGB, grayscale, CMYK), WebP or GIF (first frame) bytes, refusing images
+/// over [`DEFAULT_MAX_IMAGE_PIXELS`] from their header, before any pixel memory is allocated.
+pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
+    let probe = ImageProbe::read(bytes)?;
+    probe.check_size(DEFAULT_MAX_IMAGE_PIXELS)?;
+    probe.decode(bytes)
 }
 
 /// Reads and decodes an image file.

@@ -5,12 +5,12 @@
 
 use candle_core::{DType, Tensor, D};
 
+use crate::conversation::Conversation;
 use crate::error::{Error, Result};
 use crate::generate::T2iBatch;
 use crate::llm::{last_position, LlmCache};
 use crate::model::Janus;
 use crate::sampling::SamplingParams;
-use crate::understand::Conversation;
 
 /// Log-probabilities, one vector per step.
 pub type Trace = Vec<Vec<f32>>;

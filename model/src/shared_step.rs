@@ -51,10 +51,22 @@ impl Janus {
             Some(_) => inputs[0].dim(0)?,
             None => 0,
         };
+        crate::text_batch::rewound_on_error(sessions, |sessions| self.step_inputs(cohort, sessions, &inputs, rows))
+    }
+
+    /// The rest of [`Janus::step_rows`], once the cohort's input (its `rows` first) and each
+    /// session's are `inputs`.
+    fn step_inputs(
+        &self,
+        mut cohort: Option<&mut T2iBatch<'_>>,
+        sessions: &mut [&mut TextSession<'_>],
+        inputs: &[Tensor],
+        rows: usize,
+    ) -> Result<(Option<StepOutput>, TextPieces)> {
         let hidden = {
             let mut caches: Vec<&mut LlmCache> = sessions.iter_mut().map(|s| s.cache_mut()).collect();
             let batch = cohort.as_mut().map(|c| c.cache_mut());
-            self.llm.forward_shared(&Tensor::cat(&inputs, 0)?, batch, &mut caches)?.squeeze(1)?
+            self.llm.forward_shared(&Tensor::cat(inputs, 0)?, batch, &mut caches)?.squeeze(1)?
         };
         let images = match cohort {
             Some(c) => Some(c.finish_step(hidden.narrow(0, 0, rows)?.contiguous()?, |s, logits| s.pick(logits))?),

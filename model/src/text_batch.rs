@@ -12,78 +12,63 @@ use crate::error::{Error, Result};
 use crate::llm::{last_position, LlmCache};
 use crate::model::Janus;
 use crate::prefix_cache::{Found, PrefixKey};
-use crate::understand::{Conversation, PreparedPrompt, TextParams, TextSession};
+use crate::prompt::TextRequest;
+use crate::understand::TextSession;
 
 /// Prefill chunks of at most this many positions go through the decode kernel as rows (see
 /// [`Janus::prefill_texts`]).
 pub const SHORT_CHUNK: usize = 16;
 
-/// A conversation ready to start: its prompt, the most tokens its answer may have, its prefixes'
-/// keys, and the longest of them found in the prefix cache.
-struct Start {
-    prompt: PreparedPrompt,
-    max_new: usize,
-    prefixes: Vec<PrefixKey>,
-    cached: Option<Found>,
-}
-
 /// Each answer's new text from one step (or its own error), in the order the answers were given.
 pub type TextPieces = Vec<Result<Option<String>>>;
 
 impl Janus {
-    /// Sessions for several conversations arriving together, each starting from the longest of
-    /// its prefixes in the prefix cache, and the images after it encoded by SigLIP in one batch
-    /// (each image's embeddings are what they are encoded alone; an image inside a cached prefix
-    /// is not encoded). The outer error is the shared encoding's; the inner results are each
-    /// conversation's (a bad one fails alone).
-    pub fn text_sessions<'m>(&'m self, asks: &[(&Conversation, &TextParams)]) -> Result<Vec<Result<TextSession<'m>>>> {
-        let prepared: Vec<Result<Start>> = (asks.iter())
-            .map(|(conv, params)| {
-                let (prompt, max_new) = TextSession::prepare(self, conv, params)?;
-                let prefixes = prompt.prefix_keys();
+    /// Sessions for several text requests arriving together (tokenized and their images
+    /// preprocessed: [`crate::prompt::Prompter::text_request`]), each starting from the longest
+    /// of its prefixes in the prefix cache, and the images after it encoded by SigLIP in one
+    /// batch (each image's embeddings are what they are encoded alone; an image inside a cached
+    /// prefix is not encoded). The outer error is the shared encoding's; the inner results are
+    /// each request's.
+    pub fn text_sessions<'m>(&'m self, requests: &[&TextRequest]) -> Result<Vec<Result<TextSession<'m>>>> {
+        // Each prompt's prefixes, the longest of them cached, and how many of its images that
+        // prefix covers (they are not encoded).
+        let starts: Vec<(Vec<PrefixKey>, Option<Found>, usize)> = (requests.iter())
+            .map(|r| {
+                let prefixes = r.prompt.prefix_keys();
                 let cached = self.prefix_cache().longest(&prefixes);
-                Ok(Start { prompt, max_new, prefixes, cached })
+                let skip = cached.as_ref().map_or(0, |(len, _)| r.prompt.images_before(*len));
+                (prefixes, cached, skip)
             })
             .collect();
-        // Each prompt's images that its cached prefix does not cover.
-        let fresh = |prompt: &PreparedPrompt, cached: &Option<Found>| -> Result<Option<Tensor>> {
-            let skip = cached.as_ref().map_or(0, |(len, _)| prompt.images_before(*len));
-            match &prompt.pixels {
-                Some(px) if px.dim(0)? > skip => Ok(Some(px.narrow(0, skip, px.dim(0)? - skip)?)),
-                _ => Ok(None),
-            }
-        };
-        let mut pixels = Vec::new();
-        for start in prepared.iter().flatten() {
-            pixels.extend(fresh(&start.prompt, &start.cached)?);
-        }
-        let encoded = match pixels.len() {
+        let fresh: Vec<&Tensor> =
+            requests.iter().zip(&starts).flat_map(|(r, (_, _, skip))| &r.prompt.pixels[*skip..]).collect();
+        let encoded = match fresh.len() {
             0 => None,
-            _ => Some(self.encode_images(&Tensor::cat(&pixels, 0)?)?),
+            _ => Some(self.encode_images(&Tensor::stack(&fresh, 0)?)?),
         };
         let mut first = 0;
-        let mut sessions = Vec::with_capacity(asks.len());
-        for (p, (_, params)) in prepared.into_iter().zip(asks) {
-            sessions.push(p.and_then(|Start { prompt, max_new, prefixes, cached }| {
-                let images = match (fresh(&prompt, &cached)?, &encoded, &prompt.pixels) {
-                    (Some(px), Some(all), Some(every)) => {
-                        let (n, skip) = (px.dim(0)?, every.dim(0)? - px.dim(0)?);
-                        first += n;
-                        let new = all.narrow(0, first - n, n)?;
-                        if skip == 0 {
-                            Some(new.contiguous()?)
-                        } else {
-                            // The covered images' positions are never read: zeros stand in.
-                            let (_, s, d) = new.dims3()?;
-                            let covered = Tensor::zeros((skip, s, d), new.dtype(), new.device())?;
-                            Some(Tensor::cat(&[&covered, &new], 0)?)
-                        }
+        let mut sessions = Vec::with_capacity(requests.len());
+        for (r, (prefixes, cached, skip)) in requests.iter().zip(starts) {
+            let n = r.prompt.pixels.len() - skip;
+            let images = match &encoded {
+                Some(all) if n > 0 => {
+                    first += n;
+                    let new = all.narrow(0, first - n, n)?;
+                    if skip == 0 {
+                        Some(new.contiguous()?)
+                    } else {
+                        // The covered images' positions are never read: zeros stand in.
+                        let (_, s, d) = new.dims3()?;
+                        let covered = Tensor::zeros((skip, s, d), new.dtype(), new.device())?;
+                        Some(Tensor::cat(&[&covered, &new], 0)?)
                     }
-                    _ => None,
-                };
-                let embeds = self.prompt_embeds_with(&prompt, images)?;
-                TextSession::with_embeds(self, &prompt, max_new, embeds, params, prefixes, cached)
-            }));
+                }
+                _ => None,
+            };
+            sessions.push(
+                self.prompt_embeds_with(&r.prompt, images)
+                    .and_then(|embeds| TextSession::with_embeds(self, r, embeds, prefixes, cached)),
+            );
         }
         Ok(sessions)
     }
@@ -115,6 +100,11 @@ impl Janus {
                 s.prefill_input()?.ok_or_else(|| Error::InvalidInput("a prefilling answer has no input".into()))?,
             );
         }
+        rewound_on_error(sessions, |sessions| self.prefill_inputs(sessions, &inputs))
+    }
+
+    /// The rest of [`Janus::prefill_texts`], once each session's chunk is `inputs[i]`.
+    fn prefill_inputs(&self, sessions: &mut [&mut TextSession<'_>], inputs: &[Tensor]) -> Result<TextPieces> {
         let mut hidden: Vec<Option<Tensor>> = vec![None; sessions.len()];
         let short: Vec<bool> = inputs.iter().map(|x| x.dim(1).is_ok_and(|s| s <= SHORT_CHUNK)).collect();
         for as_rows in [false, true] {
@@ -160,4 +150,21 @@ impl Janus {
         let picks: Vec<u32> = sessions.par_iter_mut().zip(logits.par_iter()).map(|(s, l)| s.pick(l)).collect();
         Ok(sessions.iter_mut().zip(picks).map(|(s, t)| s.accept_token(t)).collect())
     }
+}
+
+/// Runs a step of `sessions`; if it fails (or panics), each session's cache goes back to where
+/// it was, so that the step can be taken again (alone, or with other batch mates) and gives what
+/// it would have.
+pub(crate) fn rewound_on_error<T>(
+    sessions: &mut [&mut TextSession<'_>],
+    step: impl FnOnce(&mut [&mut TextSession<'_>]) -> Result<T>,
+) -> Result<T> {
+    let lens: Vec<usize> = sessions.iter().map(|s| s.cache_len()).collect();
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut *sessions)));
+    if !matches!(out, Ok(Ok(_))) {
+        for (s, len) in sessions.iter_mut().zip(lens) {
+            s.rewind(len);
+        }
+    }
+    out.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

@@ -32,10 +32,33 @@ pub struct SpecialTokens {
     pub begin_of_image: u32,
     pub end_of_image: u32,
     pub image_placeholder: u32,
+    /// The template's role markers (`<|User|>`, `<|Assistant|>`).
+    pub user: u32,
+    pub assistant: u32,
+}
+
+impl SpecialTokens {
+    /// The id of one of the template's special strings ([`BOS`], [`EOS`], [`USER`], ...).
+    pub fn id(&self, token: &str) -> Option<u32> {
+        Some(match token {
+            BOS => self.bos,
+            EOS => self.eos,
+            PAD => self.pad,
+            BEGIN_OF_IMAGE => self.begin_of_image,
+            END_OF_IMAGE => self.end_of_image,
+            IMAGE_PLACEHOLDER => self.image_placeholder,
+            USER => self.user,
+            ASSISTANT => self.assistant,
+            _ => return None,
+        })
+    }
 }
 
 pub struct JanusTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer without its added tokens: text in which a special token's string is
+    /// plain text ([`JanusTokenizer::encode_text`]).
+    plain: Tokenizer,
     pub special: SpecialTokens,
 }
 
@@ -58,8 +81,11 @@ impl JanusTokenizer {
             begin_of_image: id(BEGIN_OF_IMAGE)?,
             end_of_image: id(END_OF_IMAGE)?,
             image_placeholder: id(IMAGE_PLACEHOLDER)?,
+            user: id(USER)?,
+            assistant: id(ASSISTANT)?,
         };
-        Ok(Self { inner, special })
+        let plain = without_added_tokens(&inner).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        Ok(Self { inner, plain, special })
     }
 
     /// Tokenizes `text` with exactly one leading BOS, whether or not the tokenizer's
@@ -72,6 +98,19 @@ impl JanusTokenizer {
         Ok(ids)
     }
 
+    /// Tokenizes `text` as plain text: no BOS, and the string of a special token (`<|User|>`,
+    /// `<image_placeholder>`...) is text like any other, so that what a user writes can never
+    /// become a turn or an image slot. Text without such strings gets the ids the whole prompt
+    /// gives it: the tokenizer splits a prompt at its special tokens and tokenizes the pieces
+    /// between them each on its own, which is what the template's pieces are
+    /// ([`crate::conversation`]).
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        #[cfg(test)]
+        ENCODED_BYTES.set(ENCODED_BYTES.get() + text.len());
+        let enc = self.plain.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Decodes ids to text, dropping special tokens.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))
@@ -81,9 +120,16 @@ impl JanusTokenizer {
         &self.inner
     }
 
-    /// The prompt ids of the conditional row for text-to-image generation.
+    /// The prompt ids of the conditional row for text-to-image generation: [`t2i_prompt`], the
+    /// prompt's text plain ([`JanusTokenizer::encode_text`]).
     pub fn t2i_prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
-        self.encode(&t2i_prompt(prompt))
+        let sp = self.special;
+        let mut ids = vec![sp.bos, sp.user];
+        ids.extend(self.encode_text(&format!(": {}\n\n", prompt.trim()))?);
+        ids.push(sp.assistant);
+        ids.extend(self.encode_text(":")?);
+        ids.push(sp.begin_of_image);
+        Ok(ids)
     }
 
     /// The unconditional CFG row: same length as `cond`, BOS and `<begin_of_image>` kept at the
@@ -158,6 +204,20 @@ impl DecodeStream {
             ))),
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes [`JanusTokenizer::encode_text`] has tokenized on this thread (tests count them).
+    pub(crate) static ENCODED_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// `tokenizer` without its added tokens (its model, normalizer and pre-tokenizer as they are).
+fn without_added_tokens(tokenizer: &Tokenizer) -> std::result::Result<Tokenizer, String> {
+    let json = tokenizer.to_string(false).map_err(|e| e.to_string())?;
+    let mut value: serde_json::Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+    value["added_tokens"] = serde_json::Value::Array(Vec::new());
+    value.to_string().parse::<Tokenizer>().map_err(|e| e.to_string())
 }
 
 /// The "deepseek" SFT template with an empty system prompt, a user turn and an empty assistant

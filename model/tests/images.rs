@@ -21,7 +21,9 @@ fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
 
 fn image_err(bytes: &[u8]) -> String {
     match decode_image(bytes) {
-        Err(e @ (Error::InvalidImage(_) | Error::UnsupportedImage { .. })) => e.to_string(),
+        Err(e @ (Error::InvalidImage(_) | Error::UnsupportedImage { .. } | Error::ImageTooLarge { .. })) => {
+            e.to_string()
+        }
         other => panic!("expected an image error, got {other:?}"),
     }
 }
@@ -90,6 +92,13 @@ fn corrupt_empty_oversized_and_unsupported_images_are_refused() {
     huge[29..33].copy_from_slice(&crc.to_be_bytes());
     let e = image_err(&huge);
     assert!(e.contains("20000x20000") && e.contains("limit"), "{e}");
+    assert!(matches!(decode_image(&huge), Err(Error::ImageTooLarge { width: 20000, height: 20000, .. })));
+    // The header is read without decoding: its size and the bytes a decode would take.
+    let probe = janus::preprocess::ImageProbe::read(&huge).unwrap();
+    assert_eq!((probe.width, probe.height, probe.decode_bytes), (20000, 20000, 20000 * 20000 * 3));
+    assert!(probe.check_size(20000 * 20000).is_err(), "no side may exceed 16384 pixels");
+    let small = janus::preprocess::ImageProbe::read(&png).unwrap();
+    assert!(small.check_size(600).is_ok() && small.check_size(599).is_err(), "30x20 is 600 pixels");
 
     let mut bmp = b"BM".to_vec();
     bmp.resize(64, 0);

@@ -238,7 +238,7 @@ fn a_cached_prefix_changes_no_answer() {
         c.system = system.to_string();
         c
     };
-    let default = janus::understand::DEFAULT_SYSTEM_PROMPT;
+    let default = janus::conversation::DEFAULT_SYSTEM_PROMPT;
     let first = question(image(), default);
     let mut follow_up = first.clone();
     follow_up.messages.push(janus::Message::assistant("A square."));
@@ -377,10 +377,11 @@ fn sessions_started_together_answer_as_alone() {
     };
     let convs = [conversation(), two_images, text_only, conversation()];
     let ps = [params(0.0, 0, 12), params(0.0, 0, 10), params(0.8, 4, 9), params(0.0, 0, 0)];
-    let asks: Vec<(&Conversation, &TextParams)> = convs.iter().zip(&ps).collect();
-    let sessions = model.text_sessions(&asks).unwrap();
-    assert!(matches!(sessions[3], Err(janus::Error::Invalid(_))), "max_tokens 0 fails alone");
-    for (i, s) in sessions.into_iter().enumerate().take(3) {
+    let requests: Vec<_> = convs.iter().zip(&ps).map(|(c, p)| model.prompter().text_request(c, p)).collect();
+    assert!(matches!(requests[3], Err(janus::Error::Invalid(_))), "max_tokens 0 is refused when prepared");
+    let ready: Vec<&janus::TextRequest> = requests.iter().take(3).map(|r| r.as_ref().unwrap()).collect();
+    let sessions = model.text_sessions(&ready).unwrap();
+    for (i, s) in sessions.into_iter().enumerate() {
         let mut s = s.unwrap();
         while !s.is_done() {
             s.step().unwrap();

@@ -401,7 +401,7 @@ fn greedy_answer(model: &Janus, conv: &Conversation) -> Result<Vec<u32>> {
 /// `janus bench --requests R`: R one-image requests through the serving engine, all at once
 /// (batched) and then one after another, with the same seeds.
 pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
-    use crate::engine::{Engine, ImageEvent, ImageRequest};
+    use crate::engine::{Engine, ImageEvent, ImageRequest, ImagesRequest};
     use crate::engine::{EngineOptions, ModelEngine};
 
     let engine = ModelEngine::start(EngineOptions {
@@ -418,12 +418,11 @@ pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
         prefix_cache_positions: DEFAULT_PREFIX_CACHE_POSITIONS,
     });
     engine.wait_loaded()?;
-    let req = |seed: u64| ImageRequest {
-        prompt: a.prompt.clone(),
-        n: 1,
-        seed,
-        params: SamplingParams::default(),
-        partial_images: 0,
+    let prompter = engine.prompter().ok_or_else(|| anyhow::anyhow!("the engine has no model"))?;
+    let req = |seed: u64| {
+        let request =
+            ImageRequest { prompt: a.prompt.clone(), n: 1, seed, params: SamplingParams::default(), partial_images: 0 };
+        ImagesRequest::new(&prompter, request)
     };
     let wait = |mut rx: tokio::sync::mpsc::Receiver<ImageEvent>| -> Result<()> {
         while let Some(ev) = rx.blocking_recv() {
@@ -435,14 +434,14 @@ pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
         }
         anyhow::bail!("the engine closed the request")
     };
-    wait(engine.submit_images(req(0))?)?; // warm-up
+    wait(engine.submit_images(req(0)?)?)?; // warm-up
     let t = Instant::now();
-    let rxs = (0..requests).map(|i| engine.submit_images(req(i as u64))).collect::<Result<Vec<_>, _>>()?;
+    let rxs = (0..requests).map(|i| Ok(engine.submit_images(req(i as u64)?)?)).collect::<Result<Vec<_>>>()?;
     rxs.into_iter().try_for_each(&wait)?;
     let together = t.elapsed().as_secs_f64();
     let t = Instant::now();
     for i in 0..requests {
-        wait(engine.submit_images(req(i as u64))?)?;
+        wait(engine.submit_images(req(i as u64)?)?)?;
     }
     let sequential = t.elapsed().as_secs_f64();
     println!(

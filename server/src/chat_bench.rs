@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use janus::{Conversation, Message, Part, SamplingParams, TextParams};
 use tokio::sync::mpsc;
 
@@ -49,11 +49,13 @@ impl Round {
     }
 }
 
-fn request(i: usize, tokens: usize) -> ChatRequest {
+fn request(engine: &ModelEngine, i: usize, tokens: usize) -> Result<ChatRequest> {
     let question = format!("Question {i}: tell me a long story about a lighthouse keeper.");
     let conversation = Conversation::new(vec![Message::user(vec![Part::Text(question)])]);
     let sampling = SamplingParams { temperature: 1.0, ..SamplingParams::default() };
-    ChatRequest { conversation, params: TextParams { max_new_tokens: Some(tokens), sampling, seed: i as u64 } }
+    let params = TextParams { max_new_tokens: Some(tokens), sampling, seed: i as u64 };
+    let prompter = engine.prompter().context("the engine has no model")?;
+    Ok(ChatRequest::new(&prompter, &conversation, &params)?)
 }
 
 /// Reads one answer to the end, timing its first token from `start`.
@@ -78,7 +80,8 @@ fn read(mut rx: mpsc::Receiver<ChatEvent>, start: Instant) -> Result<Timed> {
 /// `n` answers submitted at once: questions `first..first + n`.
 fn together(engine: &ModelEngine, first: usize, n: usize, tokens: usize) -> Result<Round> {
     let start = Instant::now();
-    let rxs = (first..first + n).map(|i| engine.submit_chat(request(i, tokens))).collect::<Result<Vec<_>, _>>()?;
+    let rxs =
+        (first..first + n).map(|i| Ok(engine.submit_chat(request(engine, i, tokens)?)?)).collect::<Result<Vec<_>>>()?;
     let readers: Vec<_> = rxs.into_iter().map(|rx| std::thread::spawn(move || read(rx, start))).collect();
     let timed = readers.into_iter().map(|h| h.join().expect("reader thread")).collect::<Result<Vec<_>>>()?;
     Ok(Round {
@@ -94,7 +97,7 @@ fn one_by_one(engine: &ModelEngine, first: usize, n: usize, tokens: usize) -> Re
     let mut timed = Vec::new();
     for i in first..first + n {
         let t = Instant::now();
-        timed.push(read(engine.submit_chat(request(i, tokens))?, t)?);
+        timed.push(read(engine.submit_chat(request(engine, i, tokens)?)?, t)?);
     }
     Ok(Round {
         secs: start.elapsed().as_secs_f64(),
@@ -135,7 +138,8 @@ pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
         params: SamplingParams::default(),
         partial_images: 0,
     };
-    let mut image_rx = engine.submit_images(images)?;
+    let prompter = engine.prompter().context("the engine has no model")?;
+    let mut image_rx = engine.submit_images(crate::engine::ImagesRequest::new(&prompter, images)?)?;
     std::thread::sleep(Duration::from_millis(500));
     let beside = together(&engine, 1 + 2 * n, n, tokens)?;
     let image_busy = matches!(image_rx.try_recv(), Err(mpsc::error::TryRecvError::Empty));

@@ -10,7 +10,7 @@ use image::RgbImage;
 use janus::FinishReason;
 use tokio::sync::mpsc;
 
-use super::{ChatEvent, ChatRequest, Engine, EngineError, EngineStatus, ImageEvent, ImageRequest, ModelInfo};
+use super::{ChatEvent, ChatRequest, Engine, EngineError, EngineStatus, ImageEvent, ImagesRequest, ModelInfo};
 
 #[derive(Clone)]
 pub struct EngineClient {
@@ -54,6 +54,10 @@ impl EngineClient {
         self.engine.info()
     }
 
+    pub fn prompter(&self) -> Option<janus::Prompter> {
+        self.engine.prompter()
+    }
+
     pub fn queue_depth(&self) -> usize {
         self.engine.queue_depth()
     }
@@ -67,9 +71,10 @@ impl EngineClient {
     }
 
     /// All of a request's images (previews are not asked for).
-    pub async fn generate_images(&self, req: ImageRequest) -> Result<ImagesOutput, EngineError> {
-        let n = req.n;
-        let mut rx = self.engine.submit_images(ImageRequest { partial_images: 0, ..req })?;
+    pub async fn generate_images(&self, mut req: ImagesRequest) -> Result<ImagesOutput, EngineError> {
+        let n = req.request.n;
+        req.request.partial_images = 0;
+        let mut rx = self.engine.submit_images(req)?;
         let mut images: Vec<Option<RgbImage>> = (0..n).map(|_| None).collect();
         let (prompt_tokens, image_tokens) = loop {
             match rx.recv().await.ok_or_else(dropped)? {
@@ -90,7 +95,7 @@ impl EngineClient {
 
     /// A request's events as they come: previews, images, then `Done` or `Failed` (the last
     /// item); a channel the engine drops early ends with `Failed`.
-    pub fn generate_images_stream(&self, req: ImageRequest) -> Result<impl Stream<Item = ImageEvent>, EngineError> {
+    pub fn generate_images_stream(&self, req: ImagesRequest) -> Result<impl Stream<Item = ImageEvent>, EngineError> {
         let rx = self.engine.submit_images(req)?;
         Ok(until_last(
             rx,

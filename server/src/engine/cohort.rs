@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::error::guarded;
 use super::text::{TextAnswer, TextTurn};
-use super::{EngineError, ImageEvent, ImageRequest};
+use super::{EngineError, ImageEvent, ImagesRequest};
 
 /// One image request inside a cohort.
 pub(super) struct Member {
@@ -25,13 +25,15 @@ pub(super) struct Member {
 }
 
 impl Member {
-    /// Tokenizes and checks `req` (a bad prompt fails alone, before it joins a batch).
+    /// The jobs of `req` (tokenized before the queue), checked (a bad one fails alone, before
+    /// it joins a batch).
     pub fn prepare(
         model: &Janus,
-        req: &ImageRequest,
+        req: ImagesRequest,
         tx: mpsc::Sender<ImageEvent>,
     ) -> Result<(Self, Vec<ImageJob>), (mpsc::Sender<ImageEvent>, EngineError)> {
-        match guarded(|| model.t2i_jobs(&req.prompt, req.n, req.seed, req.params)) {
+        let ImagesRequest { request: req, prompt_ids } = req;
+        match guarded(|| model.image_jobs(prompt_ids, req.n, req.seed, req.params)) {
             Ok(jobs) => {
                 let total = model.num_image_tokens();
                 let p = req.partial_images;
@@ -122,21 +124,19 @@ impl<'m> Cohort<'m> {
     }
 
     /// One token for every image and for each of `answers` (decoding), in one LM forward
-    /// ([`Janus::step_shared`]); the cohort's outcome and each answer's turn.
+    /// ([`Janus::step_shared`]): each answer's turn, or the failure. A failed step leaves the
+    /// answers as they were (the cohort fails; the answers can take their step without it).
     pub fn step_shared(
         &mut self,
         model: &Janus,
         answers: &mut [&mut TextAnswer<'m>],
         fault: impl FnOnce() -> janus::Result<()>,
-    ) -> (Result<(), EngineError>, Vec<TextTurn>) {
+    ) -> Result<Vec<TextTurn>, EngineError> {
         let stepped = guarded(|| {
             fault()?;
             model.step_shared(&mut self.batch, &mut TextAnswer::sessions(answers))
-        });
-        match stepped {
-            Ok((_, texts)) => (Ok(()), TextAnswer::deliver_all(answers, Ok(texts))),
-            Err(e) => (Err(e.clone()), TextAnswer::deliver_all(answers, Err(e))),
-        }
+        })?;
+        Ok(TextAnswer::deliver_all(answers, Ok(stepped.1)))
     }
 
     /// The previews due after this step, as decodes (the rows not generated yet are painted

@@ -29,11 +29,29 @@ pub use error::EngineError;
 pub use model_engine::{EngineOptions, ModelEngine};
 
 use image::RgbImage;
-use janus::{Conversation, FinishReason, TextParams};
+use janus::{Conversation, FinishReason, Prompter, TextParams, TextRequest};
 use tokio::sync::mpsc;
+
+use crate::admission::Reservation;
 
 /// A validated text-to-image request (`janus::ImageAsk::validate`).
 pub use janus::ImageRequest;
+
+/// An image request ready for the engine: validated, its prompt tokenized and checked
+/// (`janus::Prompter::t2i_prompt_ids`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagesRequest {
+    pub request: ImageRequest,
+    pub prompt_ids: Vec<u32>,
+}
+
+impl ImagesRequest {
+    /// `request` with its prompt tokenized and checked by `prompter`.
+    pub fn new(prompter: &Prompter, request: ImageRequest) -> janus::Result<Self> {
+        let prompt_ids = prompter.t2i_prompt_ids(&request.prompt)?;
+        Ok(Self { request, prompt_ids })
+    }
+}
 
 /// What the loaded model can do, for validation and `/v1/models`.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,10 +96,21 @@ pub enum ImageEvent {
     Failed(EngineError),
 }
 
+/// A text answer ready for the engine: tokenized, its images preprocessed, its length checked
+/// (`janus::Prompter::text_tokens`, `janus::Prompter::image`).
 #[derive(Debug)]
 pub struct ChatRequest {
-    pub conversation: Conversation,
-    pub params: TextParams,
+    pub text: TextRequest,
+    /// The image memory the prepared images hold, given back when the engine has read them.
+    pub hold: Reservation,
+}
+
+impl ChatRequest {
+    /// A conversation prepared all at once by `prompter`, holding no image memory (for callers
+    /// without an admission stage: the benches, the tests).
+    pub fn new(prompter: &Prompter, conv: &Conversation, params: &TextParams) -> janus::Result<Self> {
+        Ok(Self { text: prompter.text_request(conv, params)?, hold: Reservation::none() })
+    }
 }
 
 #[derive(Debug)]
@@ -102,10 +131,12 @@ pub trait Engine: Send + Sync + 'static {
     fn status(&self) -> EngineStatus;
     /// `None` until the model is loaded.
     fn info(&self) -> Option<ModelInfo>;
+    /// What prepares requests for the loaded model (`None` until it is loaded).
+    fn prompter(&self) -> Option<Prompter>;
     /// Requests waiting to start.
     fn queue_depth(&self) -> usize;
     /// Enqueues an image request without blocking; errors at once when it cannot be queued.
-    fn submit_images(&self, req: ImageRequest) -> Result<mpsc::Receiver<ImageEvent>, EngineError>;
+    fn submit_images(&self, req: ImagesRequest) -> Result<mpsc::Receiver<ImageEvent>, EngineError>;
     /// Enqueues a chat request without blocking; errors at once when it cannot be queued.
     fn submit_chat(&self, req: ChatRequest) -> Result<mpsc::Receiver<ChatEvent>, EngineError>;
     /// Stops accepting requests; work already queued or running finishes.

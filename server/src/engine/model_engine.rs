@@ -8,11 +8,11 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use janus::{Field, Invalid, Janus};
+use janus::{Field, Invalid, Janus, Prompter};
 use tokio::sync::mpsc;
 
 use super::scheduler::{Scheduler, Work};
-use super::{ChatEvent, ChatRequest, Engine, EngineError, EngineStatus, ImageEvent, ImageRequest, ModelInfo};
+use super::{ChatEvent, ChatRequest, Engine, EngineError, EngineStatus, ImageEvent, ImagesRequest, ModelInfo};
 
 /// How to start the engine (the `janus serve` flags that concern the model).
 #[derive(Debug, Clone)]
@@ -48,6 +48,7 @@ pub struct EngineOptions {
 pub(super) struct Shared {
     status: Mutex<EngineStatus>,
     info: Mutex<Option<ModelInfo>>,
+    prompter: Mutex<Option<Prompter>>,
     /// Requests accepted but not started yet (in the channel or the scheduler's waiting lists);
     /// `--queue-capacity` bounds it.
     pub queued: AtomicUsize,
@@ -60,6 +61,10 @@ pub(super) struct Shared {
     /// out-of-memory would.
     #[cfg(test)]
     pub fail_steps: AtomicUsize,
+    /// Test-only: this many upcoming shared steps (a cohort's and text answers' rows together)
+    /// fail as a device out-of-memory would.
+    #[cfg(test)]
+    pub fail_shared_steps: AtomicUsize,
     /// Test-only: the most images decoded in one turn (between two steps).
     #[cfg(test)]
     pub largest_decode_turn: AtomicUsize,
@@ -89,12 +94,15 @@ impl ModelEngine {
         let shared = Arc::new(Shared {
             status: Mutex::new(EngineStatus::Loading),
             info: Mutex::new(None),
+            prompter: Mutex::new(None),
             queued: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             largest_batch: AtomicUsize::new(0),
             #[cfg(test)]
             fail_steps: AtomicUsize::new(0),
+            #[cfg(test)]
+            fail_shared_steps: AtomicUsize::new(0),
             #[cfg(test)]
             largest_decode_turn: AtomicUsize::new(0),
             #[cfg(test)]
@@ -156,25 +164,30 @@ impl Engine for ModelEngine {
         self.shared.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    fn prompter(&self) -> Option<Prompter> {
+        self.shared.prompter.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn queue_depth(&self) -> usize {
         self.shared.queued.load(Ordering::SeqCst)
     }
 
-    fn submit_images(&self, req: ImageRequest) -> Result<mpsc::Receiver<ImageEvent>, EngineError> {
-        if req.n == 0 || req.n > self.max_batch_images {
+    fn submit_images(&self, req: ImagesRequest) -> Result<mpsc::Receiver<ImageEvent>, EngineError> {
+        let n = req.request.n;
+        if n == 0 || n > self.max_batch_images {
             let max = self.max_batch_images;
-            let why = format!("must be between 1 and {max} (the largest batch this server runs); got {}", req.n);
+            let why = format!("must be between 1 and {max} (the largest batch this server runs); got {n}");
             return Err(Invalid::new(Field::N, why).into());
         }
         // Room for every event the request can produce, so the engine never waits on a client.
-        let (tx, rx) = mpsc::channel(req.n * (req.partial_images + 1) + 2);
+        let (tx, rx) = mpsc::channel(n * (req.request.partial_images + 1) + 2);
         self.submit(Work::Images { req, tx, at: std::time::Instant::now() })?;
         Ok(rx)
     }
 
     fn submit_chat(&self, req: ChatRequest) -> Result<mpsc::Receiver<ChatEvent>, EngineError> {
-        let cap = self.info().map_or(1 << 14, |i| i.context_length) + 4;
-        let (tx, rx) = mpsc::channel(req.params.max_new_tokens.unwrap_or(cap).min(cap) + 4);
+        // Room for every event the answer can produce, so the engine never waits on a client.
+        let (tx, rx) = mpsc::channel(req.text.max_new + 4);
         self.submit(Work::Chat { req, tx, at: std::time::Instant::now() })?;
         Ok(rx)
     }
@@ -209,6 +222,7 @@ fn engine_thread(opts: EngineOptions, shared: Arc<Shared>, rx: Receiver<Work>) {
     };
     model.prefix_cache().set_capacity(opts.prefix_cache_positions);
     *shared.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
+    *shared.prompter.lock().unwrap_or_else(|p| p.into_inner()) = Some(model.prompter().clone());
     shared.set_status(EngineStatus::Ready);
     tracing::info!(model = %opts.model, quant = %model.quant(), device = %janus::device::device_name(model.device()), "engine ready");
     let max_text = super::budget::max_text_sessions(&model, opts.max_text_sessions, opts.max_batch_images);

@@ -22,11 +22,11 @@ use tokio::sync::mpsc;
 use super::cohort::{Cohort, Decode, Decoded, Member};
 use super::model_engine::{EngineOptions, Shared};
 use super::text::{TextAnswer, TextTurn};
-use super::{ChatEvent, ChatRequest, EngineError, ImageEvent, ImageRequest};
+use super::{ChatEvent, ChatRequest, EngineError, ImageEvent, ImagesRequest};
 
 /// A request on its way to the engine thread, and when it was accepted.
 pub(super) enum Work {
-    Images { req: ImageRequest, tx: mpsc::Sender<ImageEvent>, at: Instant },
+    Images { req: ImagesRequest, tx: mpsc::Sender<ImageEvent>, at: Instant },
     Chat { req: ChatRequest, tx: mpsc::Sender<ChatEvent>, at: Instant },
 }
 
@@ -50,7 +50,7 @@ pub(super) struct Scheduler<'m> {
     opts: &'m EngineOptions,
     shared: &'m Shared,
     /// Image requests taken from the queue, waiting for room in a cohort.
-    waiting: VecDeque<(ImageRequest, mpsc::Sender<ImageEvent>, Instant)>,
+    waiting: VecDeque<(ImagesRequest, mpsc::Sender<ImageEvent>, Instant)>,
     /// Chat requests waiting for a text slot.
     waiting_text: VecDeque<(ChatRequest, mpsc::Sender<ChatEvent>, Instant)>,
     cohorts: Vec<Cohort<'m>>,
@@ -132,7 +132,7 @@ impl<'m> Scheduler<'m> {
     /// Gives image requests arriving together a chance to share the batch (`--batch-wait-ms`).
     fn gather(&mut self, rx: &Receiver<Work>) {
         let until = Instant::now() + self.opts.batch_wait;
-        while self.waiting.iter().map(|(r, _, _)| r.n).sum::<usize>() < self.opts.max_batch_images {
+        while self.waiting.iter().map(|(r, _, _)| r.request.n).sum::<usize>() < self.opts.max_batch_images {
             match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(w) => self.take(w),
                 Err(_) => break,
@@ -150,7 +150,7 @@ impl<'m> Scheduler<'m> {
         let room = self.opts.max_batch_images.saturating_sub(self.running_images());
         let (mut members, mut jobs) = (Vec::new(), Vec::new());
         while let Some((req, _, _)) = self.waiting.front() {
-            if jobs.len() + req.n > room {
+            if jobs.len() + req.request.n > room {
                 break;
             }
             let (req, tx, at) = self.waiting.pop_front().expect("front exists");
@@ -160,7 +160,7 @@ impl<'m> Scheduler<'m> {
                 self.finish(1);
                 continue;
             }
-            match Member::prepare(self.model, &req, tx) {
+            match Member::prepare(self.model, req, tx) {
                 Ok((member, js)) => {
                     members.push(member);
                     jobs.extend(js);
@@ -222,11 +222,14 @@ impl<'m> Scheduler<'m> {
         if texts_pending {
             metrics::histogram!("janus_rows_per_step", "kind" => "text").record(batch.len() as f64);
         }
+        // Answers whose shared step failed take theirs alone, not with another cohort.
+        let mut may_share = self.opts.shared_steps;
         for mut c in std::mem::take(&mut self.cohorts) {
-            let share = self.opts.shared_steps && texts_pending && c.is_prefilled();
+            let share = may_share && texts_pending && c.is_prefilled();
             let shared = share.then_some((&mut batch[..], &mut batch_turns[..]));
             let (running, texts_stepped) = self.step_cohort(&mut c, shared);
             texts_pending &= !texts_stepped;
+            may_share &= !share || texts_stepped;
             if running {
                 self.cohorts.push(c);
             } else if c.is_done() {
@@ -250,7 +253,7 @@ impl<'m> Scheduler<'m> {
     /// One step of a cohort, sharing its LM forward with `texts` (decoding answers and their
     /// turns) when given. Returns whether the cohort is still generating (a cohort that stops is
     /// done, its images to be decoded; failed, its members told; or abandoned), and whether the
-    /// texts were stepped.
+    /// texts were stepped (not when the shared step failed: they then take their own).
     fn step_cohort(
         &mut self,
         c: &mut Cohort<'m>,
@@ -268,23 +271,25 @@ impl<'m> Scheduler<'m> {
         }
         let t = Instant::now();
         let n = c.num_images();
-        let texts_stepped = texts.is_some();
+        let mut texts_stepped = false;
         let stepped = match texts {
             None => c.step(|| self.injected_fault()),
             Some((answers, turns)) => {
                 #[cfg(test)]
                 self.shared.shared_steps.fetch_add(1, Ordering::SeqCst);
-                let (stepped, text_turns) = c.step_shared(self.model, answers, || self.injected_fault());
-                for (turn, t) in turns.iter_mut().zip(text_turns) {
-                    **turn = t;
-                }
-                stepped
+                c.step_shared(self.model, answers, || self.injected_shared_fault()).map(|text_turns| {
+                    texts_stepped = true;
+                    for (turn, t) in turns.iter_mut().zip(text_turns) {
+                        **turn = t;
+                    }
+                })
             }
         };
         if let Err(e) = stepped {
+            // The answers that shared the step are left as they were: they take it on their own.
             tracing::error!(error = %e, images = n, "image batch failed");
             self.fail_members(c.members(), e);
-            return (false, texts_stepped);
+            return (false, false);
         }
         metrics::histogram!("janus_step_seconds").record(t.elapsed().as_secs_f64());
         metrics::histogram!("janus_rows_per_step", "kind" => "images").record((2 * n) as f64); // CFG pairs
@@ -333,6 +338,23 @@ impl<'m> Scheduler<'m> {
     #[cfg(not(test))]
     #[inline(always)]
     fn injected_fault(&self) -> janus::Result<()> {
+        Ok(())
+    }
+
+    /// As [`Scheduler::injected_fault`], for shared steps (`fail_shared_steps`, then
+    /// `fail_steps`).
+    #[cfg(test)]
+    fn injected_shared_fault(&self) -> janus::Result<()> {
+        let shared = &self.shared.fail_shared_steps;
+        if shared.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(janus::Error::OutOfMemory(candle_core::Error::Msg("injected: cuMemAlloc failed".into())));
+        }
+        self.injected_fault()
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn injected_shared_fault(&self) -> janus::Result<()> {
         Ok(())
     }
 }

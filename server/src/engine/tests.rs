@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use janus::{Conversation, Janus, SamplingParams, TextParams};
+use janus::{Conversation, Janus, ModelFiles, Prompter, SamplingParams, TextParams};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -42,8 +42,18 @@ fn engine_chunked(queue: usize, wait_ms: u64, decode_chunk: usize) -> Arc<ModelE
     e
 }
 
-fn image_req(prompt: &str, n: usize, seed: u64, partial_images: usize) -> ImageRequest {
-    ImageRequest { prompt: prompt.into(), n, seed, params: SamplingParams::default(), partial_images }
+/// The tiny model's prompter (tokenizer and preprocessing, no weights).
+fn prompter() -> Prompter {
+    Prompter::load(&ModelFiles::from_dir(std::path::Path::new(&tiny()), "tiny").unwrap()).unwrap()
+}
+
+fn image_req(prompt: &str, n: usize, seed: u64, partial_images: usize) -> ImagesRequest {
+    let request = ImageRequest { prompt: prompt.into(), n, seed, params: SamplingParams::default(), partial_images };
+    ImagesRequest::new(&prompter(), request).unwrap()
+}
+
+fn chat_req(conv: &Conversation, params: &TextParams) -> ChatRequest {
+    ChatRequest::new(&prompter(), conv, params).unwrap()
 }
 
 /// Collects (partials, images) until Done; panics on Failed.
@@ -119,7 +129,10 @@ fn a_dropped_client_leaves_and_others_finish() {
 #[test]
 fn bad_requests_fail_alone_and_the_engine_keeps_serving() {
     let e = engine_with(8, 0);
-    let mut rx = e.submit_images(image_req(&"word ".repeat(300), 1, 0, 0)).unwrap();
+    let long = ImageRequest { prompt: "word ".repeat(300), ..image_req("x", 1, 0, 0).request };
+    assert!(matches!(ImagesRequest::new(&prompter(), long.clone()), Err(janus::Error::PromptTooLong { .. })));
+    // Tokens that skipped preparation are checked again: the request fails alone.
+    let mut rx = e.submit_images(ImagesRequest { request: long, prompt_ids: vec![1; 300] }).unwrap();
     match rx.blocking_recv() {
         Some(ImageEvent::Failed(EngineError::PromptTooLong { tokens, max })) => assert!(tokens > max),
         other => panic!("expected a prompt-too-long failure, got {other:?}"),
@@ -144,7 +157,7 @@ fn chat_answers_like_the_library_and_streams() {
     // The engine's first answer computes its prompt; the second copies all but the tail from the
     // prefix cache. Both are the library's answer.
     for cached in [0, prefix] {
-        let mut rx = e.submit_chat(ChatRequest { conversation: conv.clone(), params: params.clone() }).unwrap();
+        let mut rx = e.submit_chat(chat_req(&conv, &params)).unwrap();
         let mut text = String::new();
         let mut started = false;
         loop {
@@ -180,7 +193,7 @@ fn decodes_are_interleaved_one_chunk_per_turn() {
     let conv = Conversation::single(img, "What is it?");
     let want = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap().answer(&conv, &params, |_| true).unwrap();
     let images = e.submit_images(image_req("a boat", 4, 5, 1)).unwrap();
-    let chat = e.submit_chat(ChatRequest { conversation: conv, params }).unwrap();
+    let chat = e.submit_chat(chat_req(&conv, &params)).unwrap();
     let (partials, together) = collect(images);
     assert_eq!(partials.len(), 4);
     let (mut chat, mut text) = (chat, String::new());
@@ -196,6 +209,45 @@ fn decodes_are_interleaved_one_chunk_per_turn() {
     assert_eq!(e.shared.largest_decode_turn.load(Ordering::SeqCst), 1, "at most one image decoded per turn");
     let alone = collect(e.submit_images(image_req("a boat", 4, 5, 0)).unwrap()).1;
     assert!(alone == together);
+    wait_idle(&e);
+}
+
+/// A shared step (a cohort's rows and a text answer's in one forward) that fails as a device
+/// out of memory fails the cohort alone: the answer takes its step on its own and is what it
+/// is alone, token for token.
+#[test]
+fn a_failed_shared_step_fails_the_cohort_and_not_the_answer_beside_it() {
+    let e = engine_chunked(8, 50, 1);
+    let dir = std::path::PathBuf::from(tiny());
+    let img = janus::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
+    let params = TextParams { max_new_tokens: Some(40), ..Default::default() };
+    let conv = Conversation::single(img, "What is it?");
+    let want = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap().answer(&conv, &params, |_| true).unwrap();
+    e.shared.fail_shared_steps.store(1, Ordering::SeqCst);
+    let mut images = e.submit_images(image_req("a boat", 4, 5, 0)).unwrap();
+    let mut chat = e.submit_chat(chat_req(&conv, &params)).unwrap();
+    let failed = loop {
+        match images.blocking_recv().expect("events until the end") {
+            ImageEvent::Failed(err) => break err,
+            ImageEvent::Done { .. } => panic!("the cohort finished although its shared step failed"),
+            _ => {}
+        }
+    };
+    assert!(matches!(failed, EngineError::OutOfMemory(_)), "{failed:?}");
+    assert_eq!(e.shared.fail_shared_steps.load(Ordering::SeqCst), 0, "a shared step failed");
+    let mut text = String::new();
+    while let Some(ev) = chat.blocking_recv() {
+        match ev {
+            ChatEvent::Delta(d) => text.push_str(&d),
+            ChatEvent::Failed(e) => panic!("the answer failed with the cohort: {e}"),
+            ChatEvent::Done { completion_tokens, .. } => {
+                assert_eq!(completion_tokens, want.token_ids.len());
+                break;
+            }
+            ChatEvent::Started { .. } => {}
+        }
+    }
+    assert_eq!(text, want.text, "the answer is what it is alone");
     wait_idle(&e);
 }
 

@@ -1,9 +1,12 @@
 //! Text answers in the engine: one [`TextSession`] per chat request. A turn runs one prefill
 //! chunk for each answer still reading its prompt, all in one pass ([`Janus::prefill_texts`]),
 //! and one batched step ([`Janus::step_texts`]) that gives every other answer its next token.
+//! A step taken together that fails is taken again by each answer alone (a failed step leaves
+//! nothing behind), so only an answer that fails alone fails.
 
 use std::time::Instant;
 
+use janus::text_batch::TextPieces;
 use janus::{Janus, TextSession};
 use tokio::sync::mpsc;
 
@@ -29,11 +32,12 @@ pub(super) enum TextTurn {
 }
 
 impl<'m> TextAnswer<'m> {
-    /// Tokenizes and embeds the conversations arriving together (their images encoded in one
-    /// batch) and sends each `Started`, or `Failed` to those that cannot start.
+    /// Embeds the requests arriving together (their images encoded in one batch) and sends each
+    /// `Started`, or `Failed` to those that cannot start. The requests (their pixels, and the
+    /// image memory they hold) are dropped once read.
     pub fn start_many(model: &'m Janus, reqs: Vec<(ChatRequest, mpsc::Sender<ChatEvent>, Instant)>) -> Vec<Self> {
-        let asks: Vec<_> = reqs.iter().map(|(r, _, _)| (&r.conversation, &r.params)).collect();
-        let started = guarded(|| model.text_sessions(&asks));
+        let texts: Vec<_> = reqs.iter().map(|(r, _, _)| &r.text).collect();
+        let started = guarded(|| model.text_sessions(&texts));
         let results: Vec<Result<TextSession<'m>, EngineError>> = match started {
             Ok(sessions) => sessions.into_iter().map(|s| s.map_err(EngineError::from)).collect(),
             Err(e) => reqs.iter().map(|_| Err(e.clone())).collect(),
@@ -108,15 +112,34 @@ impl<'m> TextAnswer<'m> {
 
     /// One token for each of `answers` (all decoding) in one batched step.
     pub fn step_together(model: &Janus, answers: &mut [&mut TextAnswer<'m>]) -> Vec<TextTurn> {
-        let stepped = guarded(|| model.step_texts(&mut Self::sessions(answers)));
-        Self::deliver_all(answers, stepped)
+        Self::together_or_alone(answers, |sessions| model.step_texts(sessions))
     }
 
     /// The next prefill chunk of each of `answers` (all reading their prompt) in one pass over
     /// the weights; those whose prompt is then in get their first token.
     pub fn prefill_together(model: &Janus, answers: &mut [&mut TextAnswer<'m>]) -> Vec<TextTurn> {
-        let stepped = guarded(|| model.prefill_texts(&mut Self::sessions(answers)));
-        Self::deliver_all(answers, stepped)
+        Self::together_or_alone(answers, |sessions| model.prefill_texts(sessions))
+    }
+
+    /// `step` for all `answers` together; if it fails, once more for each answer alone (so that
+    /// one answer's fault, an out-of-memory batch say, fails no other).
+    fn together_or_alone(
+        answers: &mut [&mut TextAnswer<'m>],
+        step: impl Fn(&mut [&mut TextSession<'m>]) -> janus::Result<TextPieces>,
+    ) -> Vec<TextTurn> {
+        match guarded(|| step(&mut Self::sessions(answers))) {
+            Err(e) if answers.len() > 1 => {
+                tracing::warn!(error = %e, answers = answers.len(), "a batched text step failed; each answer takes it alone");
+                metrics::counter!("janus_text_steps_retried_alone_total").increment(answers.len() as u64);
+                (answers.iter_mut())
+                    .map(|a| {
+                        let alone = guarded(|| step(&mut [&mut a.session]));
+                        Self::deliver_all(&mut [&mut **a], alone).remove(0)
+                    })
+                    .collect()
+            }
+            stepped => Self::deliver_all(answers, stepped),
+        }
     }
 
     /// The answers' sessions, for a step that takes them together.
@@ -125,10 +148,7 @@ impl<'m> TextAnswer<'m> {
     }
 
     /// Sends what a step taken together gave each answer (or its shared failure).
-    pub fn deliver_all(
-        answers: &mut [&mut TextAnswer<'m>],
-        stepped: Result<janus::text_batch::TextPieces, EngineError>,
-    ) -> Vec<TextTurn> {
+    pub fn deliver_all(answers: &mut [&mut TextAnswer<'m>], stepped: Result<TextPieces, EngineError>) -> Vec<TextTurn> {
         match stepped {
             Ok(results) => {
                 answers.iter_mut().zip(results).map(|(a, r)| a.deliver(r.map_err(EngineError::from))).collect()

@@ -1,5 +1,8 @@
 //! `POST /v1/chat/completions`: text and `data:image/...;base64,` image parts → Janus's
 //! understanding path; JSON or `chat.completion.chunk` server-sent events ending with `[DONE]`.
+//! The request's size is checked first (messages, characters, images: `--max-messages`,
+//! `--max-message-chars`, `--max-request-chars`, `--max-images-per-request`), then it is prepared
+//! on a worker (`prepare.rs`) and handed to the engine.
 
 use std::convert::Infallible;
 
@@ -8,31 +11,26 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{Stream, StreamExt};
-use janus::limits::MAX_CHAT_IMAGES;
-use janus::understand::DEFAULT_SYSTEM_PROMPT;
+use janus::conversation::DEFAULT_SYSTEM_PROMPT;
 use janus::{Conversation, Field, Message, Part, Role, TextAsk, TextParams};
 use serde_json::Value;
 
+use super::config::RequestLimits;
 use super::error::{param_name, ApiJson, CommonErrors, ErrorResponse};
 use super::image_input::ImageSource;
+use super::prepare::{self, PendingImage};
 use super::types::{
     finish_reason, AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatRole,
     ChunkChoice, ChunkDelta, Usage,
 };
-use super::{blocking, sse, unix_now, ApiError, AppState};
-use crate::engine::{ChatEvent, ChatRequest};
+use super::{sse, unix_now, ApiError, AppState, HttpConfig};
+use crate::engine::ChatEvent;
 
-/// A part before its image is decoded.
-pub enum Pending {
-    Text(String),
-    /// An image, and the JSON path for errors.
-    Image {
-        source: ImageSource,
-        param: String,
-    },
-}
+/// A part before its image is read.
+type Pending = Part<PendingImage>;
 
-/// One message's content → parts, with precise errors.
+/// One message's content → parts, with precise errors. An assistant message may have no content
+/// (as after a tool call); it is empty then.
 fn content_parts(
     content: Option<Value>,
     role: ChatRole,
@@ -41,8 +39,9 @@ fn content_parts(
 ) -> Result<Vec<Pending>, ApiError> {
     let param = format!("messages[{i}].content");
     let parts = match content {
+        None | Some(Value::Null) if role == ChatRole::Assistant => return Ok(Vec::new()),
         None | Some(Value::Null) => return Err(ApiError::field(&param, "required")),
-        Some(Value::String(s)) => return Ok(vec![Pending::Text(s)]),
+        Some(Value::String(s)) => return Ok(vec![Part::Text(s)]),
         Some(Value::Array(parts)) => parts,
         Some(_) => return Err(ApiError::field(&param, "must be a string or an array of content parts")),
     };
@@ -58,7 +57,7 @@ fn content_parts(
         };
         let (field, pending) = match kind.as_str() {
             "text" => match obj.remove("text") {
-                Some(Value::String(t)) => ("text", Pending::Text(t)),
+                Some(Value::String(t)) => ("text", Part::Text(t)),
                 _ => return Err(ApiError::field(&format!("{pp}.text"), "required: a string")),
             },
             "image_url" => {
@@ -90,7 +89,7 @@ fn content_parts(
                     _ => return Err(ApiError::field(&url_param, "required: a string")),
                 };
                 let source = ImageSource::parse(&url, &url_param, allow_remote)?;
-                ("image_url", Pending::Image { source, param: url_param })
+                ("image_url", Part::Image(PendingImage { source, param: url_param }))
             }
             other => {
                 return Err(ApiError::unsupported(
@@ -107,18 +106,17 @@ fn content_parts(
     Ok(out)
 }
 
-/// Validated chat request, before images are decoded.
+/// Validated chat request, before its images are read.
 pub struct ChatPlan {
-    pub system: Option<String>,
-    pub turns: Vec<(Role, Vec<Pending>)>,
+    pub conversation: Conversation<PendingImage>,
     pub params: TextParams,
     pub stream: bool,
     pub include_usage: bool,
 }
 
-/// Checks every field and content part of a chat request (the handler's first step);
-/// `context_length` bounds `max_tokens`.
-pub fn plan(req: ChatCompletionRequest, allow_remote: bool, context_length: usize) -> Result<ChatPlan, ApiError> {
+/// Checks every field and content part of a chat request, and its size against `cfg.limits`
+/// (the handler's first step); `context_length` bounds `max_tokens`.
+pub fn plan(req: ChatCompletionRequest, cfg: &HttpConfig, context_length: usize) -> Result<ChatPlan, ApiError> {
     let (max_tokens, max_tokens_param) = match (req.max_completion_tokens, req.max_tokens) {
         (Some(n), _) => (Some(n), "max_completion_tokens"),
         (None, n) => (n, param_name(Field::MaxTokens)),
@@ -137,65 +135,64 @@ pub fn plan(req: ChatCompletionRequest, allow_remote: bool, context_length: usiz
     if req.logprobs == Some(true) {
         return Err(ApiError::unsupported("logprobs", "log probabilities are not supported"));
     }
-    if req.messages.is_empty() {
-        return Err(ApiError::field("messages", "must hold at least one user message"));
-    }
+    let limits = &cfg.limits;
+    check_count("messages", req.messages.len(), limits.max_messages, "messages", "--max-messages")?;
     let mut system: Option<Vec<String>> = None;
-    let mut turns = Vec::new();
-    let mut images = 0;
+    let mut messages = Vec::new();
+    let (mut images, mut chars) = (0, 0);
     for (i, m) in req.messages.into_iter().enumerate() {
-        let parts = content_parts(m.content, m.role, i, allow_remote)?;
+        let parts = content_parts(m.content, m.role, i, cfg.allow_remote_images)?;
+        let message_chars: usize = (parts.iter())
+            .map(|p| match p {
+                Part::Text(t) => t.chars().count(),
+                Part::Image(_) => 0,
+            })
+            .sum();
+        let param = format!("messages[{i}].content");
+        check_count(&param, message_chars, limits.max_message_chars, "characters", "--max-message-chars")?;
+        chars += message_chars;
+        check_count("messages", chars, limits.max_request_chars, "characters in all", "--max-request-chars")?;
         match m.role {
             ChatRole::System | ChatRole::Developer => {
                 let texts = parts.into_iter().filter_map(|p| match p {
-                    Pending::Text(t) => Some(t),
-                    Pending::Image { .. } => None,
+                    Part::Text(t) => Some(t),
+                    Part::Image(_) => None,
                 });
                 system.get_or_insert_with(Vec::new).extend(texts);
             }
             ChatRole::User => {
-                images += parts.iter().filter(|p| matches!(p, Pending::Image { .. })).count();
-                turns.push((Role::User, parts));
+                images += parts.iter().filter(|p| matches!(p, Part::Image(_))).count();
+                check_images(images, limits)?;
+                messages.push(Message { role: Role::User, parts });
             }
-            ChatRole::Assistant => turns.push((Role::Assistant, parts)),
+            ChatRole::Assistant => messages.push(Message { role: Role::Assistant, parts }),
         }
     }
-    match turns.last() {
-        Some((Role::User, _)) => {}
+    match messages.last() {
+        Some(Message { role: Role::User, .. }) => {}
         Some(_) => return Err(ApiError::field("messages", "the last message must be from the user")),
         None => return Err(ApiError::field("messages", "must hold at least one user message")),
     }
-    if images > MAX_CHAT_IMAGES {
-        return Err(ApiError::field("messages", format!("at most {MAX_CHAT_IMAGES} images per request; got {images}")));
-    }
+    let system = system.map_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string(), |s| s.join("\n"));
     Ok(ChatPlan {
-        system: system.map(|s| s.join("\n")),
-        turns,
+        conversation: Conversation { system, messages },
         params,
         stream: req.stream.unwrap_or(false),
         include_usage: req.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
     })
 }
 
-/// Decodes every image (and, for remote URLs, fetches it, at most `max_bytes`) and builds the
-/// conversation: blocking work.
-pub fn conversation(
-    system: Option<String>,
-    turns: Vec<(Role, Vec<Pending>)>,
-    max_bytes: usize,
-) -> Result<Conversation, ApiError> {
-    let mut messages = Vec::with_capacity(turns.len());
-    for (role, pending) in turns {
-        let mut parts = Vec::with_capacity(pending.len());
-        for p in pending {
-            parts.push(match p {
-                Pending::Text(t) => Part::Text(t),
-                Pending::Image { source, param } => Part::Image(source.load(&param, max_bytes)?),
-            });
-        }
-        messages.push(Message { role, parts });
+/// `count` of `what` in `param` against `max` (the flag that sets it named).
+fn check_count(param: &str, count: usize, max: usize, what: &str, flag: &str) -> Result<(), ApiError> {
+    if count > max {
+        return Err(ApiError::field(param, format!("at most {max} {what} ({flag}); got {count}")));
     }
-    Ok(Conversation { system: system.unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string()), messages })
+    Ok(())
+}
+
+/// Images in one conversation against `--max-images-per-request`.
+fn check_images(images: usize, limits: &RequestLimits) -> Result<(), ApiError> {
+    check_count("messages", images, limits.max_images, "images per request", "--max-images-per-request")
 }
 
 /// Chat with text and images (OpenAI's Chat Completions API). With `stream: true`, server-sent
@@ -210,9 +207,13 @@ pub fn conversation(
     responses(
         (status = 200, description = "The answer (JSON), or with `stream: true` an event stream of \
             ChatCompletionChunk ending with `data: [DONE]`", body = ChatCompletion),
-        (status = 400, description = "A field is invalid (named in `param`), or an image cannot be decoded", body = ErrorResponse),
+        (status = 400, description = "A field is invalid or over its limit (named in `param`: \
+            --max-messages, --max-message-chars, --max-request-chars, --max-images-per-request, \
+            --max-image-pixels), the prompt does not fit in the context, or an image cannot be \
+            decoded", body = ErrorResponse),
         (status = 415, description = "An image format we do not read", body = ErrorResponse),
-        (status = 429, description = "Queue full, or --max-streams streams open; see Retry-After", body = ErrorResponse),
+        (status = 429, description = "Queue full, --max-streams streams or --max-concurrent-requests \
+            requests open, or --image-memory-bytes full; see Retry-After", body = ErrorResponse),
         CommonErrors,
     )
 )]
@@ -222,17 +223,14 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     // The context bounds max_tokens; while the model loads, the 503 below answers first.
     let context_length = state.engine.info().map_or(usize::MAX, |i| i.context_length);
-    let ChatPlan { system, turns, params, stream, include_usage } =
-        plan(req, state.cfg.allow_remote_images, context_length)?;
+    let ChatPlan { conversation, params, stream, include_usage } = plan(req, &state.cfg, context_length)?;
     let info = state.model_info()?;
-    let max_bytes = state.cfg.max_body_bytes;
-    let conversation = blocking(move || conversation(system, turns, max_bytes)).await??;
-    let request = ChatRequest { conversation, params };
+    let request = prepare::chat(&state, conversation, params).await?;
     let ids = Ids { id: super::random_id("chatcmpl-"), created: unix_now(), model: info.id };
     if stream {
         let slot = state.stream_slot()?;
         let (prompt_tokens, events) = state.engine.chat_stream(request).await?;
-        let events = sse::hold(chunk_events(events, ids, prompt_tokens, include_usage), Some(slot));
+        let events = sse::hold(chunk_events(events, ids, prompt_tokens, include_usage), slot);
         return Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response());
     }
     let out = state.engine.chat(request).await?;

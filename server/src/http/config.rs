@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use janus::limits::MAX_IMAGES_PER_REQUEST;
+use janus::limits::{
+    DEFAULT_MAX_IMAGE_PIXELS, MAX_CHAT_IMAGES, MAX_IMAGES_PER_REQUEST, MAX_MESSAGES, MAX_MESSAGE_CHARS,
+    MAX_REQUEST_CHARS,
+};
 
 /// `--max-body-bytes`: fits a base64 image of ~12 MB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -13,6 +16,39 @@ pub const DEFAULT_FILE_TTL_SECS: u64 = 3600;
 pub const DEFAULT_MAX_FILES: usize = 256;
 /// `--max-streams`.
 pub const DEFAULT_MAX_STREAMS: usize = 64;
+/// `--max-concurrent-requests` (TGI's default).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 128;
+/// `--image-memory-bytes`: room for the largest image a request may hold (64 megapixels of
+/// 16-bit RGBA and its RGB copy, 0.7 GiB) beside the model-size pixels of waiting requests.
+pub const DEFAULT_IMAGE_MEMORY_BYTES: u64 = 1 << 30;
+
+/// What one request may hold, checked before its work starts (each a 400 naming the field and
+/// the limit); the `serve` flags of the same names set them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestLimits {
+    /// `--max-messages`.
+    pub max_messages: usize,
+    /// `--max-message-chars`: characters of one message's text.
+    pub max_message_chars: usize,
+    /// `--max-request-chars`: characters of a request's text (system prompt and messages).
+    pub max_request_chars: usize,
+    /// `--max-images-per-request`: images in one conversation.
+    pub max_images: usize,
+    /// `--max-image-pixels`: pixels of one image, read from its header.
+    pub max_image_pixels: u64,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: MAX_MESSAGES,
+            max_message_chars: MAX_MESSAGE_CHARS,
+            max_request_chars: MAX_REQUEST_CHARS,
+            max_images: MAX_CHAT_IMAGES,
+            max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -34,6 +70,14 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Most streamed (`stream: true`) responses open at once; beyond that, 429.
     pub max_streams: usize,
+    /// What one request may hold.
+    pub limits: RequestLimits,
+    /// Most model requests in flight (from arrival to the last byte); beyond that, 429.
+    pub max_concurrent_requests: usize,
+    /// Threads that prepare requests (tokenize, decode and preprocess images).
+    pub prepare_workers: usize,
+    /// Bytes of images decoded or waiting as the model's input, at most; beyond that, 429.
+    pub image_memory_bytes: u64,
 }
 
 impl Default for HttpConfig {
@@ -48,6 +92,10 @@ impl Default for HttpConfig {
             public_url: None,
             cors_origins: Vec::new(),
             max_streams: DEFAULT_MAX_STREAMS,
+            limits: RequestLimits::default(),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            prepare_workers: crate::admission::default_prepare_workers(),
+            image_memory_bytes: DEFAULT_IMAGE_MEMORY_BYTES,
         }
     }
 }

@@ -5,13 +5,13 @@ use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::Json;
 use janus::limits::DEFAULT_QUESTION;
-use janus::{Conversation, TextAsk};
+use janus::{Conversation, Message, Part, TextAsk};
 
 use super::error::{CommonErrors, ErrorResponse};
-use super::image_input::decode_image;
+use super::image_input::ImageSource;
+use super::prepare::{self, PendingImage};
 use super::types::{finish_reason, DescribeForm, DescribeResponse, Usage};
-use super::{blocking, ApiError, AppState};
-use crate::engine::ChatRequest;
+use super::{ApiError, AppState};
 
 fn form_error(e: MultipartError, limit: usize) -> ApiError {
     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -75,9 +75,11 @@ pub async fn describe_form(mut form: Multipart, limit: usize) -> Result<Describe
     request_body(content = DescribeForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "The answer", body = DescribeResponse),
-        (status = 400, description = "A missing or invalid form field, or an undecodable image", body = ErrorResponse),
+        (status = 400, description = "A missing or invalid form field, an undecodable image, or one \
+            over --max-image-pixels", body = ErrorResponse),
         (status = 415, description = "An image format we do not read", body = ErrorResponse),
-        (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
+        (status = 429, description = "Queue full, --max-concurrent-requests requests open, or \
+            --image-memory-bytes full; see Retry-After", body = ErrorResponse),
         CommonErrors,
     )
 )]
@@ -93,10 +95,20 @@ pub async fn describe(
     })?;
     let DescribeInput { image, question, max_tokens: max_tokens_given } =
         describe_form(form, state.cfg.max_body_bytes).await?;
+    let chars = question.chars().count();
+    let max_chars = state.cfg.limits.max_message_chars;
+    if chars > max_chars {
+        return Err(ApiError::field(
+            "question",
+            format!("at most {max_chars} characters (--max-message-chars); got {chars}"),
+        ));
+    }
     let info = state.model_info()?;
     let params = TextAsk { max_tokens: max_tokens_given, ..TextAsk::default() }.validate(info.context_length)?;
-    let img = blocking(move || decode_image(&image, "image")).await??;
-    let out = state.engine.chat(ChatRequest { conversation: Conversation::single(img, &question), params }).await?;
+    let image = PendingImage { source: ImageSource::Upload(image), param: "image".into() };
+    let conversation = Conversation::new(vec![Message::user(vec![Part::Image(image), Part::Text(question)])]);
+    let request = prepare::chat(&state, conversation, params).await?;
+    let out = state.engine.chat(request).await?;
     Ok(Json(DescribeResponse {
         text: out.text,
         finish_reason: finish_reason(out.finish_reason).into(),

@@ -14,6 +14,7 @@ use utoipa::{IntoResponses, ToSchema};
 use super::AppState;
 use janus::{Field, Invalid};
 
+use crate::admission::AdmissionError;
 use crate::engine::EngineError;
 
 /// OpenAI's error envelope.
@@ -195,12 +196,61 @@ impl From<Invalid> for ApiError {
 
 impl ApiError {
     /// An image that cannot be used, by the library's error kind: 415 for a format we do not
-    /// read, 400 for bytes that do not decode; anything else is ours (500).
+    /// read, 400 for bytes that do not decode or an image over `--max-image-pixels`; anything
+    /// else as [`From<janus::Error>`] maps it.
     pub fn image(param: &str, e: janus::Error) -> Self {
         match e {
             janus::Error::UnsupportedImage { .. } => Self::unsupported_image(param, e),
             janus::Error::InvalidImage(m) => Self::invalid_image(param, m),
-            other => Self::internal(other),
+            e @ janus::Error::ImageTooLarge { .. } => Self::new(
+                StatusCode::BAD_REQUEST,
+                INVALID,
+                "image_too_large",
+                format!("`{param}`: {e} (--max-image-pixels)"),
+            )
+            .with_param(param),
+            other => other.into(),
+        }
+    }
+
+    /// The admission stage's refusal of an image (`param`): one that could never fit in the
+    /// image memory is 400 naming it; the others as [`From<AdmissionError>`] maps them.
+    pub fn admission(param: &str, e: AdmissionError) -> Self {
+        match e {
+            e @ AdmissionError::OverBudget { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, INVALID, "image_too_large", format!("`{param}`: {e}"))
+                    .with_param(param)
+            }
+            other => other.into(),
+        }
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(e: AdmissionError) -> Self {
+        let msg = e.to_string();
+        let busy = |code| Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, msg.clone())
+        };
+        match e {
+            AdmissionError::TooManyRequests { .. } => busy("too_many_requests"),
+            AdmissionError::MemoryFull { .. } => busy("image_memory_full"),
+            AdmissionError::OverBudget { .. } => Self::new(StatusCode::BAD_REQUEST, INVALID, "image_too_large", msg),
+            AdmissionError::WorkerFailed(_) => Self::internal(msg),
+        }
+    }
+}
+
+impl From<janus::Error> for ApiError {
+    /// The library's errors by kind: a request's fault is a 400 (a field named where the library
+    /// names one), the device's or ours as the engine maps them (503 out of memory, else 500).
+    fn from(e: janus::Error) -> Self {
+        match e {
+            e @ (janus::Error::UnsupportedImage { .. }
+            | janus::Error::InvalidImage(_)
+            | janus::Error::ImageTooLarge { .. }) => Self::bad_request(e.to_string()),
+            other => EngineError::from(other).into(),
         }
     }
 }

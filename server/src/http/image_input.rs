@@ -1,18 +1,12 @@
-//! Images that come with requests: data URLs (base64), http(s) URLs when allowed, uploads; all
-//! decoded with `janus::preprocess::decode_image`, whose typed errors become 415 (a format we do
-//! not read) or 400 (corrupt, truncated, oversized).
+//! Images that come with requests: data URLs (base64), http(s) URLs when allowed, uploads; their
+//! bytes are read when a preparation worker gets to them (`prepare.rs`), which decodes them.
 
+use axum::body::Bytes;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use image::DynamicImage;
 
 use super::ApiError;
-
-/// Decodes image bytes (blocking; call inside `spawn_blocking`).
-pub fn decode_image(bytes: &[u8], param: &str) -> Result<DynamicImage, ApiError> {
-    janus::preprocess::decode_image(bytes).map_err(|e| ApiError::image(param, e))
-}
 
 /// Base64 with or without padding, ignoring line breaks; the URL-safe alphabet as a fallback.
 pub fn decode_base64(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
@@ -30,12 +24,15 @@ pub fn decode_base64(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
     STD.decode(data).or_else(|e| if data.contains(['-', '_']) { URL.decode(data) } else { Err(e) })
 }
 
-/// Where a chat image comes from.
+/// Where a request's image comes from.
+#[derive(Debug, Clone)]
 pub enum ImageSource {
     /// The base64 payload of a data URL.
     Base64(String),
     /// An http(s) URL to fetch (only with `--allow-remote-images`).
     Remote(String),
+    /// An uploaded file's bytes.
+    Upload(Bytes),
 }
 
 impl ImageSource {
@@ -70,15 +67,16 @@ impl ImageSource {
         Err(ApiError::field(param, format!("not an image URL; {HOW}")))
     }
 
-    /// The bytes, then the decoded image (blocking: fetches remote URLs, at most `max_bytes`).
-    pub fn load(self, param: &str, max_bytes: usize) -> Result<DynamicImage, ApiError> {
-        let bytes = match self {
+    /// The image's bytes, still encoded (blocking: fetches remote URLs, at most `max_bytes`).
+    pub fn bytes(self, param: &str, max_bytes: usize) -> Result<Bytes, ApiError> {
+        Ok(match self {
             ImageSource::Base64(b64) => decode_base64(&b64)
-                .map_err(|e| ApiError::invalid_image(param, format!("the data URL is not valid base64: {e}")))?,
+                .map_err(|e| ApiError::invalid_image(param, format!("the data URL is not valid base64: {e}")))?
+                .into(),
             ImageSource::Remote(url) => {
-                super::remote::fetch(&url, max_bytes).map_err(|m| ApiError::invalid_image(param, m))?
+                super::remote::fetch(&url, max_bytes).map_err(|m| ApiError::invalid_image(param, m))?.into()
             }
-        };
-        decode_image(&bytes, param)
+            ImageSource::Upload(bytes) => bytes,
+        })
     }
 }

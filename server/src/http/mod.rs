@@ -1,8 +1,9 @@
 //! The OpenAI-compatible HTTP service (`janus serve`), on axum.
 //!
-//! Handlers validate requests, hand them to an [`Engine`] and turn its events into OpenAI's
-//! responses; they never touch tensors and never block the runtime (image decoding, PNG
-//! encoding and base64 run in `spawn_blocking`). Dropping a handler's event receiver cancels the
+//! Handlers validate requests, have them prepared on the admission stage's workers
+//! ([`crate::admission`]: tokenized, images decoded and preprocessed within a memory budget),
+//! hand them to an [`Engine`] and turn its events into OpenAI's responses; they never block the
+//! runtime (preparation, PNG encoding and base64 run on blocking threads). Dropping a handler's event receiver cancels the
 //! request in the engine: this happens when a client disconnects, for plain and streamed
 //! responses alike.
 //!
@@ -15,7 +16,9 @@
 //! | `images.rs` | `/v1/images/generations` (JSON and SSE) |
 //! | `describe.rs` | `/v1/images/describe` (multipart) |
 //! | `chat.rs` | `/v1/chat/completions` (JSON and SSE): messages and content parts → a conversation |
-//! | `image_input.rs` | images in requests: data URLs, http(s) URLs (with `remote.rs`), uploads → decoded images |
+//! | `slots.rs` | the layer that gives every model request a slot (`--max-concurrent-requests`) until its last byte |
+//! | `prepare.rs` | requests made ready for the engine on the admission stage's workers: tokenized, images decoded within the image memory |
+//! | `image_input.rs` | images in requests: data URLs, http(s) URLs (with `remote.rs`), uploads → their bytes |
 //! | `sse.rs` | server-sent event helpers shared by the streamed routes |
 //! | `files.rs` | the bounded, expiring in-memory store behind `/v1/files/{id}/content` |
 //! | `probes.rs` | `/health`, `/ready`, `/v1/models`, `/metrics`, `/openapi.json`, fallbacks |
@@ -33,9 +36,11 @@ pub mod image_input;
 pub mod images;
 mod observe;
 mod openapi;
+pub mod prepare;
 mod probes;
 pub mod remote;
 mod serve;
+mod slots;
 pub mod sse;
 pub mod types;
 mod web;
@@ -55,17 +60,20 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub use config::HttpConfig;
+pub use config::{HttpConfig, RequestLimits, DEFAULT_IMAGE_MEMORY_BYTES};
 pub use error::ApiError;
 pub use openapi::ApiDoc;
 pub use serve::{run, ServeArgs};
 
+use crate::admission::Admission;
 use crate::engine::{Engine, EngineClient, EngineError, EngineStatus, ModelInfo};
 
 /// Shared by all handlers.
 pub struct State {
     pub engine: EngineClient,
     pub cfg: HttpConfig,
+    /// Request slots, preparation workers and the image memory budget.
+    pub admission: Admission,
     pub files: files::FileStore,
     /// Set when shutdown starts: `/ready` answers 503.
     pub draining: AtomicBool,
@@ -79,7 +87,9 @@ impl State {
     pub fn new(engine: Arc<dyn Engine>, cfg: HttpConfig) -> AppState {
         let files = files::FileStore::new(cfg.max_files, cfg.file_ttl);
         let streams = Arc::new(Semaphore::new(cfg.max_streams.max(1)));
-        Arc::new(Self { engine: EngineClient::new(engine), cfg, files, draining: AtomicBool::new(false), streams })
+        let admission = Admission::new(cfg.max_concurrent_requests, cfg.prepare_workers, cfg.image_memory_bytes);
+        let engine = EngineClient::new(engine);
+        Arc::new(Self { engine, cfg, admission, files, draining: AtomicBool::new(false), streams })
     }
 
     pub fn is_draining(&self) -> bool {
@@ -110,6 +120,22 @@ impl State {
             EngineStatus::Failed(m) => Err(EngineError::LoadFailed(m).into()),
         }
     }
+
+    /// What prepares requests for the loaded model, or the 503 that says why there is none.
+    pub fn prompter(&self) -> Result<janus::Prompter, ApiError> {
+        self.model_info()?;
+        self.engine.prompter().ok_or_else(|| ApiError::internal("the engine is ready but has no prompter"))
+    }
+
+    /// What preparing a request with `prompter` takes from this server's state and flags.
+    pub fn preparer<'a>(&'a self, prompter: &'a janus::Prompter) -> prepare::Preparer<'a> {
+        prepare::Preparer {
+            prompter,
+            memory: self.admission.memory(),
+            limits: &self.cfg.limits,
+            max_fetch_bytes: self.cfg.max_body_bytes,
+        }
+    }
 }
 
 /// The whole service for an engine, without binding a port (tests drive it with `oneshot`).
@@ -125,10 +151,14 @@ pub fn router(engine: Arc<dyn Engine>, cfg: HttpConfig) -> Router {
 /// URLs are signed links that a browser can open). `/health`, `/ready`, `/metrics` and
 /// `/openapi.json` are open, for probes and scrapers.
 pub fn app(state: AppState) -> Router {
-    let protected = Router::new()
+    // The model's routes: each request holds a slot from arrival to its last byte.
+    let model = Router::new()
         .route("/v1/images/generations", post(images::generate))
         .route("/v1/images/describe", post(describe::describe))
         .route("/v1/chat/completions", post(chat::completions))
+        .route_layer(middleware::from_fn_with_state(state.clone(), slots::hold_slot));
+    let protected = Router::new()
+        .merge(model)
         .route("/v1/models", get(probes::models))
         .route("/v1/models/{*id}", get(probes::model))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe::require_api_key));

@@ -76,6 +76,19 @@ pub fn prometheus() -> &'static PrometheusHandle {
             "From a request's acceptance to its start, by kind"
         );
         metrics::describe_gauge!("janus_max_text_sessions", "Most text answers decoded together");
+        metrics::describe_gauge!(
+            "janus_requests_in_flight",
+            "Model requests from arrival to their last byte (--max-concurrent-requests bounds them)"
+        );
+        metrics::describe_gauge!(
+            "janus_image_memory_bytes",
+            metrics::Unit::Bytes,
+            "Bytes of request images decoded or waiting as the model's input (--image-memory-bytes bounds them)"
+        );
+        metrics::describe_counter!(
+            "janus_text_steps_retried_alone_total",
+            "Text answers whose batched step failed and that took it again alone"
+        );
         metrics::describe_counter!("janus_prompt_tokens_total", "Prompt tokens of finished text answers");
         metrics::describe_counter!(
             "janus_cached_prompt_tokens_total",

@@ -1,7 +1,9 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
 //! types' `ToSchema` derives. `docs/openapi.json` is a committed copy, checked by a test.
 
+use janus::limits::{DEFAULT_MAX_IMAGE_PIXELS, MAX_CHAT_IMAGES, MAX_MESSAGES, MAX_MESSAGE_CHARS, MAX_REQUEST_CHARS};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorResponse};
@@ -38,7 +40,7 @@ use super::{chat, describe, files, images, probes};
         ChatCompletion, ChatChoice, AssistantMessage, ChatCompletionChunk, ChunkChoice, ChunkDelta, Usage,
         ModelList, ModelCard, HealthResponse, ReadyResponse,
     )),
-    modifiers(&ApiKey),
+    modifiers(&ApiKey, &Limits),
     tags(
         (name = "images", description = "Text-to-image, and image description"),
         (name = "chat", description = "Chat with images (understanding)"),
@@ -57,5 +59,39 @@ impl Modify for ApiKey {
             "api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The request limits' defaults (`janus::limits`; each set by the `serve` flag named), written
+/// into the schemas they bound.
+struct Limits;
+
+impl Modify for Limits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else { return };
+        let limits = format!(
+            " At most {MAX_MESSAGES} messages (--max-messages), {MAX_MESSAGE_CHARS} characters of text in one \
+             (--max-message-chars), {MAX_REQUEST_CHARS} in all (--max-request-chars), and {MAX_CHAT_IMAGES} images \
+             (--max-images-per-request) of at most {DEFAULT_MAX_IMAGE_PIXELS} pixels each, read from their \
+             headers (--max-image-pixels): each a 400 naming the field and the limit."
+        );
+        if let Some(Schema::Array(a)) = property(components, "ChatCompletionRequest", "messages") {
+            a.max_items = Some(MAX_MESSAGES);
+            a.description.get_or_insert_with(String::new).push_str(&limits);
+        }
+        if let Some(Schema::Object(o)) = property(components, "DescribeForm", "question") {
+            o.max_length = Some(MAX_MESSAGE_CHARS);
+        }
+    }
+}
+
+/// A property's schema, where it is written inline.
+fn property<'a>(components: &'a mut utoipa::openapi::Components, schema: &str, name: &str) -> Option<&'a mut Schema> {
+    match components.schemas.get_mut(schema)? {
+        RefOr::T(Schema::Object(o)) => match o.properties.get_mut(name)? {
+            RefOr::T(s) => Some(s),
+            RefOr::Ref(_) => None,
+        },
+        _ => None,
     }
 }

@@ -97,6 +97,8 @@ pub async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Res
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let handle = super::observe::prometheus();
     metrics::gauge!("janus_queue_depth").set(state.engine.queue_depth() as f64);
+    metrics::gauge!("janus_requests_in_flight").set(state.admission.in_flight() as f64);
+    metrics::gauge!("janus_image_memory_bytes").set(state.admission.memory().in_use() as f64);
     if let Some(info) = state.engine.info() {
         let labels =
             [("model", info.id), ("quant", info.quant.to_string()), ("dtype", info.dtype), ("device", info.device)];

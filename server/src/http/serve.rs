@@ -13,11 +13,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::builder::TypedValueParser as _;
 use clap::Args;
-use janus::limits::{DEFAULT_DECODE_CHUNK, DEFAULT_PREFIX_CACHE_POSITIONS, MAX_IMAGES_PER_REQUEST};
+use janus::limits::{
+    DEFAULT_DECODE_CHUNK, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_PREFIX_CACHE_POSITIONS, MAX_CHAT_IMAGES,
+    MAX_IMAGES_PER_REQUEST, MAX_MESSAGES, MAX_MESSAGE_CHARS, MAX_REQUEST_CHARS,
+};
 use tokio::sync::watch;
 
-use super::config::{DEFAULT_FILE_TTL_SECS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_FILES, DEFAULT_MAX_STREAMS};
-use super::{app, HttpConfig, State};
+use super::config::{
+    DEFAULT_FILE_TTL_SECS, DEFAULT_IMAGE_MEMORY_BYTES, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_FILES, DEFAULT_MAX_STREAMS,
+};
+use super::{app, HttpConfig, RequestLimits, State};
 use crate::engine::{Engine, EngineClient, EngineOptions, EngineStatus, ModelEngine};
 use crate::model_args::ModelArgs;
 
@@ -56,6 +62,50 @@ pub struct ServeArgs {
     #[arg(long, env = "JANUS_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS,
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_streams: usize,
+
+    /// Most model requests in flight at once, streamed or not, from their arrival to their last
+    /// byte; beyond that, 429 with Retry-After.
+    #[arg(long, env = "JANUS_MAX_CONCURRENT_REQUESTS", default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_concurrent_requests: usize,
+
+    /// Threads that prepare requests before the queue (templating, tokenization, image decoding
+    /// and preprocessing); default: one per core, at most 8.
+    #[arg(long, env = "JANUS_PREPARE_WORKERS",
+          value_parser = clap::value_parser!(u32).range(1..=256).map(|v| v as usize))]
+    pub prepare_workers: Option<usize>,
+
+    /// Bytes of request images in memory at once: decoded at full size, or waiting as the model's
+    /// input; beyond that, 429 with Retry-After (an image that could never fit: 400).
+    #[arg(long, env = "JANUS_IMAGE_MEMORY_BYTES", default_value_t = DEFAULT_IMAGE_MEMORY_BYTES,
+          value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub image_memory_bytes: u64,
+
+    /// Most messages in one chat request.
+    #[arg(long, env = "JANUS_MAX_MESSAGES", default_value_t = MAX_MESSAGES,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_messages: usize,
+
+    /// Most characters of text in one message (or one describe question).
+    #[arg(long, env = "JANUS_MAX_MESSAGE_CHARS", default_value_t = MAX_MESSAGE_CHARS,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_message_chars: usize,
+
+    /// Most characters of text in one chat request (the system prompt and every message).
+    #[arg(long, env = "JANUS_MAX_REQUEST_CHARS", default_value_t = MAX_REQUEST_CHARS,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_request_chars: usize,
+
+    /// Most images in one chat request.
+    #[arg(long, env = "JANUS_MAX_IMAGES_PER_REQUEST", default_value_t = MAX_CHAT_IMAGES,
+          value_parser = clap::value_parser!(u32).range(1..=64).map(|v| v as usize))]
+    pub max_images_per_request: usize,
+
+    /// Most pixels of one image in a request, read from its header before it is decoded (no side
+    /// may exceed 16384).
+    #[arg(long, env = "JANUS_MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_IMAGE_PIXELS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_image_pixels: u64,
 
     /// When idle, how long to wait for more image requests to batch with the first (ms).
     #[arg(long, env = "JANUS_BATCH_WAIT_MS", default_value_t = 20)]
@@ -132,6 +182,16 @@ impl ServeArgs {
             public_url: self.public_url.clone(),
             cors_origins: self.cors_origin.clone(),
             max_streams: self.max_streams,
+            limits: RequestLimits {
+                max_messages: self.max_messages,
+                max_message_chars: self.max_message_chars,
+                max_request_chars: self.max_request_chars,
+                max_images: self.max_images_per_request,
+                max_image_pixels: self.max_image_pixels,
+            },
+            max_concurrent_requests: self.max_concurrent_requests,
+            prepare_workers: self.prepare_workers.unwrap_or_else(crate::admission::default_prepare_workers),
+            image_memory_bytes: self.image_memory_bytes,
         }
     }
 

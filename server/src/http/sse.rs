@@ -2,7 +2,6 @@
 //! long as a stream lives.
 
 use axum::response::sse::Event;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::ApiError;
 
@@ -24,10 +23,7 @@ pub fn error(event: Option<&str>, e: ApiError) -> Event {
 }
 
 /// `stream`, keeping `slot` until the stream is dropped (finished, or the client went away).
-pub fn hold<S: futures_util::Stream>(
-    stream: S,
-    slot: Option<OwnedSemaphorePermit>,
-) -> impl futures_util::Stream<Item = S::Item> {
+pub fn hold<S: futures_util::Stream, G>(stream: S, slot: G) -> impl futures_util::Stream<Item = S::Item> {
     use futures_util::StreamExt;
     stream.map(move |item| {
         let _slot = &slot;

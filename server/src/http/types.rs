@@ -240,6 +240,9 @@ pub enum ChatRole {
 pub struct ChatMessage {
     pub role: ChatRole,
     /// A string, or an array of `text` and `image_url` parts (images only in user messages).
+    /// Empty content is a turn with no text; an assistant message may leave it out or null (as
+    /// after a tool call). A special token's string in text (`<image_placeholder>`,
+    /// `<|User|>`...) is plain text.
     #[schema(value_type = MessageContent)]
     pub content: Option<serde_json::Value>,
     /// Accepted and ignored.

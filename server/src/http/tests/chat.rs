@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use janus::Role;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -36,14 +35,20 @@ async fn answers_text_and_data_url_images_with_usage() {
     assert_eq!(c["message"]["role"], "assistant");
     assert_eq!(c["message"]["content"], "1 image(s). You said: What is this?");
     assert_eq!(c["finish_reason"], "stop");
-    assert_eq!(v["usage"]["prompt_tokens"], 10 + 576);
-    assert_eq!(v["usage"]["completion_tokens"], 7);
-    assert_eq!(v["usage"]["total_tokens"], 10 + 576 + 7);
     let seen = h.fake.last_chat.lock().unwrap().clone().unwrap();
-    assert_eq!(seen.system, janus::understand::DEFAULT_SYSTEM_PROMPT);
-    assert_eq!(seen.messages.len(), 1);
-    assert_eq!(seen.messages[0].2, vec![(30, 10)]);
-    assert_eq!(seen.params.max_new_tokens, Some(100));
+    assert_eq!(v["usage"]["prompt_tokens"], seen.prompt_tokens);
+    assert_eq!(v["usage"]["completion_tokens"], 7);
+    assert_eq!(v["usage"]["total_tokens"], seen.prompt_tokens + 7);
+    // The reference's template, tokenized: the default system prompt, the image's slot, the text.
+    let system = janus::conversation::DEFAULT_SYSTEM_PROMPT;
+    assert_eq!(
+        seen.prompt,
+        format!("<｜begin▁of▁sentence｜>{system}\n\n<|User|>: <image>\nWhat is this?\n\n<|Assistant|>:")
+    );
+    assert_eq!(seen.images, vec![vec![3, 32, 32]], "the image as the model's input");
+    assert_eq!(seen.held, super::fake::prompter().prepared_image_bytes().next_multiple_of(4096), "its pixels are held");
+    assert_eq!(h.state.admission.memory().in_use(), 0, "and given back when the engine has them");
+    assert_eq!((seen.params.max_new_tokens, seen.max_new), (Some(100), 100));
     assert_eq!(seen.params.sampling.temperature, 0.0, "greedy by default, as the reference");
 }
 
@@ -62,10 +67,10 @@ async fn system_messages_replace_the_default_prompt_and_turns_are_kept() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["choices"][0]["finish_reason"], "length", "max_completion_tokens wins over max_tokens");
     let seen = h.fake.last_chat.lock().unwrap().clone().unwrap();
-    assert_eq!(seen.system, "Be terse.");
-    let roles: Vec<Role> = seen.messages.iter().map(|m| m.0).collect();
-    assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
-    assert_eq!(seen.messages[1].1, ["Hello."]);
+    assert_eq!(
+        seen.prompt,
+        "<｜begin▁of▁sentence｜>Be terse.\n\n<|User|>: Hi\n\n<|Assistant|>: Hello.<｜end▁of▁sentence｜><|User|>: Again\n\n<|Assistant|>:"
+    );
     assert_eq!(seen.params.max_new_tokens, Some(3));
     assert_eq!(seen.params.sampling.temperature, 0.5);
     assert_eq!(seen.params.sampling.top_p, Some(0.8));
@@ -74,7 +79,10 @@ async fn system_messages_replace_the_default_prompt_and_turns_are_kept() {
     // an empty system message disables the system prompt
     let body = json!({"messages": [{"role": "developer", "content": ""}, {"role": "user", "content": "Hi"}]});
     assert_eq!(send(&h.app, post_json(CHAT, &body)).await.status, StatusCode::OK);
-    assert_eq!(h.fake.last_chat.lock().unwrap().as_ref().unwrap().system, "");
+    assert_eq!(
+        h.fake.last_chat.lock().unwrap().as_ref().unwrap().prompt,
+        "<｜begin▁of▁sentence｜><|User|>: Hi\n\n<|Assistant|>:"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +109,10 @@ async fn streams_chunks_ending_with_done() {
     assert_eq!(chunks[n - 2]["choices"][0]["finish_reason"], "stop");
     assert_eq!(chunks[n - 2]["choices"][0]["delta"], json!({}));
     assert_eq!(chunks[n - 1]["choices"], json!([]));
-    assert_eq!(chunks[n - 1]["usage"]["prompt_tokens"], 10);
+    assert_eq!(
+        chunks[n - 1]["usage"]["prompt_tokens"],
+        h.fake.last_chat.lock().unwrap().as_ref().unwrap().prompt_tokens
+    );
     assert_eq!(chunks[n - 1]["usage"]["completion_tokens"], 7);
     assert!(chunks[..n - 1].iter().all(|c| c.get("usage").is_none()));
 

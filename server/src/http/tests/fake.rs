@@ -1,17 +1,46 @@
 //! A fake engine: solid-colour images of `ModelInfo::image_size`, an echoing chat, and switches
 //! to fail, to be full, to load, to panic or to hang (holding the sender, so tests can see
-//! when the handler drops its receiver).
+//! when the handler drops its receiver). Requests reach it prepared by the real admission
+//! stage with the tiny model's tokenizer and preprocessing (its context widened to the fake's
+//! 4096 positions), so the template, the tokens and the image checks are the real ones.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use image::{Rgb, RgbImage};
-use janus::{FinishReason, Part, Role, TextParams};
+use janus::preprocess::PreprocessConfig;
+use janus::tokenizer::{JanusTokenizer, BEGIN_OF_IMAGE, END_OF_IMAGE, IMAGE_PLACEHOLDER};
+use janus::{FinishReason, JanusConfig, Prompter, TextParams};
 use tokio::sync::mpsc;
 
-use crate::engine::{ChatEvent, ChatRequest, Engine, EngineError, EngineStatus, ImageEvent, ImageRequest, ModelInfo};
+use crate::engine::{ChatEvent, ChatRequest, Engine, EngineError, EngineStatus, ImageEvent, ImagesRequest, ModelInfo};
 
-pub const PROMPT_TOKENS: usize = 7;
+/// The fake model's context.
+pub const CONTEXT: usize = 4096;
+
+/// The tiny model's prompter with the fake's context.
+pub fn prompter() -> Prompter {
+    static PROMPTER: OnceLock<Prompter> = OnceLock::new();
+    PROMPTER
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/janus-pro-tiny");
+            let mut cfg = JanusConfig::from_file(&dir.join("config.json")).unwrap();
+            cfg.llm.max_position_embeddings = CONTEXT;
+            let tokenizer = Arc::new(JanusTokenizer::from_file(&dir.join("tokenizer.json")).unwrap());
+            let preprocess = PreprocessConfig::load(Some(&dir.join("preprocessor_config.json")), cfg.vision.image_size);
+            Prompter::new(tokenizer, &cfg, preprocess.unwrap())
+        })
+        .clone()
+}
+
+/// A prompt as text: special tokens shown, each image's run of placeholders as `<image>`.
+pub fn prompt_text(ids: &[u32]) -> String {
+    let p = prompter();
+    let text = p.tokenizer().inner().decode(ids, false).unwrap();
+    let image = format!("{BEGIN_OF_IMAGE}{}{END_OF_IMAGE}", IMAGE_PLACEHOLDER.repeat(p.positions_per_image() - 2));
+    text.replace(&image, "<image>")
+}
 
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -26,15 +55,26 @@ pub enum Mode {
     Hang,
 }
 
-/// One message as seen by the engine: role, texts, image sizes.
-pub type SeenMessage = (Role, Vec<String>, Vec<(u32, u32)>);
-
 /// What a chat request looked like, for assertions.
 #[derive(Debug, Clone)]
 pub struct SeenChat {
-    pub system: String,
-    pub messages: Vec<SeenMessage>,
+    /// The prompt ([`prompt_text`]).
+    pub prompt: String,
+    pub prompt_tokens: usize,
+    /// The images' pixels, `[3, S, S]` each.
+    pub images: Vec<Vec<usize>>,
     pub params: TextParams,
+    pub max_new: usize,
+    /// Bytes of image memory the request held when it reached the engine.
+    pub held: u64,
+}
+
+impl SeenChat {
+    /// The last user message's text (what the fake echoes).
+    pub fn last_user_text(&self) -> &str {
+        let tail = self.prompt.rsplit("<|User|>:").next().unwrap_or("");
+        tail.trim_end_matches("<|Assistant|>:").trim().trim_start_matches("<image>").trim()
+    }
 }
 
 pub struct Fake {
@@ -42,10 +82,13 @@ pub struct Fake {
     pub info: ModelInfo,
     pub mode: Mutex<Mode>,
     pub queue_depth: AtomicUsize,
-    pub last_images: Mutex<Option<ImageRequest>>,
+    pub last_images: Mutex<Option<ImagesRequest>>,
     pub last_chat: Mutex<Option<SeenChat>>,
     pub held_images: Mutex<Vec<mpsc::Sender<ImageEvent>>>,
     pub held_chat: Mutex<Vec<mpsc::Sender<ChatEvent>>>,
+    /// Chat requests kept in `Hang` mode (their prepared images still hold the image memory, as
+    /// waiting in the real engine's queue).
+    pub held_requests: Mutex<Vec<ChatRequest>>,
     pub shut_down: std::sync::atomic::AtomicBool,
 }
 
@@ -59,7 +102,7 @@ impl Fake {
                 image_size: 384,
                 num_image_tokens: 576,
                 max_prompt_tokens: 256,
-                context_length: 4096,
+                context_length: CONTEXT,
                 quant: janus::Quant::Q8_0,
                 dtype: "f32".into(),
                 device: "cpu".into(),
@@ -70,6 +113,7 @@ impl Fake {
             last_chat: Mutex::new(None),
             held_images: Mutex::new(Vec::new()),
             held_chat: Mutex::new(Vec::new()),
+            held_requests: Mutex::new(Vec::new()),
             shut_down: Default::default(),
         }
     }
@@ -97,13 +141,19 @@ impl Engine for Fake {
         (self.status() == EngineStatus::Ready).then(|| self.info.clone())
     }
 
+    fn prompter(&self) -> Option<Prompter> {
+        (self.status() == EngineStatus::Ready).then(prompter)
+    }
+
     fn queue_depth(&self) -> usize {
         self.queue_depth.load(Ordering::SeqCst)
     }
 
-    fn submit_images(&self, req: ImageRequest) -> Result<mpsc::Receiver<ImageEvent>, EngineError> {
+    fn submit_images(&self, req: ImagesRequest) -> Result<mpsc::Receiver<ImageEvent>, EngineError> {
         let mode = self.mode.lock().unwrap().clone();
         *self.last_images.lock().unwrap() = Some(req.clone());
+        let prompt_tokens = req.prompt_ids.len();
+        let req = req.request;
         let (tx, rx) = mpsc::channel(8);
         let side = self.info.image_size as u32;
         match mode {
@@ -129,7 +179,7 @@ impl Engine for Fake {
                             return;
                         }
                     }
-                    let _ = tx.send(ImageEvent::Done { prompt_tokens: PROMPT_TOKENS, image_tokens: 576 * req.n }).await;
+                    let _ = tx.send(ImageEvent::Done { prompt_tokens, image_tokens: 576 * req.n }).await;
                 });
             }
         }
@@ -138,42 +188,28 @@ impl Engine for Fake {
 
     fn submit_chat(&self, req: ChatRequest) -> Result<mpsc::Receiver<ChatEvent>, EngineError> {
         let mode = self.mode.lock().unwrap().clone();
-        let messages: Vec<_> = req
-            .conversation
-            .messages
-            .iter()
-            .map(|m| {
-                let texts = m
-                    .parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::Text(t) => Some(t.clone()),
-                        Part::Image(_) => None,
-                    })
-                    .collect();
-                let images = m
-                    .parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::Image(i) => Some((i.width(), i.height())),
-                        Part::Text(_) => None,
-                    })
-                    .collect();
-                (m.role, texts, images)
-            })
-            .collect();
-        let n_images: usize = messages.iter().map(|m: &SeenMessage| m.2.len()).sum();
-        let last_text = messages.last().map(|(_, t, _)| t.join(" ")).unwrap_or_default();
-        *self.last_chat.lock().unwrap() =
-            Some(SeenChat { system: req.conversation.system.clone(), messages, params: req.params.clone() });
+        let prompt = &req.text.prompt;
+        let seen = SeenChat {
+            prompt: prompt_text(&prompt.ids),
+            prompt_tokens: prompt.ids.len(),
+            images: prompt.pixels.iter().map(|p| p.dims().to_vec()).collect(),
+            params: req.text.params.clone(),
+            max_new: req.text.max_new,
+            held: req.hold.bytes(),
+        };
+        let n_images = seen.images.len();
+        let last_text = seen.last_user_text().to_string();
+        let prompt_tokens = seen.prompt_tokens;
+        *self.last_chat.lock().unwrap() = Some(seen);
         let (tx, rx) = mpsc::channel(8);
-        let prompt_tokens = 10 + 576 * n_images;
         match mode {
             Mode::Reject(e) => return Err(e),
             Mode::Panic => panic!("the fake engine panics"),
             Mode::Hang => {
                 tx.try_send(ChatEvent::Started { prompt_tokens }).unwrap();
                 self.held_chat.lock().unwrap().push(tx);
+                self.held_requests.lock().unwrap().push(req);
+                return Ok(rx);
             }
             Mode::FailLater(e) => {
                 tokio::spawn(async move {
@@ -182,7 +218,7 @@ impl Engine for Fake {
                 });
             }
             Mode::Normal => {
-                let max = req.params.max_new_tokens.unwrap_or(512);
+                let max = req.text.max_new;
                 tokio::spawn(async move {
                     let _ = tx.send(ChatEvent::Started { prompt_tokens }).await;
                     let reply = format!("{n_images} image(s). You said: {last_text}");

@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use super::fake::{Fake, Mode, PROMPT_TOKENS};
+use super::fake::{Fake, Mode};
 use super::*;
 use crate::engine::EngineError;
 use tower::ServiceExt;
@@ -24,9 +24,13 @@ async fn generates_b64_pngs_of_native_size_with_seed_and_usage() {
     assert_eq!(v["size"], "384x384");
     assert_eq!(v["output_format"], "png");
     assert_eq!(v["seed"], 42);
-    assert_eq!(v["usage"]["input_tokens"], PROMPT_TOKENS);
+    // The prompt's tokens, the template's (tokenized before the engine).
+    let seen = h.fake.last_images.lock().unwrap().clone().unwrap();
+    let prompt_tokens = seen.prompt_ids.len();
+    assert_eq!(seen.prompt_ids, super::fake::prompter().tokenizer().t2i_prompt_ids("a fox").unwrap());
+    assert_eq!(v["usage"]["input_tokens"], prompt_tokens);
     assert_eq!(v["usage"]["output_tokens"], 2 * 576);
-    assert_eq!(v["usage"]["total_tokens"], PROMPT_TOKENS + 2 * 576);
+    assert_eq!(v["usage"]["total_tokens"], prompt_tokens + 2 * 576);
     let data = v["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
     for (i, d) in data.iter().enumerate() {
@@ -44,7 +48,7 @@ async fn maps_extensions_into_the_engine_request_and_picks_a_random_seed() {
                       "size": "auto", "response_format": "b64_json"});
     let r = send(&h.app, post_json(GEN, &body)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let req = h.fake.last_images.lock().unwrap().clone().unwrap();
+    let req = h.fake.last_images.lock().unwrap().clone().unwrap().request;
     assert_eq!(req.prompt, "a fox");
     assert_eq!(req.n, 1);
     assert_eq!(req.partial_images, 0);
@@ -57,7 +61,7 @@ async fn maps_extensions_into_the_engine_request_and_picks_a_random_seed() {
     assert_eq!(r.header("x-seed"), req.seed.to_string());
     // defaults are the reference's
     send(&h.app, post_json(GEN, &json!({"prompt": "x"}))).await;
-    let req = h.fake.last_images.lock().unwrap().clone().unwrap();
+    let req = h.fake.last_images.lock().unwrap().clone().unwrap().request;
     assert_eq!((req.params.cfg_weight, req.params.temperature, req.params.top_k), (5.0, 1.0, None));
 }
 
@@ -198,12 +202,12 @@ async fn streams_partial_then_completed_events_per_image() {
     for (i, p) in payloads[4..].iter().enumerate() {
         assert_eq!(p["type"], "image_generation.completed");
         assert_eq!(p["index"], i);
-        assert_eq!(p["usage"]["input_tokens"], PROMPT_TOKENS);
+        assert_eq!(p["usage"]["input_tokens"], h.fake.last_images.lock().unwrap().as_ref().unwrap().prompt_ids.len());
         assert_eq!(p["usage"]["output_tokens"], 576);
         assert_eq!(*b64_png(p["b64_json"].as_str().unwrap()).get_pixel(1, 1), Fake::colour(9, i));
         assert!(p["created_at"].as_u64().is_some());
     }
-    assert_eq!(h.fake.last_images.lock().unwrap().as_ref().unwrap().partial_images, 2);
+    assert_eq!(h.fake.last_images.lock().unwrap().as_ref().unwrap().request.partial_images, 2);
 }
 
 #[tokio::test]
@@ -309,12 +313,16 @@ async fn describe_answers_a_multipart_upload() {
     let v = r.json();
     assert_eq!(v["text"], "1 image(s). You said: What is it?");
     assert_eq!(v["finish_reason"], "stop");
-    assert_eq!(v["usage"]["prompt_tokens"], 10 + 576);
     let seen = h.fake.last_chat.lock().unwrap().clone().unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], seen.prompt_tokens);
     assert_eq!(seen.params.max_new_tokens, Some(64));
     assert_eq!(seen.params.sampling.temperature, 0.0, "greedy by default");
-    assert_eq!(seen.messages[0].2, vec![(40, 20)]);
-    assert_eq!(seen.system, janus::understand::DEFAULT_SYSTEM_PROMPT);
+    assert_eq!(seen.images.len(), 1);
+    let system = janus::conversation::DEFAULT_SYSTEM_PROMPT;
+    assert_eq!(
+        seen.prompt,
+        format!("<｜begin▁of▁sentence｜>{system}\n\n<|User|>: <image>\nWhat is it?\n\n<|Assistant|>:")
+    );
 
     // the default question
     let r = send(&h.app, multipart(&[("image", Some("a.png"), &png)])).await;

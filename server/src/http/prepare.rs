@@ -1,0 +1,86 @@
+//! Requests made ready for the engine, on the admission stage's workers
+//! ([`crate::admission::Admission::prepare`]): chat prompts templated and tokenized in one pass
+//! and refused when too long before any image is read; then each image's bytes read, its size
+//! checked from its header, decoded within the image memory budget and preprocessed to the
+//! model's input; image prompts tokenized. The engine receives ids and pixels.
+
+use janus::preprocess::ImageProbe;
+use janus::{Conversation, ImageRequest, PreparedImage, Prompter, TextParams, TextRequest};
+
+use super::config::RequestLimits;
+use super::image_input::ImageSource;
+use super::{ApiError, AppState};
+use crate::admission::{ImageMemory, Reservation};
+use crate::engine::{ChatRequest, ImagesRequest};
+
+/// An image of a request, not read yet: where it comes from, and its JSON path for errors.
+#[derive(Debug, Clone)]
+pub struct PendingImage {
+    pub source: ImageSource,
+    pub param: String,
+}
+
+/// What preparing a request needs besides the request.
+pub struct Preparer<'a> {
+    pub prompter: &'a Prompter,
+    pub memory: &'a ImageMemory,
+    pub limits: &'a RequestLimits,
+    /// Most bytes fetched for a remote image.
+    pub max_fetch_bytes: usize,
+}
+
+impl Preparer<'_> {
+    /// A text answer ready for the engine: the conversation tokenized (and refused if the answer
+    /// would not fit) before any of its images is read, then its images prepared one at a time
+    /// (blocking).
+    pub fn chat(&self, conv: Conversation<PendingImage>, params: TextParams) -> Result<ChatRequest, ApiError> {
+        let (tokens, max_new) = self.prompter.text_tokens(&conv, &params)?;
+        let mut hold = Reservation::none();
+        let mut images = Vec::with_capacity(tokens.image_starts.len());
+        for pending in conv.into_images() {
+            let (image, held) = self.image(pending)?;
+            hold.merge(held);
+            images.push(image);
+        }
+        let prompt = tokens.with_images(images)?;
+        Ok(ChatRequest { text: TextRequest { prompt, params, max_new }, hold })
+    }
+
+    /// One image: its bytes, its size checked from its header, the memory its decoding takes
+    /// reserved (a 429 when the budget is full), decoded, preprocessed; what is returned holds
+    /// only the memory of the prepared pixels.
+    pub fn image(&self, pending: PendingImage) -> Result<(PreparedImage, Reservation), ApiError> {
+        let PendingImage { source, param } = pending;
+        let bytes = source.bytes(&param, self.max_fetch_bytes)?;
+        let probe = ImageProbe::read(&bytes).map_err(|e| ApiError::image(&param, e))?;
+        probe.check_size(self.limits.max_image_pixels).map_err(|e| ApiError::image(&param, e))?;
+        let mut held = (self.memory.try_reserve(self.prompter.image_peak_bytes(&probe)))
+            .map_err(|e| ApiError::admission(&param, e))?;
+        let decoded = probe.decode(&bytes).map_err(|e| ApiError::image(&param, e))?;
+        drop(bytes);
+        let image = self.prompter.image(&decoded)?;
+        drop(decoded);
+        held.shrink_to(self.prompter.prepared_image_bytes());
+        Ok((image, held))
+    }
+}
+
+/// [`Preparer::chat`] on a preparation worker.
+pub async fn chat(
+    state: &AppState,
+    conv: Conversation<PendingImage>,
+    params: TextParams,
+) -> Result<ChatRequest, ApiError> {
+    let prompter = state.prompter()?;
+    let st = state.clone();
+    let work = move || st.preparer(&prompter).chat(conv, params);
+    state.admission.prepare(work).await?
+}
+
+/// An image request ready for the engine: its prompt tokenized and checked, on a preparation
+/// worker.
+pub async fn images(state: &AppState, request: ImageRequest) -> Result<ImagesRequest, ApiError> {
+    let prompter = state.prompter()?;
+    let work = move || ImagesRequest::new(&prompter, request).map_err(ApiError::from);
+    state.admission.prepare(work).await?
+}
