@@ -1,11 +1,11 @@
 # Sourced by the end-to-end scripts (e2e.sh, web-e2e.sh). Needs BIN (the janus binary) and PORT.
-# start_tiny_server [FLAGS...]: `janus serve` on the tiny model at 127.0.0.1:$PORT, waits for /ready
+# start_tiny_server [FLAGS...]: `janus serve` on the tiny model (or $TINY_MODEL) at 127.0.0.1:$PORT, waits for /ready
 #   (exits the script, printing the server log, if it dies or never gets ready); the log is in
 #   $JANUS_LOG_FILE and the process is killed when the script exits.
 # stop_tiny_server: SIGTERM, then returns the server's exit status.
 start_tiny_server() {
   JANUS_LOG_FILE=$(mktemp)
-  "$BIN" serve --model assets/tiny/janus-pro-tiny --device cpu --host 127.0.0.1 --port "$PORT" "$@" \
+  "$BIN" serve --model "${TINY_MODEL:-assets/tiny/janus-pro-tiny}" --device cpu --host 127.0.0.1 --port "$PORT" "$@" \
     >"$JANUS_LOG_FILE" 2>&1 &
   JANUS_PID=$!
   trap 'kill $JANUS_PID 2>/dev/null || true; rm -f "$JANUS_LOG_FILE"' EXIT

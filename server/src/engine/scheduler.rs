@@ -325,36 +325,39 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Test builds: fails this step if the test asked for it, with the error the library gives
-    /// when the device is out of memory.
+    /// Test builds: fails this step if the test asked for it (`fail_steps`), with the error the
+    /// library gives when the device is out of memory.
     #[cfg(test)]
     fn injected_fault(&self) -> janus::Result<()> {
-        if self.shared.fail_steps.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return Err(janus::Error::OutOfMemory(candle_core::Error::Msg("injected: cuMemAlloc failed".into())));
-        }
-        Ok(())
+        injected(&self.shared.fail_steps)
     }
 
-    #[cfg(not(test))]
-    #[inline(always)]
-    fn injected_fault(&self) -> janus::Result<()> {
-        Ok(())
-    }
-
-    /// As [`Scheduler::injected_fault`], for shared steps (`fail_shared_steps`, then
+    /// As [`Scheduler::injected_fault`], for a shared step (`fail_shared_steps`, then
     /// `fail_steps`).
     #[cfg(test)]
     fn injected_shared_fault(&self) -> janus::Result<()> {
-        let shared = &self.shared.fail_shared_steps;
-        if shared.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return Err(janus::Error::OutOfMemory(candle_core::Error::Msg("injected: cuMemAlloc failed".into())));
-        }
+        injected(&self.shared.fail_shared_steps)?;
         self.injected_fault()
     }
 
     #[cfg(not(test))]
     #[inline(always)]
+    fn injected_fault(&self) -> janus::Result<()> {
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
     fn injected_shared_fault(&self) -> janus::Result<()> {
         Ok(())
     }
+}
+
+/// Takes one fault from `faults` if any is left: the library's out-of-memory error.
+#[cfg(test)]
+fn injected(faults: &std::sync::atomic::AtomicUsize) -> janus::Result<()> {
+    if faults.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        return Err(janus::Error::OutOfMemory(candle_core::Error::Msg("injected: cuMemAlloc failed".into())));
+    }
+    Ok(())
 }

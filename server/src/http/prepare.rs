@@ -2,14 +2,16 @@
 //! ([`crate::admission::Admission::prepare`]): chat prompts templated and tokenized in one pass
 //! and refused when too long before any image is read; then each image's bytes read, its size
 //! checked from its header, decoded within the image memory budget and preprocessed to the
-//! model's input; image prompts tokenized. The engine receives ids and pixels.
+//! model's input; image prompts tokenized. The engine receives ids and pixels. Remote images
+//! (`--allow-remote-images`) are fetched between the two, off the workers, so that a slow server
+//! holds no worker.
 
 use janus::preprocess::ImageProbe;
-use janus::{Conversation, ImageRequest, PreparedImage, Prompter, TextParams, TextRequest};
+use janus::{Conversation, ImageRequest, PreparedImage, PromptTokens, Prompter, TextParams, TextRequest};
 
 use super::config::RequestLimits;
 use super::image_input::ImageSource;
-use super::{ApiError, AppState};
+use super::{blocking, ApiError, AppState};
 use crate::admission::{ImageMemory, Reservation};
 use crate::engine::{ChatRequest, ImagesRequest};
 
@@ -35,6 +37,13 @@ impl Preparer<'_> {
     /// (blocking).
     pub fn chat(&self, conv: Conversation<PendingImage>, params: TextParams) -> Result<ChatRequest, ApiError> {
         let (tokens, max_new) = self.prompter.text_tokens(&conv, &params)?;
+        self.with_images(conv, Tokenized { tokens, max_new, params })
+    }
+
+    /// The rest of [`Preparer::chat`] once the conversation is tokenized: its images prepared one
+    /// at a time.
+    pub fn with_images(&self, conv: Conversation<PendingImage>, t: Tokenized) -> Result<ChatRequest, ApiError> {
+        let Tokenized { tokens, max_new, params } = t;
         let mut hold = Reservation::none();
         let mut images = Vec::with_capacity(tokens.image_starts.len());
         for pending in conv.into_images() {
@@ -65,16 +74,60 @@ impl Preparer<'_> {
     }
 }
 
-/// [`Preparer::chat`] on a preparation worker.
+/// A conversation tokenized, with the room its answer has.
+pub struct Tokenized {
+    pub tokens: PromptTokens,
+    pub max_new: usize,
+    pub params: TextParams,
+}
+
+/// [`Preparer::chat`] on the preparation workers: the tokens on one, remote images fetched off
+/// them (on the runtime's blocking threads), then the images on one.
 pub async fn chat(
     state: &AppState,
     conv: Conversation<PendingImage>,
     params: TextParams,
 ) -> Result<ChatRequest, ApiError> {
     let prompter = state.prompter()?;
+    let p = prompter.clone();
+    let tokenize = move || -> Result<_, ApiError> {
+        let (tokens, max_new) = p.text_tokens(&conv, &params)?;
+        Ok((conv, Tokenized { tokens, max_new, params }))
+    };
+    let (conv, tokenized) = state.admission.prepare(tokenize).await??;
+    let conv = fetch_remote(conv, state.cfg.max_body_bytes).await?;
+    if tokenized.tokens.image_starts.is_empty() {
+        return state.preparer(&prompter).with_images(conv, tokenized);
+    }
     let st = state.clone();
-    let work = move || st.preparer(&prompter).chat(conv, params);
+    let work = move || st.preparer(&prompter).with_images(conv, tokenized);
     state.admission.prepare(work).await?
+}
+
+/// The conversation with its remote images fetched (each at most `max_bytes`), as uploads.
+async fn fetch_remote(
+    conv: Conversation<PendingImage>,
+    max_bytes: usize,
+) -> Result<Conversation<PendingImage>, ApiError> {
+    let remote: Vec<(usize, String, String)> = (conv.images().enumerate())
+        .filter_map(|(i, p)| match &p.source {
+            ImageSource::Remote(url) => Some((i, url.clone(), p.param.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut fetched = std::collections::HashMap::new();
+    for (i, url, param) in remote {
+        let bytes = blocking(move || ImageSource::Remote(url).bytes(&param, max_bytes)).await??;
+        fetched.insert(i, ImageSource::Upload(bytes));
+    }
+    let mut i = 0;
+    conv.try_map_images(|mut image| {
+        if let Some(source) = fetched.remove(&i) {
+            image.source = source;
+        }
+        i += 1;
+        Ok(image)
+    })
 }
 
 /// An image request ready for the engine: its prompt tokenized and checked, on a preparation
