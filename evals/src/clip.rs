@@ -337,7 +337,7 @@ pub fn preprocess(img: &RgbImage, size: usize, dev: &Device) -> Result<Tensor> {
     } else {
         ((size as f64 * w as f64 / h as f64) as usize, size)
     };
-    let resized = if (nw, nh) == (w, h) { img.clone() } else { janus::preprocess::resize_bicubic(img, nw, nh) };
+    let resized = if (nw, nh) == (w, h) { img.clone() } else { janus::input::preprocess::resize_bicubic(img, nw, nh) };
     let top = ((nh as f64 - size as f64) / 2.0).round_ties_even() as usize;
     let left = ((nw as f64 - size as f64) / 2.0).round_ties_even() as usize;
     let raw = resized.as_raw();

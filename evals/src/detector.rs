@@ -615,7 +615,7 @@ pub fn preprocess(img: &RgbImage, dev: &Device) -> Result<Tensor> {
 
 /// Pillow's `Image.resize(size, BILINEAR)` on an RGB image, to the bit.
 pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
-    janus::preprocess::resize_pillow(img, out_w, out_h, janus::preprocess::Filter::Bilinear)
+    janus::input::preprocess::resize_pillow(img, out_w, out_h, janus::input::preprocess::Filter::Bilinear)
 }
 
 #[cfg(test)]

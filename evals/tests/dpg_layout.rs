@@ -25,7 +25,7 @@ impl ImageBackend for Tiles {
     fn generate(&self, _: &str, n: usize, seed: u64) -> Result<Vec<Vec<u8>>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Ok((0..n)
-            .map(|i| janus::image::png_bytes(&RgbImage::from_pixel(6, 5, Rgb([10 * i as u8, seed as u8, 0]))).unwrap())
+            .map(|i| janus::input::image::png_bytes(&RgbImage::from_pixel(6, 5, Rgb([10 * i as u8, seed as u8, 0]))).unwrap())
             .collect())
     }
     fn describe(&self) -> Value {
@@ -119,7 +119,7 @@ fn tiles_of_different_sizes_are_an_error_naming_the_item() {
     struct Mixed;
     impl ImageBackend for Mixed {
         fn generate(&self, _: &str, n: usize, _: u64) -> Result<Vec<Vec<u8>>> {
-            Ok((0..n).map(|i| janus::image::png_bytes(&RgbImage::new(4 + i as u32, 4)).unwrap()).collect())
+            Ok((0..n).map(|i| janus::input::image::png_bytes(&RgbImage::new(4 + i as u32, 4)).unwrap()).collect())
         }
         fn describe(&self) -> Value {
             json!({ "kind": "mixed" })

@@ -61,7 +61,7 @@ where
 }
 
 fn png(r: u8) -> Vec<u8> {
-    janus::image::png_bytes(&RgbImage::from_pixel(8, 8, Rgb([r, 7, 0]))).unwrap()
+    janus::input::image::png_bytes(&RgbImage::from_pixel(8, 8, Rgb([r, 7, 0]))).unwrap()
 }
 
 fn b64_images(n: usize, model: Option<&str>) -> Answer {

@@ -24,7 +24,7 @@ struct Fake {
 }
 
 fn png(r: u8, g: u8) -> Vec<u8> {
-    janus::image::png_bytes(&RgbImage::from_pixel(8, 8, Rgb([r, g, 0]))).unwrap()
+    janus::input::image::png_bytes(&RgbImage::from_pixel(8, 8, Rgb([r, g, 0]))).unwrap()
 }
 
 impl ImageBackend for Fake {

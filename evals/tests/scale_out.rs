@@ -76,7 +76,7 @@ where
 fn png(prompt: &str, seed: u64, i: usize) -> Vec<u8> {
     let h = prompt.bytes().fold(seed.wrapping_mul(31), |a, b| a.wrapping_mul(131).wrapping_add(b as u64));
     let px = Rgb([(h % 251) as u8, (h / 251 % 251) as u8, i as u8]);
-    janus::image::png_bytes(&RgbImage::from_pixel(4, 4, px)).unwrap()
+    janus::input::image::png_bytes(&RgbImage::from_pixel(4, 4, px)).unwrap()
 }
 
 /// The answer a replica gives: `n` images seeded as janus serve seeds them.

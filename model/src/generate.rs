@@ -16,7 +16,7 @@
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::llm::{last_position, LlmCache};
+use crate::modules::llm::{last_position, LlmCache};
 use crate::model::Janus;
 use crate::sampling::{image_seed, BatchSampler, SamplingParams};
 
@@ -64,7 +64,7 @@ impl Janus {
     }
 
     /// The jobs of `n` images of a prompt already tokenized
-    /// ([`crate::prompt::Prompter::t2i_prompt_ids`]), image `i` sampled with `image_seed(seed, i)`.
+    /// ([`crate::text::prompt::Prompter::t2i_prompt_ids`]), image `i` sampled with `image_seed(seed, i)`.
     pub fn image_jobs(
         &self,
         prompt_ids: Vec<u32>,

@@ -1,54 +1,47 @@
-//! Janus-Pro inference on candle.
+//! Janus-Pro inference on candle. The folders are the layers, and depend one way: the jobs
+//! (`generate`, `text`) on the loaded model (`model`), the model on its `modules`, the modules
+//! on `load` (checkpoints) and `kernels` (CPU kernels); `input` (tokenizer, images) and
+//! `sampling` stand beside them. `scripts/module-cycles.py` checks that no files import each other
+//! in a circle.
 //!
-//! - [`hub::ModelFiles`]: a model directory or hub id → files on disk.
-//! - [`config::JanusConfig`]: `config.json` in the original or transformers format.
-//! - [`weights::Checkpoint`]: safetensors / PyTorch pickles, both naming schemes, one name space.
-//! - [`model::Janus`]: the loaded model; [`generate::T2iBatch`] runs text-to-image step by step;
-//!   [`Janus::answer`] answers a [`Conversation`] with images (understanding).
-//! - [`prompt::Prompter`]: requests tokenized and their images preprocessed without the weights.
+//! | path | what |
+//! | --- | --- |
+//! | `error.rs`, `limits.rs`, `device.rs`, `request.rs` | typed errors; every limit and default; devices and dtypes; what a caller asks, validated |
+//! | `load/` | files on disk → named tensors: [`load::hub::ModelFiles`], [`load::config::JanusConfig`], [`load::checkpoint::Checkpoint`] (safetensors, pickles, our GGUF) |
+//! | `kernels/` | the CPU kernels: attention rows, convolutions, dot products, quantized products |
+//! | `modules/` | the neural modules: the language model, SigLIP, the VQ decoder, the generation heads, linear and quantized layers |
+//! | `input/` | the tokenizer, image decoding and preprocessing, pixels out |
+//! | `sampling/` | CFG, temperature, top-k/top-p and the draws, on the host and on the device |
+//! | `model.rs` | [`Janus`]: one loaded model |
+//! | `generate.rs` | text-to-image, step by step ([`T2iBatch`]) |
+//! | `text/` | image understanding: the conversation and its template, preparation ([`text::prompt::Prompter`]), the session, batched steps, steps shared with images, the prefix cache |
+//! | `quality.rs`, `quantize.rs` | teacher-forced traces and their divergence; `janus quantize` |
 
-pub mod attention_cpu;
-pub mod config;
-pub mod conversation;
 pub mod device;
 pub mod error;
-pub mod gen;
 pub mod generate;
-pub mod gguf;
-pub mod hub;
-pub mod image;
+pub mod input;
+pub mod kernels;
 pub mod limits;
-pub mod llm;
+pub mod load;
 pub mod model;
-pub mod nn;
-pub mod prefix_cache;
-pub mod preprocess;
-pub mod prompt;
+pub mod modules;
 pub mod quality;
-pub mod quant;
-pub mod quant_cpu;
 pub mod request;
 pub mod sampling;
-pub mod shared_step;
-pub mod text_batch;
-pub mod tokenizer;
-pub mod understand;
-pub mod vision;
-pub mod vq;
-pub mod vq_cpu;
-pub mod weights;
+pub mod text;
 
-pub use config::{CheckpointFormat, JanusConfig};
-pub use conversation::{Conversation, Message, Part, Role};
 pub use device::{memory_in_use, parse_dtype, select_device};
 pub use error::{Error, Field, Invalid, Result};
 pub use generate::{ImageJob, T2iBatch};
-pub use hub::{ModelFiles, DEFAULT_MODEL};
+pub use load::config::{CheckpointFormat, JanusConfig};
+pub use load::hub::{ModelFiles, DEFAULT_MODEL};
 pub use model::{Janus, LoadOptions, Parts};
-pub use prompt::{PreparedImage, PreparedPrompt, PromptTokens, Prompter, TextRequest};
-pub use quant::Quant;
+pub use modules::quant::Quant;
 pub use request::{ImageAsk, ImageRequest, TextAsk};
 pub use sampling::SamplingParams;
-pub use understand::{FinishReason, TextOutput, TextParams, TextSession};
+pub use text::conversation::{Conversation, Message, Part, Role};
+pub use text::prompt::{PreparedImage, PreparedPrompt, PromptTokens, Prompter, TextRequest};
+pub use text::session::{FinishReason, TextOutput, TextParams, TextSession};
 
 pub use candle_core::{DType, Device, Tensor};

@@ -1,26 +1,26 @@
 //! One loaded Janus-Pro model (`MultiModalityCausalLM`): config, tokenizer and modules.
 //!
 //! Reference: deepseek-ai/Janus `janus/models/modeling_vlm.py`. Module names follow the
-//! original checkpoint; [`crate::weights`] maps the transformers names onto them.
+//! original checkpoint; [`crate::load::checkpoint`] maps the transformers names onto them.
 
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use crate::config::{CheckpointFormat, JanusConfig};
+use crate::load::config::{CheckpointFormat, JanusConfig};
 use crate::error::{Error, Result};
-use crate::gen::{GenEmbed, GenHead};
-use crate::hub::ModelFiles;
+use crate::modules::gen::{GenEmbed, GenHead};
+use crate::load::hub::ModelFiles;
 use crate::limits::DEFAULT_PREFIX_CACHE_POSITIONS;
-use crate::llm::Llama;
-use crate::prefix_cache::PrefixCache;
-use crate::preprocess::PreprocessConfig;
-use crate::prompt::Prompter;
-use crate::quant::Quant;
-use crate::tokenizer::JanusTokenizer;
-use crate::vision::VisionEncoder;
-use crate::vq::{VqConfig, VqDecoder};
-use crate::weights::{Checkpoint, Linears};
+use crate::modules::llm::Llama;
+use crate::text::prefix_cache::PrefixCache;
+use crate::input::preprocess::PreprocessConfig;
+use crate::text::prompt::Prompter;
+use crate::modules::quant::Quant;
+use crate::input::tokenizer::JanusTokenizer;
+use crate::modules::vision::VisionEncoder;
+use crate::modules::vq::{VqConfig, VqDecoder};
+use crate::load::checkpoint::{Checkpoint, Linears};
 
 /// Where and how to run a model.
 #[derive(Debug, Clone)]
@@ -252,7 +252,7 @@ impl Janus {
         &self.llm
     }
 
-    /// Side of the token grid of a generated image (24 for Janus-Pro), see [`crate::config::ImageGrid`].
+    /// Side of the token grid of a generated image (24 for Janus-Pro), see [`crate::load::config::ImageGrid`].
     pub fn grid_size(&self) -> usize {
         self.cfg.image_grid.grid_size
     }
@@ -299,7 +299,7 @@ impl Janus {
             let flat: Vec<u32> = group.iter().flatten().copied().collect();
             let ids = Tensor::from_vec(flat, (group.len(), n_tok), &self.device)?;
             let pixels = self.vq()?.decode_tokens(&ids, self.grid_size())?;
-            out.extend(crate::image::to_rgb(&pixels)?);
+            out.extend(crate::input::image::to_rgb(&pixels)?);
         }
         Ok(out)
     }

@@ -5,10 +5,10 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::conversation::Conversation;
+use crate::text::conversation::Conversation;
 use crate::error::{Error, Result};
 use crate::generate::T2iBatch;
-use crate::llm::{last_position, LlmCache};
+use crate::modules::llm::{last_position, LlmCache};
 use crate::model::Janus;
 use crate::sampling::SamplingParams;
 

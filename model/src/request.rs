@@ -6,7 +6,7 @@
 use crate::error::{Field, Invalid};
 use crate::limits::*;
 use crate::sampling::SamplingParams;
-use crate::understand::TextParams;
+use crate::text::session::TextParams;
 
 /// A text-to-image request as asked: every field optional, numbers as given (negative ones
 /// included), so that validation, not parsing, says what is wrong.

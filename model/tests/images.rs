@@ -6,7 +6,7 @@ use std::io::Cursor;
 
 use common::*;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
-use janus::preprocess::{decode_image, load_image, PreprocessConfig};
+use janus::input::preprocess::{decode_image, load_image, PreprocessConfig};
 use janus::Error;
 
 fn gradient(w: u32, h: u32) -> RgbImage {
@@ -94,10 +94,10 @@ fn corrupt_empty_oversized_and_unsupported_images_are_refused() {
     assert!(e.contains("20000x20000") && e.contains("limit"), "{e}");
     assert!(matches!(decode_image(&huge), Err(Error::ImageTooLarge { width: 20000, height: 20000, .. })));
     // The header is read without decoding: its size and the bytes a decode would take.
-    let probe = janus::preprocess::ImageProbe::read(&huge).unwrap();
+    let probe = janus::input::preprocess::ImageProbe::read(&huge).unwrap();
     assert_eq!((probe.width, probe.height, probe.decode_bytes), (20000, 20000, 20000 * 20000 * 3));
     assert!(probe.check_size(20000 * 20000).is_err(), "no side may exceed 16384 pixels");
-    let small = janus::preprocess::ImageProbe::read(&png).unwrap();
+    let small = janus::input::preprocess::ImageProbe::read(&png).unwrap();
     assert!(small.check_size(600).is_ok() && small.check_size(599).is_err(), "30x20 is 600 pixels");
 
     let mut bmp = b"BM".to_vec();

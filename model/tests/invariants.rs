@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::*;
-use janus::llm::LlmCache;
+use janus::modules::llm::LlmCache;
 use janus::{ImageJob, Janus, SamplingParams, T2iBatch};
 
 fn job(model: &Janus, prompt: &str, params: SamplingParams, seed: u64) -> ImageJob {
@@ -155,7 +155,7 @@ fn same_seed_same_png_bytes_and_different_seed_differs() {
         let jobs = model.t2i_jobs("a lighthouse at night", 2, seed, params).unwrap();
         let tokens = model.generate_tokens(jobs, |_, _| {}).unwrap();
         let imgs = model.decode_images(&tokens, 2).unwrap();
-        imgs.iter().map(|i| janus::image::png_bytes(i).unwrap()).collect()
+        imgs.iter().map(|i| janus::input::image::png_bytes(i).unwrap()).collect()
     };
     let a = png(7);
     assert_eq!(a, png(7), "same seed must give identical PNG bytes");

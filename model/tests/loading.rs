@@ -120,7 +120,7 @@ fn extra_size_one_axis_is_refused() {
         };
         // The checkpoint refuses the tensor, as a weights error...
         let files = ModelFiles::from_dir(tmp.path(), "broken").unwrap();
-        let ckpt = janus::weights::Checkpoint::open(&files.weights).unwrap();
+        let ckpt = janus::load::checkpoint::Checkpoint::open(&files.weights).unwrap();
         let err = ckpt.load(name, &candle_core::Shape::from(expected.clone()), DType::F32, &Device::Cpu).unwrap_err();
         assert!(matches!(err, janus::Error::Weights(_)), "{name}: {err:?}");
         assert!(names(&err.to_string()), "{name}: {err}");
@@ -151,7 +151,7 @@ fn edit_tensor(dir: &Path, name: &str, edit: impl FnOnce(&Tensor) -> Tensor) -> 
 fn transformers_pos_embed_has_no_batch_axis() {
     // The transformers checkpoint stores SigLIP's position embedding as [N, C]; it loads as the
     // original's [1, N, C], and gives the same vision features as the original checkpoint.
-    let names = janus::weights::Checkpoint::open(&[tiny_dir("janus-pro-tiny-hf").join("model.safetensors")]).unwrap();
+    let names = janus::load::checkpoint::Checkpoint::open(&[tiny_dir("janus-pro-tiny-hf").join("model.safetensors")]).unwrap();
     assert_eq!(names.shape_of("vision_model.vision_tower.pos_embed").unwrap().len(), 2);
     let (a, b) = (load_tiny("janus-pro-tiny-hf"), load_tiny("janus-pro-tiny-sharded"));
     let pixels = Tensor::ones((1, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
@@ -215,10 +215,10 @@ fn special_tokens_are_resolved_by_string() {
         extra["content"] = format!("<extra_{i}>").into();
         added.insert(i as usize, extra);
     }
-    let pad_id = added.iter().find(|t| t["content"] == janus::tokenizer::PAD).unwrap()["id"].as_u64().unwrap();
+    let pad_id = added.iter().find(|t| t["content"] == janus::input::tokenizer::PAD).unwrap()["id"].as_u64().unwrap();
     std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
 
-    let shifted = janus::tokenizer::JanusTokenizer::from_file(&path).unwrap();
+    let shifted = janus::input::tokenizer::JanusTokenizer::from_file(&path).unwrap();
     let original = load_tiny("janus-pro-tiny").tokenizer;
     assert_eq!(shifted.special.pad as u64, pad_id);
     assert_eq!(shifted.special.pad, original.special.pad + 3);
@@ -239,7 +239,7 @@ fn bos_appears_once_without_a_post_processor() {
             .unwrap();
     tok["post_processor"] = serde_json::Value::Null;
     std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
-    let plain = janus::tokenizer::JanusTokenizer::from_file(&path).unwrap();
+    let plain = janus::input::tokenizer::JanusTokenizer::from_file(&path).unwrap();
     let model = load_tiny("janus-pro-tiny");
     let a = plain.t2i_prompt_ids("a cat").unwrap();
     assert_eq!(a, model.tokenizer.t2i_prompt_ids("a cat").unwrap());
@@ -275,7 +275,7 @@ fn f16_checkpoints_load() {
         candle_core::safetensors::save(&half, &path).unwrap();
     }
     let files = ModelFiles::from_dir(tmp.path(), "f16").unwrap();
-    assert_eq!(janus::weights::Checkpoint::open(&files.weights).unwrap().stored_dtype(), DType::F16);
+    assert_eq!(janus::load::checkpoint::Checkpoint::open(&files.weights).unwrap().stored_dtype(), DType::F16);
     let model = Janus::load(&files, &LoadOptions::for_device(Device::Cpu)).unwrap();
     let reference = load_tiny("janus-pro-tiny-sharded");
     let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{load_tiny, tiny_dir, TINY_VARIANTS};
-use janus::gguf::{write_quantized, GGUF_FILE};
+use janus::load::gguf::{write_quantized, GGUF_FILE};
 use janus::quality::divergence;
 use janus::{Conversation, DType, Device, Janus, LoadOptions, ModelFiles, Parts, Quant, SamplingParams, TextParams};
 
@@ -27,7 +27,7 @@ fn sampled_tokens(m: &Janus, prompt: &str, seed: u64) -> Vec<u32> {
 }
 
 fn image() -> image::DynamicImage {
-    janus::preprocess::load_image(&common::assets().join("tiny/images/square.png")).expect("test image")
+    janus::input::preprocess::load_image(&common::assets().join("tiny/images/square.png")).expect("test image")
 }
 
 fn greedy_answer(m: &Janus, conv: &Conversation) -> Vec<u32> {

@@ -115,7 +115,7 @@ fn prefill_hidden_states_match_at_every_position() {
     let cond = ids(&g.json["prompts"][0]["input_ids"]);
     let len = cond.len();
     let ids = Tensor::from_vec(cond, (1, len), &Device::Cpu).unwrap();
-    let mut cache = janus::llm::LlmCache::new(&model.cfg.llm, vec![0], len, DType::F32, &Device::Cpu).unwrap();
+    let mut cache = janus::modules::llm::LlmCache::new(&model.cfg.llm, vec![0], len, DType::F32, &Device::Cpu).unwrap();
     let hidden = model.llm().forward(&model.llm().embed(&ids).unwrap(), &mut cache).unwrap();
     let d = max_abs_diff(&hidden.squeeze(0).unwrap(), g.t("p0.prefill_hidden"));
     assert!(d <= HIDDEN_TOL, "prefill hidden max abs diff {d}");

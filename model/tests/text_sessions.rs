@@ -7,7 +7,7 @@ use common::*;
 use janus::{Conversation, Janus, SamplingParams, TextParams};
 
 fn image() -> image::DynamicImage {
-    janus::preprocess::load_image(&assets().join("tiny/images/square.png")).expect("test image")
+    janus::input::preprocess::load_image(&assets().join("tiny/images/square.png")).expect("test image")
 }
 
 fn conversation() -> Conversation {
@@ -95,7 +95,7 @@ fn a_cancelled_answer_keeps_its_text() {
 #[test]
 fn batched_answers_equal_answers_alone_whatever_joins_and_leaves() {
     let model = load_tiny("janus-pro-tiny");
-    let img = |name: &str| janus::preprocess::load_image(&assets().join("tiny/images").join(name)).unwrap();
+    let img = |name: &str| janus::input::preprocess::load_image(&assets().join("tiny/images").join(name)).unwrap();
     let conv = |image: &str, q: &str| {
         let mut c = Conversation::single(img(image), q);
         c.system.clear();
@@ -238,7 +238,7 @@ fn a_cached_prefix_changes_no_answer() {
         c.system = system.to_string();
         c
     };
-    let default = janus::conversation::DEFAULT_SYSTEM_PROMPT;
+    let default = janus::text::conversation::DEFAULT_SYSTEM_PROMPT;
     let first = question(image(), default);
     let mut follow_up = first.clone();
     follow_up.messages.push(janus::Message::assistant("A square."));
@@ -249,11 +249,11 @@ fn a_cached_prefix_changes_no_answer() {
     let mut second_image = other_system.clone();
     second_image.messages.push(janus::Message::assistant("A square."));
     second_image.messages.push(janus::Message::user(vec![
-        janus::Part::Image(janus::preprocess::load_image(&assets().join("tiny/images/tall.jpg")).unwrap()),
+        janus::Part::Image(janus::input::preprocess::load_image(&assets().join("tiny/images/tall.jpg")).unwrap()),
         janus::Part::Text("And this one?".into()),
     ]));
     let other_image = {
-        let img = janus::preprocess::load_image(&assets().join("tiny/images/wide.png")).unwrap();
+        let img = janus::input::preprocess::load_image(&assets().join("tiny/images/wide.png")).unwrap();
         question(img, default)
     };
     let ends = |c: &Conversation| model.prepare(c).unwrap().boundaries;
@@ -360,7 +360,7 @@ fn image_and_text_rows_sharing_a_step_give_what_each_gives_alone() {
 #[test]
 fn sessions_started_together_answer_as_alone() {
     let model = load_tiny("janus-pro-tiny");
-    let img = |name: &str| janus::preprocess::load_image(&assets().join("tiny/images").join(name)).unwrap();
+    let img = |name: &str| janus::input::preprocess::load_image(&assets().join("tiny/images").join(name)).unwrap();
     let two_images = {
         let mut c = Conversation::new(vec![janus::Message::user(vec![
             janus::Part::Image(img("wide.png")),

@@ -81,7 +81,7 @@ async fn usage_is_the_models_token_count_and_metrics_count_these_requests() {
     let body = json!({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is this?"}]}],
         "max_tokens": 9});
-    let img = janus::preprocess::load_image(&PathBuf::from(tiny()).join("../images/square.png")).unwrap();
+    let img = janus::input::preprocess::load_image(&PathBuf::from(tiny()).join("../images/square.png")).unwrap();
     let conv = Conversation::single(img, "What is this?");
     let want = model.answer(&conv, &TextParams { max_new_tokens: Some(9), ..Default::default() }, |_| true).unwrap();
     let prefix = *model.prepare(&conv).unwrap().boundaries.last().unwrap();

@@ -580,7 +580,7 @@ fn to_png(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
     }
     let img = image::load_from_memory(&bytes)
         .map_err(|e| format!("the endpoint returned an image that cannot be decoded: {e}"))?;
-    janus::image::png_bytes(&img.to_rgb8()).map_err(|e| e.to_string())
+    janus::input::image::png_bytes(&img.to_rgb8()).map_err(|e| e.to_string())
 }
 
 impl ImageBackend for Endpoint {

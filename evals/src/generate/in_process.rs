@@ -51,7 +51,7 @@ impl ImageBackend for InProcess {
         let jobs = m.t2i_jobs(&req.prompt, req.n, req.seed, req.params)?;
         let tokens = m.generate_tokens(jobs, |_, _| {})?;
         let images = m.decode_images(&tokens, self.decode_chunk)?;
-        images.iter().map(|img| Ok(janus::image::png_bytes(img)?)).collect()
+        images.iter().map(|img| Ok(janus::input::image::png_bytes(img)?)).collect()
     }
 
     fn describe(&self) -> Value {

@@ -104,7 +104,7 @@ impl Item for DpgPrompt {
                     .iter()
                     .map(|b| Ok(image::load_from_memory(b).context("a sample is not a readable image")?.to_rgb8()))
                     .collect::<Result<Vec<_>>>()?;
-                janus::image::png_bytes(&grid(&tiles, 2)?)?
+                janus::input::image::png_bytes(&grid(&tiles, 2)?)?
             }
         };
         write_atomic(&out.join(dpg_file_name(self)), &png)

@@ -55,7 +55,7 @@ pub fn run(a: DescribeArgs) -> Result<()> {
     // The context is checked, exactly, once the prompt is tokenized.
     let mut params = ask.validate(usize::MAX).map_err(invalid)?;
     params.seed = a.seed;
-    let image = janus::preprocess::load_image(&a.image)?;
+    let image = janus::input::preprocess::load_image(&a.image)?;
     let model = a.model.load(Parts::Understanding)?;
     let conv = Conversation::single(image, &a.question);
     let mut stdout = std::io::stdout().lock();

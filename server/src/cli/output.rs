@@ -33,7 +33,7 @@ pub fn write_pngs(out: &Path, images: &[image::RgbImage]) -> Result<Vec<PathBuf>
         (0..images.len()).map(|i| out.join(format!("{i:04}.png"))).collect()
     };
     for (img, path) in images.iter().zip(&paths) {
-        let bytes = janus::image::png_bytes(img)?;
+        let bytes = janus::input::image::png_bytes(img)?;
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(paths)

@@ -40,7 +40,7 @@ pub struct EngineOptions {
     /// the weights for both) rather than in a step of their own.
     pub shared_steps: bool,
     /// Prompt positions whose keys and values are kept for later answers that start the same way
-    /// (`janus::prefix_cache`); 0: off.
+    /// (`janus::text::prefix_cache`); 0: off.
     pub prefix_cache_positions: usize,
 }
 

@@ -147,7 +147,7 @@ fn bad_requests_fail_alone_and_the_engine_keeps_serving() {
 fn chat_answers_like_the_library_and_streams() {
     let e = engine_with(8, 0);
     let dir = std::path::PathBuf::from(tiny());
-    let img = janus::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
+    let img = janus::input::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
     let conv = Conversation::single(img, "Describe this image.");
     let params = TextParams { max_new_tokens: Some(10), ..Default::default() };
     let model = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap();
@@ -188,7 +188,7 @@ fn chat_answers_like_the_library_and_streams() {
 fn decodes_are_interleaved_one_chunk_per_turn() {
     let e = engine_chunked(8, 50, 1);
     let dir = std::path::PathBuf::from(tiny());
-    let img = janus::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
+    let img = janus::input::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
     let params = TextParams { max_new_tokens: Some(40), ..Default::default() };
     let conv = Conversation::single(img, "What is it?");
     let want = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap().answer(&conv, &params, |_| true).unwrap();
@@ -219,7 +219,7 @@ fn decodes_are_interleaved_one_chunk_per_turn() {
 fn a_failed_shared_step_fails_the_cohort_and_not_the_answer_beside_it() {
     let e = engine_chunked(8, 50, 1);
     let dir = std::path::PathBuf::from(tiny());
-    let img = janus::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
+    let img = janus::input::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
     let params = TextParams { max_new_tokens: Some(40), ..Default::default() };
     let conv = Conversation::single(img, "What is it?");
     let want = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap().answer(&conv, &params, |_| true).unwrap();

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use janus::text_batch::TextPieces;
+use janus::text::batch::TextPieces;
 use janus::{Janus, TextSession};
 use tokio::sync::mpsc;
 

@@ -11,7 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{Stream, StreamExt};
-use janus::conversation::DEFAULT_SYSTEM_PROMPT;
+use janus::text::conversation::DEFAULT_SYSTEM_PROMPT;
 use janus::{Conversation, Field, Message, Part, Role, TextAsk, TextParams};
 use serde_json::Value;
 

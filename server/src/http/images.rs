@@ -142,7 +142,7 @@ async fn respond_images(
     base_url: Option<String>,
 ) -> Result<Response, ApiError> {
     let ImagesOutput { images, prompt_tokens, image_tokens } = out;
-    let pngs = blocking(move || images.iter().map(janus::image::png_bytes).collect::<Result<Vec<_>, _>>())
+    let pngs = blocking(move || images.iter().map(janus::input::image::png_bytes).collect::<Result<Vec<_>, _>>())
         .await?
         .map_err(|e| ApiError::internal(format!("PNG encoding failed: {e}")))?;
     let data: Vec<(Option<Vec<u8>>, Option<String>)> = match &base_url {
@@ -184,7 +184,7 @@ fn usage(prompt_tokens: usize, image_tokens: usize) -> ImageUsage {
 }
 
 async fn png_base64(image: RgbImage) -> Result<String, ApiError> {
-    blocking(move || janus::image::png_bytes(&image).map(|p| base64::prelude::BASE64_STANDARD.encode(p)))
+    blocking(move || janus::input::image::png_bytes(&image).map(|p| base64::prelude::BASE64_STANDARD.encode(p)))
         .await?
         .map_err(|e| ApiError::internal(format!("PNG encoding failed: {e}")))
 }

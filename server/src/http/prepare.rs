@@ -6,7 +6,7 @@
 //! (`--allow-remote-images`) are fetched between the two, off the workers, so that a slow server
 //! holds no worker.
 
-use janus::preprocess::ImageProbe;
+use janus::input::preprocess::ImageProbe;
 use janus::{Conversation, ImageRequest, PreparedImage, PromptTokens, Prompter, TextParams, TextRequest};
 
 use super::config::RequestLimits;

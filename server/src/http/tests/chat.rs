@@ -40,7 +40,7 @@ async fn answers_text_and_data_url_images_with_usage() {
     assert_eq!(v["usage"]["completion_tokens"], 7);
     assert_eq!(v["usage"]["total_tokens"], seen.prompt_tokens + 7);
     // The reference's template, tokenized: the default system prompt, the image's slot, the text.
-    let system = janus::conversation::DEFAULT_SYSTEM_PROMPT;
+    let system = janus::text::conversation::DEFAULT_SYSTEM_PROMPT;
     assert_eq!(
         seen.prompt,
         format!("<｜begin▁of▁sentence｜>{system}\n\n<|User|>: <image>\nWhat is this?\n\n<|Assistant|>:")

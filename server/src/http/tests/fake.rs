@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use image::{Rgb, RgbImage};
-use janus::preprocess::PreprocessConfig;
-use janus::tokenizer::{JanusTokenizer, BEGIN_OF_IMAGE, END_OF_IMAGE, IMAGE_PLACEHOLDER};
+use janus::input::preprocess::PreprocessConfig;
+use janus::input::tokenizer::{JanusTokenizer, BEGIN_OF_IMAGE, END_OF_IMAGE, IMAGE_PLACEHOLDER};
 use janus::{FinishReason, JanusConfig, Prompter, TextParams};
 use tokio::sync::mpsc;
 

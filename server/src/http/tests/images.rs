@@ -318,7 +318,7 @@ async fn describe_answers_a_multipart_upload() {
     assert_eq!(seen.params.max_new_tokens, Some(64));
     assert_eq!(seen.params.sampling.temperature, 0.0, "greedy by default");
     assert_eq!(seen.images.len(), 1);
-    let system = janus::conversation::DEFAULT_SYSTEM_PROMPT;
+    let system = janus::text::conversation::DEFAULT_SYSTEM_PROMPT;
     assert_eq!(
         seen.prompt,
         format!("<｜begin▁of▁sentence｜>{system}\n\n<|User|>: <image>\nWhat is it?\n\n<|Assistant|>:")

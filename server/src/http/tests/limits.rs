@@ -224,7 +224,7 @@ async fn a_prompt_too_long_is_refused_before_its_images_are_read() {
 async fn the_image_memory_is_bounded_with_a_429() {
     let p = super::fake::prompter();
     let one = p.prepared_image_bytes().next_multiple_of(4096);
-    let peak = p.image_peak_bytes(&janus::preprocess::ImageProbe::read(&png_bytes(4, 4)).unwrap());
+    let peak = p.image_peak_bytes(&janus::input::preprocess::ImageProbe::read(&png_bytes(4, 4)).unwrap());
     let h = harness(HttpConfig { image_memory_bytes: 2 * one + peak / 2, ..HttpConfig::default() });
     h.fake.set_mode(Mode::Hang);
     let mut two = user_images(2);

@@ -119,7 +119,7 @@ pub fn get(path: &str) -> Request<Body> {
 }
 
 pub fn png_bytes(w: u32, h: u32) -> Vec<u8> {
-    janus::image::png_bytes(&image::RgbImage::from_pixel(w, h, image::Rgb([10, 200, 30]))).unwrap()
+    janus::input::image::png_bytes(&image::RgbImage::from_pixel(w, h, image::Rgb([10, 200, 30]))).unwrap()
 }
 
 pub fn data_url(bytes: &[u8]) -> String {

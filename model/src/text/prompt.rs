@@ -18,15 +18,15 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{Device, Tensor};
 use image::DynamicImage;
 
-use crate::config::JanusConfig;
-use crate::conversation::{Conversation, Piece};
+use crate::load::config::JanusConfig;
+use crate::text::conversation::{Conversation, Piece};
 use crate::error::{Error, Field, Invalid, Result};
-use crate::hub::ModelFiles;
+use crate::load::hub::ModelFiles;
 use crate::limits::DEFAULT_MAX_NEW_TOKENS;
-use crate::prefix_cache::PrefixKey;
-use crate::preprocess::{ImageProbe, PreprocessConfig};
-use crate::tokenizer::JanusTokenizer;
-use crate::understand::TextParams;
+use crate::text::prefix_cache::PrefixKey;
+use crate::input::preprocess::{ImageProbe, PreprocessConfig};
+use crate::input::tokenizer::JanusTokenizer;
+use crate::text::session::TextParams;
 
 /// What requests are prepared with: the tokenizer, the image preprocessing and the model's sizes.
 #[derive(Clone)]
@@ -70,7 +70,7 @@ pub struct PreparedPrompt {
     pub pixels: Vec<Tensor>,
     /// Where the system prompt and each message end in `ids` (ascending): the prefill's chunks
     /// end there, and the prefixes up to them are what the prefix cache keeps
-    /// ([`crate::prefix_cache`]).
+    /// ([`crate::text::prefix_cache`]).
     pub boundaries: Vec<usize>,
     /// Where each image's placeholders start in `ids`, and a hash of its pixels.
     pub image_starts: Vec<usize>,
@@ -299,8 +299,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::conversation::{Message, Part, Role};
-    use crate::tokenizer::IMAGE_PLACEHOLDER;
+    use crate::text::conversation::{Message, Part, Role};
+    use crate::input::tokenizer::IMAGE_PLACEHOLDER;
 
     fn prompter() -> Prompter {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/janus-pro-tiny");
@@ -406,7 +406,7 @@ mod tests {
         let p = prompter();
         let tok = p.tokenizer();
         for prompt in ["a cat", "  a red cube on a table, 4k!  ", "naïve 日本語\n\nx"] {
-            let want = tok.encode(&crate::tokenizer::t2i_prompt(prompt)).unwrap();
+            let want = tok.encode(&crate::input::tokenizer::t2i_prompt(prompt)).unwrap();
             assert_eq!(p.t2i_prompt_ids(prompt).unwrap(), want);
         }
     }
@@ -428,7 +428,7 @@ mod tests {
                 .chain([Message::user(vec![Part::Text("last".into())])])
                 .collect();
             let conv = Conversation::new(messages);
-            crate::tokenizer::ENCODED_BYTES.set(0);
+            crate::input::tokenizer::ENCODED_BYTES.set(0);
             let tokens = p.tokens(&conv).unwrap();
             let specials: usize = (conv.pieces().unwrap().iter())
                 .map(|piece| match piece {
@@ -436,7 +436,7 @@ mod tests {
                     _ => 0,
                 })
                 .sum();
-            assert_eq!(crate::tokenizer::ENCODED_BYTES.get(), conv.render().unwrap().len() - specials);
+            assert_eq!(crate::input::tokenizer::ENCODED_BYTES.get(), conv.render().unwrap().len() - specials);
             assert_eq!(tokens.boundaries.len(), n + 2, "the system prompt and every message end a section");
         }
     }

@@ -11,8 +11,8 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::{conv2d, Conv2dConfig, GroupNorm, VarBuilder};
 
 use crate::error::{Error, Result};
-use crate::vq_cpu::{group_norm, same_conv2d};
-use crate::weights::Checkpoint;
+use crate::kernels::conv::{group_norm, same_conv2d};
+use crate::load::checkpoint::Checkpoint;
 
 const GROUPS: usize = 32;
 const EPS: f64 = 1e-6;

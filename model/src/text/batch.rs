@@ -9,11 +9,11 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::llm::{last_position, LlmCache};
+use crate::modules::llm::{last_position, LlmCache};
 use crate::model::Janus;
-use crate::prefix_cache::{Found, PrefixKey};
-use crate::prompt::TextRequest;
-use crate::understand::TextSession;
+use crate::text::prefix_cache::{Found, PrefixKey};
+use crate::text::prompt::TextRequest;
+use crate::text::session::TextSession;
 
 /// Prefill chunks of at most this many positions go through the decode kernel as rows (see
 /// [`Janus::prefill_texts`]).
@@ -24,7 +24,7 @@ pub type TextPieces = Vec<Result<Option<String>>>;
 
 impl Janus {
     /// Sessions for several text requests arriving together (tokenized and their images
-    /// preprocessed: [`crate::prompt::Prompter::text_request`]), each starting from the longest
+    /// preprocessed: [`crate::text::prompt::Prompter::text_request`]), each starting from the longest
     /// of its prefixes in the prefix cache, and the images after it encoded by SigLIP in one
     /// batch (each image's embeddings are what they are encoded alone; an image inside a cached
     /// prefix is not encoded). The outer error is the shared encoding's; the inner results are
@@ -84,7 +84,7 @@ impl Janus {
     }
 
     /// The next prefill chunk of each of `sessions` (all still reading their prompt), packed
-    /// ([`crate::llm::Llama::forward_packed`]): the chunks of more than [`SHORT_CHUNK`]
+    /// ([`crate::modules::llm::Llama::forward_packed`]): the chunks of more than [`SHORT_CHUNK`]
     /// positions through one GEMM per layer (a GEMM row does not depend on the others), the
     /// shorter ones (a prompt's `<|Assistant|>:` tail after its last message) as rows through the
     /// decode kernel, each row on its own; so each chunk's numbers are those it has alone. The

@@ -19,12 +19,12 @@ use candle_core::quantized::gguf_file::{self, Content, TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::CheckpointFormat;
+use crate::load::config::CheckpointFormat;
 use crate::error::{Error, Result};
-use crate::hub::ModelFiles;
+use crate::load::hub::ModelFiles;
 use crate::model::{Janus, LoadOptions, Parts};
-use crate::quant::Quant;
-use crate::weights::{Checkpoint, Recorded};
+use crate::modules::quant::Quant;
+use crate::load::checkpoint::{Checkpoint, Recorded};
 
 /// The file name of a quantized checkpoint in a model directory.
 pub const GGUF_FILE: &str = "model.gguf";

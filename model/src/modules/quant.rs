@@ -4,7 +4,7 @@
 //! The blocks and their quantizers are candle's (`candle_core::quantized`, after ggml). On CUDA
 //! the product is candle's `QMatMul`. On the CPU it always reads the blocks as stored, with no
 //! second copy (candle's `QMatMul` repacks q8_0 and q4k into tiles beside them on AVX-512 VNNI
-//! CPUs): [`crate::quant_cpu`]'s kernels for q8_0 and for q4k at ≤ 16 rows where the CPU has
+//! CPUs): [`crate::kernels::quant`]'s kernels for q8_0 and for q4k at ≤ 16 rows where the CPU has
 //! AVX-512 VNNI, candle's row-tiled `k_quants::matmul` for the other k-quants and rows, and
 //! candle's `QMatMul` for q8_0 elsewhere (it does not repack without VNNI). docs/PERF.md, "which
 //! kernel", has the measurements.
@@ -17,7 +17,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, T
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::quant_cpu;
+use crate::kernels::quant as kernel;
 
 /// How the linear layers of the language model and of `gen_head` are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -148,7 +148,7 @@ impl QWeight {
         let on_cpu = self.q.device().is_cpu();
         let stored_blocks = match self.q.dtype() {
             GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => true,
-            GgmlDType::Q8_0 => quant_cpu::takes_q8_0(self.q.shape().dims()[1]),
+            GgmlDType::Q8_0 => kernel::takes_q8_0(self.q.shape().dims()[1]),
             _ => false,
         };
         if on_cpu && stored_blocks {
@@ -190,13 +190,13 @@ impl CustomOp1 for StoredBlocks<'_> {
         let mkn = (m, k, n);
         // One position per row (a decode step): the VNNI kernel 16 rows at a time, so that a row's
         // numbers do not depend on how many rows share the step (see `nn::one_position_per_row`).
-        let step = crate::nn::one_position_per_row(dims);
+        let step = crate::modules::linear::one_position_per_row(dims);
         let dst = match self.0.dtype() {
-            GgmlDType::Q4K if step && quant_cpu::takes_q4k(k) => (x.chunks(k * quant_cpu::MAX_ROWS))
-                .flat_map(|tile| quant_cpu::matmul_q4k(tile, tile.len() / k, k, n, &data))
+            GgmlDType::Q4K if step && kernel::takes_q4k(k) => (x.chunks(k * kernel::MAX_ROWS))
+                .flat_map(|tile| kernel::matmul_q4k(tile, tile.len() / k, k, n, &data))
                 .collect(),
             // `QWeight::forward` sends q8_0 here only when `takes_q8_0`
-            GgmlDType::Q8_0 => quant_cpu::matmul_q8_0(x, m, k, n, &data),
+            GgmlDType::Q8_0 => kernel::matmul_q8_0(x, m, k, n, &data),
             GgmlDType::Q4K => candle_matmul::<BlockQ4K>(mkn, x, &data)?,
             GgmlDType::Q5K => candle_matmul::<BlockQ5K>(mkn, x, &data)?,
             GgmlDType::Q6K => candle_matmul::<BlockQ6K>(mkn, x, &data)?,

@@ -9,7 +9,7 @@
 //! - this module: the internal, format-independent config.
 //!
 //! The VQ model is described by neither config in full (the original builds it from code
-//! defaults), so its sizes are read from the tensors instead, in [`crate::vq`].
+//! defaults), so its sizes are read from the tensors instead, in [`crate::modules::vq`].
 
 use std::path::Path;
 

@@ -7,7 +7,7 @@ use hf_hub::api::sync::{ApiBuilder, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{Error, Result};
-use crate::weights::{find_weight_files, shard_names, WEIGHT_CANDIDATES};
+use crate::load::checkpoint::{find_weight_files, shard_names, WEIGHT_CANDIDATES};
 
 /// The default model: the hub id of Janus-Pro-1B.
 pub const DEFAULT_MODEL: &str = "deepseek-ai/Janus-Pro-1B";

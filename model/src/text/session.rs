@@ -9,15 +9,15 @@
 
 use candle_core::Tensor;
 
-use crate::conversation::Conversation;
+use crate::text::conversation::Conversation;
 use crate::error::{Error, Result};
 use crate::limits::DEFAULT_TEXT_TEMPERATURE;
-use crate::llm::LlmCache;
+use crate::modules::llm::LlmCache;
 use crate::model::Janus;
-use crate::prefix_cache::{Found, PrefixKey, PrefixKv};
-use crate::prompt::{PreparedPrompt, TextRequest};
+use crate::text::prefix_cache::{Found, PrefixKey, PrefixKv};
+use crate::text::prompt::{PreparedPrompt, TextRequest};
 use crate::sampling::{Sampler, SamplingParams};
-use crate::tokenizer::DecodeStream;
+use crate::input::tokenizer::DecodeStream;
 
 /// Why decoding stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub struct TextOutput {
 
 impl Janus {
     /// Tokenizes the conversation, expands the image placeholders and preprocesses the images
-    /// ([`crate::prompt::Prompter::prompt`]).
+    /// ([`crate::text::prompt::Prompter::prompt`]).
     pub fn prepare(&self, conv: &Conversation) -> Result<PreparedPrompt> {
         self.prompter().prompt(conv)
     }

@@ -8,10 +8,10 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::generate::{StepOutput, T2iBatch};
-use crate::llm::LlmCache;
+use crate::modules::llm::LlmCache;
 use crate::model::Janus;
-use crate::text_batch::TextPieces;
-use crate::understand::TextSession;
+use crate::text::batch::TextPieces;
+use crate::text::session::TextSession;
 
 impl Janus {
     /// One step of `cohort` (past its prompt: [`T2iBatch::is_prefilled`]) and one token for each
@@ -51,7 +51,7 @@ impl Janus {
             Some(_) => inputs[0].dim(0)?,
             None => 0,
         };
-        crate::text_batch::rewound_on_error(sessions, |sessions| self.step_inputs(cohort, sessions, &inputs, rows))
+        crate::text::batch::rewound_on_error(sessions, |sessions| self.step_inputs(cohort, sessions, &inputs, rows))
     }
 
     /// The rest of [`Janus::step_rows`], once the cohort's input (its `rows` first) and each

@@ -3,17 +3,17 @@
 //! Reference: deepseek-ai/Janus `janus/models/siglip_vit.py` (timm `VisionTransformer` with
 //! `class_token=False`, `global_pool="map"`, `ignore_head=True`) wrapped by `clip_encoder.py`
 //! (`select_layer=-1`: every block, then the final `norm`); transformers
-//! `JanusVisionModel` for the converted names, which [`crate::weights`] maps back to these.
+//! `JanusVisionModel` for the converted names, which [`crate::load::checkpoint`] maps back to these.
 //! Pre-norm blocks, LayerNorm eps 1e-6, fused `qkv` (q | k | v), exact-erf GELU, no CLS
 //! token; the MAP head (`attn_pool.*`) is in the checkpoint but never used.
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{conv2d, layer_norm, Conv2d, Conv2dConfig, LayerNorm, LayerNormConfig, VarBuilder};
 
-use crate::config::{ProjectorConfig, VisionConfig};
+use crate::load::config::{ProjectorConfig, VisionConfig};
 use crate::error::Result;
-use crate::gen::MlpProjector;
-use crate::nn::{linear, Linear};
+use crate::modules::gen::MlpProjector;
+use crate::modules::linear::{linear, Linear};
 
 struct Attention {
     qkv: Linear,

@@ -6,13 +6,13 @@
 //! the product is a set of dot products along `W`'s contiguous rows, which is what
 //! [`SkinnyMatmul`] computes, streaming `W` once, split across threads by output columns.
 //! Larger inputs (prefill, big batches) and other devices/dtypes use candle's matmul. A layer may
-//! instead hold a quantized weight ([`crate::quant`]), whose product is candle's or `quant_cpu`'s.
+//! instead hold a quantized weight ([`crate::modules::quant`]), whose product is candle's or `quant_cpu`'s.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use crate::quant::{QWeight, Quant};
+use crate::modules::quant::{QWeight, Quant};
 
 /// Rows the dot-product kernel takes at a time (up to this many it beats the packed GEMM).
 const MAX_SKINNY_ROWS: usize = 16;
@@ -58,7 +58,7 @@ impl Linear {
         let (_, in_dim) = w.dims2()?;
         match quant.block_type_for(in_dim) {
             Some(block) => {
-                let q = crate::quant::quantize(&w.to_device(&Device::Cpu)?, block, dev)?;
+                let q = crate::modules::quant::quantize(&w.to_device(&Device::Cpu)?, block, dev)?;
                 Ok(Self::quantized(QWeight::new(q)?, bias))
             }
             None => Ok(Self::new(w.to_device(dev)?.to_dtype(dtype)?, bias)),

@@ -12,12 +12,12 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{rms_norm, Embedding, RmsNorm, VarBuilder};
 
-use crate::attention_cpu;
-use crate::config::LlmConfig;
+use crate::kernels::attention;
+use crate::load::config::LlmConfig;
 use crate::error::{Error, Result};
-use crate::nn::Linear;
-use crate::prefix_cache::PrefixKv;
-use crate::weights::Linears;
+use crate::modules::linear::Linear;
+use crate::text::prefix_cache::PrefixKv;
+use crate::load::checkpoint::Linears;
 
 /// Keys and values of every layer for a batch of rows, preallocated to `capacity` positions.
 pub struct LlmCache {
@@ -84,7 +84,7 @@ impl LlmCache {
     }
 
     /// A copy of the keys and values of the first `n` positions of every layer (a one-row,
-    /// unpadded cache), for [`crate::prefix_cache::PrefixCache`].
+    /// unpadded cache), for [`crate::text::prefix_cache::PrefixCache`].
     pub(crate) fn prefix(&self, n: usize) -> Result<PrefixKv> {
         if self.batch_size() != 1 || self.padding.is_some() || n > self.len {
             return Err(Error::InvalidInput("a prefix is taken from one unpadded row's written positions".into()));
@@ -293,8 +293,8 @@ impl Attention {
         Ok(self.o_proj.forward(&y)?)
     }
 
-    fn heads(&self) -> attention_cpu::Heads {
-        attention_cpu::Heads { num_heads: self.num_heads, num_kv_heads: self.num_kv_heads, head_dim: self.head_dim }
+    fn heads(&self) -> attention::Heads {
+        attention::Heads { num_heads: self.num_heads, num_kv_heads: self.num_kv_heads, head_dim: self.head_dim }
     }
 
     /// One token for the rows of one batch cache (`batch`: its layer, its length, and the step's
@@ -325,7 +325,7 @@ impl Attention {
 
     /// The attention of one-token rows that share nothing but the weights (each its own cache
     /// and position) → `[R, 1, heads · head_dim]`: on the CPU (f32) the rotary embedding for all
-    /// rows at once and the attention in one call ([`attention_cpu::attend_rows`]), elsewhere
+    /// rows at once and the attention in one call ([`attention::attend_rows`]), elsewhere
     /// row by row.
     fn attend_singles(
         &self,
@@ -333,7 +333,7 @@ impl Attention {
         rope: &Rope,
         caches: &mut [(&mut (Tensor, Tensor), usize)],
     ) -> Result<Tensor> {
-        if !attention_cpu::takes(qkv) {
+        if !attention::takes(qkv) {
             let ys = (caches.iter_mut().enumerate())
                 .map(|(r, (kv, offset))| {
                     let (cos, sin) = rope.select(*offset, 1, None)?;
@@ -357,17 +357,17 @@ impl Attention {
             kv.1.slice_set(&v.narrow(0, i, 1)?, 2, *offset)?;
         }
         let tensors: Vec<(&Tensor, &Tensor)> = caches.iter().map(|(kv, _)| (&kv.0, &kv.1)).collect();
-        let spans: Vec<attention_cpu::RowSpan> = (caches.iter().enumerate())
-            .map(|(c, (_, o))| attention_cpu::RowSpan { cache: c, row: 0, start: 0, end: o + 1 })
+        let spans: Vec<attention::RowSpan> = (caches.iter().enumerate())
+            .map(|(c, (_, o))| attention::RowSpan { cache: c, row: 0, start: 0, end: o + 1 })
             .collect();
-        let y = attention_cpu::attend_rows(&q.reshape((r, h, d))?, &tensors, &spans, self.heads())?;
+        let y = attention::attend_rows(&q.reshape((r, h, d))?, &tensors, &spans, self.heads())?;
         Ok(y.reshape((r, 1, h * d))?)
     }
 
     /// `qkv` `[B, S, (heads + 2 kv heads) · head_dim]` → rotary embedding, cache write at
     /// `offset`, attention over the cache → `[B, S, heads · head_dim]` (before `o_proj`). Row
     /// `r` is left-padded by `pads[r]`. A one-token step on the CPU (f32) attends with
-    /// [`attention_cpu::attend_rows`] from each row's first real position, so a padded row
+    /// [`attention::attend_rows`] from each row's first real position, so a padded row
     /// computes exactly what it would unpadded (alone); the mask is then not needed.
     #[allow(clippy::too_many_arguments)]
     fn attend(
@@ -393,10 +393,10 @@ impl Attention {
         kv.0.slice_set(&k, 2, offset)?;
         kv.1.slice_set(&v, 2, offset)?;
         let t = offset + s;
-        if s == 1 && attention_cpu::takes(&q) && pads.len() == b {
-            let spans: Vec<attention_cpu::RowSpan> =
-                (0..b).map(|row| attention_cpu::RowSpan { cache: 0, row, start: pads[row], end: t }).collect();
-            let y = attention_cpu::attend_rows(
+        if s == 1 && attention::takes(&q) && pads.len() == b {
+            let spans: Vec<attention::RowSpan> =
+                (0..b).map(|row| attention::RowSpan { cache: 0, row, start: pads[row], end: t }).collect();
+            let y = attention::attend_rows(
                 &q.reshape((b, h, self.head_dim))?,
                 &[(&kv.0, &kv.1)],
                 &spans,

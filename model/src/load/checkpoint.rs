@@ -2,7 +2,7 @@
 //!
 //! Supported on disk: safetensors (one file, or shards listed by `model.safetensors.index.json`;
 //! memory-mapped), PyTorch zip pickles (`pytorch_model.bin`, or shards listed by
-//! `pytorch_model.bin.index.json`) and our quantized `model.gguf` ([`crate::gguf`]), in bf16, f16
+//! `pytorch_model.bin.index.json`) and our quantized `model.gguf` ([`crate::load::gguf`]), in bf16, f16
 //! or f32, with either the original `deepseek-ai/Janus` names or the transformers names (mapping
 //! from transformers' `convert_janus_weights_to_hf.py`). Every module asks for the *original* name; this layer
 //! maps it, splits or fuses where the formats differ (SigLIP `qkv`, `pos_embed` rank), and
@@ -20,11 +20,11 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Embedding, Init, VarBuilder};
 
-use crate::config::CheckpointFormat;
+use crate::load::config::CheckpointFormat;
 use crate::error::{Error, Result};
-use crate::gguf::{dense_dtype, is_dense, GgufFile, GGUF_FILE};
-use crate::nn::{Linear, StoredWeight};
-use crate::quant::{QWeight, Quant};
+use crate::load::gguf::{dense_dtype, is_dense, GgufFile, GGUF_FILE};
+use crate::modules::linear::{Linear, StoredWeight};
+use crate::modules::quant::{QWeight, Quant};
 
 enum File {
     Safetensors(MmapedSafetensors),

@@ -103,7 +103,7 @@ impl JanusTokenizer {
     /// become a turn or an image slot. Text without such strings gets the ids the whole prompt
     /// gives it: the tokenizer splits a prompt at its special tokens and tokenizes the pieces
     /// between them each on its own, which is what the template's pieces are
-    /// ([`crate::conversation`]).
+    /// ([`crate::text::conversation`]).
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
         #[cfg(test)]
         ENCODED_BYTES.set(ENCODED_BYTES.get() + text.len());

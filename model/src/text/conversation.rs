@@ -1,6 +1,6 @@
 //! A conversation to answer, and the reference's chat template over it, as pieces: the template's
 //! special tokens, text, image slots, and where each section ends (the system prompt, each
-//! message), so that it is tokenized in one pass ([`crate::prompt`]).
+//! message), so that it is tokenized in one pass ([`crate::text::prompt`]).
 //!
 //! Reference: deepseek-ai/Janus `janus/models/processing_vlm.py` (`VLChatProcessor`: the
 //! "deepseek" template with the default system prompt) and `janus/utils/conversation.py` (a
@@ -12,7 +12,7 @@
 use image::DynamicImage;
 
 use crate::error::{Field, Invalid};
-use crate::tokenizer::{ASSISTANT, EOS, IMAGE_PLACEHOLDER, USER};
+use crate::input::tokenizer::{ASSISTANT, EOS, IMAGE_PLACEHOLDER, USER};
 
 /// `VLChatProcessor.system_prompt` of the released processor.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful language and vision assistant. You are able to understand the visual content that the user provides, and assist the user with a variety of tasks using natural language.";
@@ -153,7 +153,7 @@ impl<I> Conversation<I> {
     }
 
     /// The prompt as text, images as `<image_placeholder>` (what the reference's processor
-    /// renders; [`crate::prompt::Prompter`] tokenizes the pieces instead).
+    /// renders; [`crate::text::prompt::Prompter`] tokenizes the pieces instead).
     pub fn render(&self) -> Result<String, Invalid> {
         Ok(self
             .pieces()?

@@ -4,7 +4,7 @@
 //! tokens and images, which then prefills only the rest (and does not encode those images).
 //!
 //! Where a prompt's messages end depends on the prompt alone
-//! ([`crate::understand::PreparedPrompt::boundaries`]), and every answer reads its prompt in
+//! ([`crate::text::session::PreparedPrompt::boundaries`]), and every answer reads its prompt in
 //! chunks that end there, whether a prefix comes from this cache, is computed, or the cache is
 //! off. So an answer's numbers never depend on the cache, on what ran before it, or on its batch
 //! mates: a copied prefix holds exactly the keys and values the answer would have computed.

@@ -1,0 +1,17 @@
+//! The neural modules, each built with `load(vb, cfg)` from the checkpoint's names.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `linear.rs` | `Linear`: dense (with a CPU fast path for decode steps) or quantized |
+//! | `quant.rs` | `Quant` (how linear layers are stored), `QWeight` (a quantized weight and its product) |
+//! | `llm.rs` | the LLaMA language model and its KV caches |
+//! | `vision.rs` | the SigLIP encoder and its aligner (understanding) |
+//! | `gen.rs` | the generation embedding, aligner and head |
+//! | `vq.rs` | the VQ-16 decoder |
+
+pub mod gen;
+pub mod linear;
+pub mod llm;
+pub mod quant;
+pub mod vision;
+pub mod vq;

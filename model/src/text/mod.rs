@@ -1,0 +1,17 @@
+//! Image understanding, the text path: a conversation in, text out, token by token.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `conversation.rs` | the conversation and the reference's chat template, as pieces |
+//! | `prompt.rs` | `Prompter`: a request tokenized in one pass and its images prepared, without the weights |
+//! | `session.rs` | `TextSession`: one answer, a prefill chunk or a token per step |
+//! | `batch.rs` | answers arriving together, prefilled together, stepped together |
+//! | `shared_step.rs` | image rows and text rows in one forward |
+//! | `prefix_cache.rs` | the keys and values of prompt prefixes, shared across answers |
+
+pub mod batch;
+pub mod conversation;
+pub mod prefix_cache;
+pub mod prompt;
+pub mod session;
+pub mod shared_step;
