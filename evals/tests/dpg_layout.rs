@@ -25,7 +25,9 @@ impl ImageBackend for Tiles {
     fn generate(&self, _: &str, n: usize, seed: u64) -> Result<Vec<Vec<u8>>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Ok((0..n)
-            .map(|i| janus::input::image::png_bytes(&RgbImage::from_pixel(6, 5, Rgb([10 * i as u8, seed as u8, 0]))).unwrap())
+            .map(|i| {
+                janus::input::image::png_bytes(&RgbImage::from_pixel(6, 5, Rgb([10 * i as u8, seed as u8, 0]))).unwrap()
+            })
             .collect())
     }
     fn describe(&self) -> Value {

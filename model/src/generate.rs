@@ -16,8 +16,8 @@
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::modules::llm::{last_position, LlmCache};
 use crate::model::Janus;
+use crate::modules::llm::{last_position, LlmCache};
 use crate::sampling::{image_seed, BatchSampler, SamplingParams};
 
 /// One image to generate.

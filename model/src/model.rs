@@ -7,20 +7,21 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use crate::load::config::{CheckpointFormat, JanusConfig};
 use crate::error::{Error, Result};
-use crate::modules::gen::{GenEmbed, GenHead};
-use crate::load::hub::ModelFiles;
-use crate::limits::DEFAULT_PREFIX_CACHE_POSITIONS;
-use crate::modules::llm::Llama;
-use crate::text::prefix_cache::PrefixCache;
 use crate::input::preprocess::PreprocessConfig;
-use crate::text::prompt::Prompter;
-use crate::modules::quant::Quant;
 use crate::input::tokenizer::JanusTokenizer;
+use crate::limits::DEFAULT_PREFIX_CACHE_POSITIONS;
+use crate::load::checkpoint::Checkpoint;
+use crate::load::config::{CheckpointFormat, JanusConfig};
+use crate::load::hub::ModelFiles;
+use crate::load::quant::Quant;
+use crate::modules::gen::{GenEmbed, GenHead};
+use crate::modules::linears::Linears;
+use crate::modules::llm::Llama;
 use crate::modules::vision::VisionEncoder;
 use crate::modules::vq::{VqConfig, VqDecoder};
-use crate::load::checkpoint::{Checkpoint, Linears};
+use crate::text::prefix_cache::PrefixCache;
+use crate::text::prompt::Prompter;
 
 /// Where and how to run a model.
 #[derive(Debug, Clone)]

@@ -5,12 +5,12 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::text::conversation::Conversation;
 use crate::error::{Error, Result};
 use crate::generate::T2iBatch;
-use crate::modules::llm::{last_position, LlmCache};
 use crate::model::Janus;
+use crate::modules::llm::{last_position, LlmCache};
 use crate::sampling::SamplingParams;
+use crate::text::conversation::Conversation;
 
 /// Log-probabilities, one vector per step.
 pub type Trace = Vec<Vec<f32>>;

@@ -6,7 +6,26 @@
 use crate::error::{Field, Invalid};
 use crate::limits::*;
 use crate::sampling::SamplingParams;
-use crate::text::session::TextParams;
+
+/// A text answer's parameters, validated ([`TextAsk::validate`]).
+#[derive(Debug, Clone)]
+pub struct TextParams {
+    /// Most tokens to generate; `None`: the reference's 512, or what fits in the context.
+    pub max_new_tokens: Option<usize>,
+    /// Temperature 0 (the default) is greedy, as in the reference.
+    pub sampling: SamplingParams,
+    pub seed: u64,
+}
+
+impl Default for TextParams {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: None,
+            sampling: SamplingParams { temperature: DEFAULT_TEXT_TEMPERATURE, ..Default::default() },
+            seed: 0,
+        }
+    }
+}
 
 /// A text-to-image request as asked: every field optional, numbers as given (negative ones
 /// included), so that validation, not parsing, says what is wrong.

@@ -151,7 +151,8 @@ fn edit_tensor(dir: &Path, name: &str, edit: impl FnOnce(&Tensor) -> Tensor) -> 
 fn transformers_pos_embed_has_no_batch_axis() {
     // The transformers checkpoint stores SigLIP's position embedding as [N, C]; it loads as the
     // original's [1, N, C], and gives the same vision features as the original checkpoint.
-    let names = janus::load::checkpoint::Checkpoint::open(&[tiny_dir("janus-pro-tiny-hf").join("model.safetensors")]).unwrap();
+    let names =
+        janus::load::checkpoint::Checkpoint::open(&[tiny_dir("janus-pro-tiny-hf").join("model.safetensors")]).unwrap();
     assert_eq!(names.shape_of("vision_model.vision_tower.pos_embed").unwrap().len(), 2);
     let (a, b) = (load_tiny("janus-pro-tiny-hf"), load_tiny("janus-pro-tiny-sharded"));
     let pixels = Tensor::ones((1, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();

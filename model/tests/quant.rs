@@ -4,8 +4,9 @@
 mod common;
 
 use common::{load_tiny, tiny_dir, TINY_VARIANTS};
-use janus::load::gguf::{write_quantized, GGUF_FILE};
+use janus::load::gguf::GGUF_FILE;
 use janus::quality::divergence;
+use janus::quantize::write_quantized;
 use janus::{Conversation, DType, Device, Janus, LoadOptions, ModelFiles, Parts, Quant, SamplingParams, TextParams};
 
 const PROMPT: &str = "a red bicycle";

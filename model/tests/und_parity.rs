@@ -91,7 +91,8 @@ fn prompts_prefill_and_greedy_answers_match() {
             // Prefill hidden states at every position.
             let embeds = model.prompt_embeds(&prompt).unwrap();
             let len = prompt.ids.len();
-            let mut cache = janus::modules::llm::LlmCache::new(&model.cfg.llm, vec![0], len, DType::F32, &Device::Cpu).unwrap();
+            let mut cache =
+                janus::modules::llm::LlmCache::new(&model.cfg.llm, vec![0], len, DType::F32, &Device::Cpu).unwrap();
             let hidden = model.llm().forward(&embeds, &mut cache).unwrap().squeeze(0).unwrap();
             let d = max_abs_diff(&hidden, g.t(&format!("u{k}.prefill_hidden")));
             assert!(d <= 1e-4, "{variant} u{k}: prefill hidden differs by {d}");
@@ -142,7 +143,8 @@ fn text_decoding_with_the_cache_equals_recomputation() {
     let answer = Tensor::new(out.token_ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let all = Tensor::cat(&[embeds, model.llm().embed(&answer).unwrap()], 1).unwrap();
     let total = all.dim(1).unwrap();
-    let mut cache = janus::modules::llm::LlmCache::new(&model.cfg.llm, vec![0], total, DType::F32, &Device::Cpu).unwrap();
+    let mut cache =
+        janus::modules::llm::LlmCache::new(&model.cfg.llm, vec![0], total, DType::F32, &Device::Cpu).unwrap();
     let hidden = model.llm().forward(&all, &mut cache).unwrap().squeeze(0).unwrap();
     let logits = model.llm().lm_logits(&hidden).unwrap();
     let argmax: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();

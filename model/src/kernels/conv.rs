@@ -213,7 +213,7 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 /// `out = x * scale + shift`, then SiLU when asked; dispatched to an AVX2 build where present.
 fn affine(out: &mut [f32], x: &[f32], scale: f32, shift: f32, silu: bool) {
     #[cfg(target_arch = "x86_64")]
-    if crate::modules::linear::has_avx2_fma() {
+    if crate::kernels::dot::has_avx2_fma() {
         // SAFETY: the CPU has the features the function was compiled for.
         return unsafe { affine_avx2(out, x, scale, shift, silu) };
     }

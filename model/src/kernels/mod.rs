@@ -8,4 +8,5 @@
 
 pub mod attention;
 pub mod conv;
+pub mod dot;
 pub mod quant;

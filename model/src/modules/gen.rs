@@ -8,10 +8,10 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{embedding, Embedding, VarBuilder};
 
-use crate::load::config::{GenConfig, ProjectorConfig};
 use crate::error::Result;
+use crate::load::config::{GenConfig, ProjectorConfig};
 use crate::modules::linear::{linear, Linear};
-use crate::load::checkpoint::Linears;
+use crate::modules::linears::Linears;
 
 /// `mlp_gelu` with depth 2: `layers.0` Linear → exact GELU → `layers.2` Linear.
 pub struct MlpProjector {

@@ -12,12 +12,11 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{rms_norm, Embedding, RmsNorm, VarBuilder};
 
+use crate::error::{Error, Result};
 use crate::kernels::attention;
 use crate::load::config::LlmConfig;
-use crate::error::{Error, Result};
 use crate::modules::linear::Linear;
-use crate::text::prefix_cache::PrefixKv;
-use crate::load::checkpoint::Linears;
+use crate::modules::linears::Linears;
 
 /// Keys and values of every layer for a batch of rows, preallocated to `capacity` positions.
 pub struct LlmCache {
@@ -209,6 +208,10 @@ impl LlmCache {
     }
 }
 
+/// The keys and values of a cache's first positions, every layer's, `[1, kv heads, positions,
+/// head_dim]` each (what the prefix cache keeps: `text::prefix_cache`).
+pub(crate) type PrefixKv = Vec<(Tensor, Tensor)>;
+
 /// Precomputed RoPE tables (rotate-half convention), `[max_positions, head_dim / 2]`.
 struct Rope {
     cos: Tensor,
@@ -396,12 +399,8 @@ impl Attention {
         if s == 1 && attention::takes(&q) && pads.len() == b {
             let spans: Vec<attention::RowSpan> =
                 (0..b).map(|row| attention::RowSpan { cache: 0, row, start: pads[row], end: t }).collect();
-            let y = attention::attend_rows(
-                &q.reshape((b, h, self.head_dim))?,
-                &[(&kv.0, &kv.1)],
-                &spans,
-                self.heads(),
-            )?;
+            let y =
+                attention::attend_rows(&q.reshape((b, h, self.head_dim))?, &[(&kv.0, &kv.1)], &spans, self.heads())?;
             return Ok(y.reshape((b, 1, h * self.head_dim))?);
         }
         let k = repeat_kv(kv.0.narrow(2, 0, t)?, self.num_heads / self.num_kv_heads)?;
@@ -661,7 +660,7 @@ impl Llama {
             })
             .collect::<Result<Vec<_>>>()?;
         // Packed as one sequence `[1, Σ B·S, D]`: one GEMM per linear layer; or as rows
-        // `[Σ B·S, D]`, which read as one position each (`nn::one_position_per_row`).
+        // `[Σ B·S, D]`, which read as one position each (`kernels::dot::one_position_per_row`).
         let flat = |xs: &[Tensor]| -> Result<Tensor> {
             let rows = xs.iter().map(|x| Ok(x.reshape((1, (), x.dim(2)?))?)).collect::<Result<Vec<_>>>()?;
             let seq = Tensor::cat(&rows, 1)?;

@@ -3,7 +3,8 @@
 //! | file | what |
 //! | --- | --- |
 //! | `linear.rs` | `Linear`: dense (with a CPU fast path for decode steps) or quantized |
-//! | `quant.rs` | `Quant` (how linear layers are stored), `QWeight` (a quantized weight and its product) |
+//! | `linears.rs` | `Linears`: the linear layers `--quant` applies to, quantized while loading or taken as stored |
+//! | `quant.rs` | `QWeight` (a quantized weight and its product), `quantize` |
 //! | `llm.rs` | the LLaMA language model and its KV caches |
 //! | `vision.rs` | the SigLIP encoder and its aligner (understanding) |
 //! | `gen.rs` | the generation embedding, aligner and head |
@@ -11,6 +12,7 @@
 
 pub mod gen;
 pub mod linear;
+pub mod linears;
 pub mod llm;
 pub mod quant;
 pub mod vision;

@@ -10,8 +10,8 @@
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{conv2d, layer_norm, Conv2d, Conv2dConfig, LayerNorm, LayerNormConfig, VarBuilder};
 
-use crate::load::config::{ProjectorConfig, VisionConfig};
 use crate::error::Result;
+use crate::load::config::{ProjectorConfig, VisionConfig};
 use crate::modules::gen::MlpProjector;
 use crate::modules::linear::{linear, Linear};
 

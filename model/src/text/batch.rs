@@ -9,8 +9,8 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::modules::llm::{last_position, LlmCache};
 use crate::model::Janus;
+use crate::modules::llm::{last_position, LlmCache};
 use crate::text::prefix_cache::{Found, PrefixKey};
 use crate::text::prompt::TextRequest;
 use crate::text::session::TextSession;

@@ -14,10 +14,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use candle_core::Tensor;
-
-/// The keys and values of every layer, `[1, kv heads, positions, head_dim]` each.
-pub(crate) type PrefixKv = Vec<(Tensor, Tensor)>;
+use crate::modules::llm::PrefixKv;
 
 /// A cached prefix found for a prompt: how many positions it covers, and their keys and values.
 pub(crate) type Found = (usize, PrefixKv);
@@ -167,7 +164,7 @@ impl PrefixCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Tensor};
 
     fn kv() -> crate::Result<PrefixKv> {
         let t = Tensor::zeros((1, 1, 1, 1), candle_core::DType::F32, &Device::Cpu)?;

@@ -18,15 +18,15 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{Device, Tensor};
 use image::DynamicImage;
 
-use crate::load::config::JanusConfig;
-use crate::text::conversation::{Conversation, Piece};
 use crate::error::{Error, Field, Invalid, Result};
-use crate::load::hub::ModelFiles;
-use crate::limits::DEFAULT_MAX_NEW_TOKENS;
-use crate::text::prefix_cache::PrefixKey;
 use crate::input::preprocess::{ImageProbe, PreprocessConfig};
 use crate::input::tokenizer::JanusTokenizer;
-use crate::text::session::TextParams;
+use crate::limits::DEFAULT_MAX_NEW_TOKENS;
+use crate::load::config::JanusConfig;
+use crate::load::hub::ModelFiles;
+use crate::request::TextParams;
+use crate::text::conversation::{Conversation, Piece};
+use crate::text::prefix_cache::PrefixKey;
 
 /// What requests are prepared with: the tokenizer, the image preprocessing and the model's sizes.
 #[derive(Clone)]
@@ -299,8 +299,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::text::conversation::{Message, Part, Role};
     use crate::input::tokenizer::IMAGE_PLACEHOLDER;
+    use crate::text::conversation::{Message, Part, Role};
 
     fn prompter() -> Prompter {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/janus-pro-tiny");

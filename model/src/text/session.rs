@@ -9,15 +9,15 @@
 
 use candle_core::Tensor;
 
-use crate::text::conversation::Conversation;
 use crate::error::{Error, Result};
-use crate::limits::DEFAULT_TEXT_TEMPERATURE;
-use crate::modules::llm::LlmCache;
-use crate::model::Janus;
-use crate::text::prefix_cache::{Found, PrefixKey, PrefixKv};
-use crate::text::prompt::{PreparedPrompt, TextRequest};
-use crate::sampling::{Sampler, SamplingParams};
 use crate::input::tokenizer::DecodeStream;
+use crate::model::Janus;
+use crate::modules::llm::{LlmCache, PrefixKv};
+use crate::request::TextParams;
+use crate::sampling::Sampler;
+use crate::text::conversation::Conversation;
+use crate::text::prefix_cache::{Found, PrefixKey};
+use crate::text::prompt::{PreparedPrompt, TextRequest};
 
 /// Why decoding stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,25 +37,6 @@ pub const TEXT_CACHE_CHUNK: usize = 128;
 /// Prompt positions a text session's prefill runs at a time, so that a long prompt (576 image
 /// positions and more) never holds the engine for longer than one chunk.
 pub const TEXT_PREFILL_CHUNK: usize = 256;
-
-#[derive(Debug, Clone)]
-pub struct TextParams {
-    /// Most tokens to generate; `None`: the reference's 512, or what fits in the context.
-    pub max_new_tokens: Option<usize>,
-    /// Temperature 0 (the default) is greedy, as in the reference.
-    pub sampling: SamplingParams,
-    pub seed: u64,
-}
-
-impl Default for TextParams {
-    fn default() -> Self {
-        Self {
-            max_new_tokens: None,
-            sampling: SamplingParams { temperature: DEFAULT_TEXT_TEMPERATURE, ..Default::default() },
-            seed: 0,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct TextOutput {

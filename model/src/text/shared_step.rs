@@ -8,8 +8,8 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::generate::{StepOutput, T2iBatch};
-use crate::modules::llm::LlmCache;
 use crate::model::Janus;
+use crate::modules::llm::LlmCache;
 use crate::text::batch::TextPieces;
 use crate::text::session::TextSession;
 

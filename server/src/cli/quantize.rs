@@ -29,7 +29,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     }
     let t = Instant::now();
     let files = janus::ModelFiles::resolve(&a.model)?;
-    let path = janus::load::gguf::write_quantized(&files, a.quant, &a.out)?;
+    let path = janus::quantize::write_quantized(&files, a.quant, &a.out)?;
     let bytes = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len();
     eprintln!(
         "wrote {} ({:.2} GB, {}) in {:.1} s; load it with --model {}",

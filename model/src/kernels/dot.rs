@@ -1,0 +1,344 @@
+//! The f32 dot-product kernel of decode steps: `x [m, k] · wᵀ` for a weight `w [n, k]` stored as
+//! the checkpoints store it, computed as dot products along `w`'s contiguous rows, streaming `w`
+//! once, split across threads by output columns ([`SkinnyMatmul`]). candle's CPU matmul hands `wᵀ`
+//! to the `gemm` crate as a strided view, which packs the whole weight on every call: for the
+//! 2–16 rows of a decode step that costs several times the weight read itself. AVX-512 and AVX2
+//! versions compute every dot product with the same arithmetic, so they agree bit for bit.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
+use rayon::prelude::*;
+
+/// Rows the dot-product kernel takes at a time (up to this many it beats the packed GEMM).
+pub const MAX_ROWS: usize = 16;
+
+/// Whether `x` holds one position per row (a decode step: `[rows, in]` or `[rows, 1, in]`).
+/// Such an input always goes through the dot-product kernel, 16 rows at a time, and an input of
+/// several positions per row (a prompt) always through the GEMM, whose rows do not depend on how
+/// many there are: so a row's numbers are the same whatever its batch mates (an image's bytes do
+/// not depend on the requests it was batched with).
+pub fn one_position_per_row(dims: &[usize]) -> bool {
+    dims.len() == 2 || (dims.len() == 3 && dims[1] == 1)
+}
+
+/// `x [m, k] · wᵀ` for `w [n, k]`, both f32 on the CPU.
+pub struct SkinnyMatmul;
+
+impl CustomOp2 for SkinnyMatmul {
+    fn name(&self) -> &'static str {
+        "skinny-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (n, wk) = wl.shape().dims2()?;
+        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (xs, ws) else {
+            candle_core::bail!("skinny-matmul: f32 only");
+        };
+        let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets()) else {
+            candle_core::bail!("skinny-matmul: contiguous inputs only");
+        };
+        if k != wk {
+            candle_core::bail!("skinny-matmul: {:?} · {:?}ᵀ", xl.shape(), wl.shape());
+        }
+        let (x, w) = (&x[x0..x1], &w[w0..w1]);
+        // Columns of the output computed by one task: enough work to amortise the split.
+        let chunk = (n / (rayon::current_num_threads() * 8)).clamp(16, 1024);
+        let mut out_t = vec![0f32; n * m]; // [n, m], transposed back below
+        out_t.par_chunks_mut(chunk * m).zip(w.par_chunks(chunk * k)).for_each(|(o, wc)| dots(o, wc, x, m, k));
+        let mut out = vec![0f32; m * n];
+        for (j, col) in out_t.chunks(m).enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                out[i * n + j] = v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// Whether this CPU runs the `#[target_feature(enable = "avx2,fma")]` kernels of this crate.
+#[cfg(target_arch = "x86_64")]
+pub fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Whether this CPU runs the AVX-512 kernel of [`dots`].
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// `o[j, i] = w[j] · x[i]` for the rows `w[j]` of one chunk. Every kernel computes each dot
+/// product with the same arithmetic (two 8-lane FMA chains over 16 columns at a time, the
+/// chains added lane by lane, the lanes summed in order, then the tail), so the numbers depend
+/// neither on the CPU's vector width nor on how many rows share a call.
+fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() && !force_avx2() {
+        // SAFETY: the CPU has the features the function was compiled for.
+        return unsafe { avx512::dots(o, w, x, m, k) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has the features the function was compiled for.
+        return unsafe { avx2::dots(o, w, x, m, k) };
+    }
+    for (oj, wj) in o.chunks_mut(m).zip(w.chunks(k)) {
+        for (oji, xi) in oj.iter_mut().zip(x.chunks(k)) {
+            *oji = wj.iter().zip(xi).map(|(a, b)| a * b).sum();
+        }
+    }
+}
+
+/// Tests and benches compare the AVX-512 kernel with the AVX2 one on a CPU that has both.
+#[cfg(target_arch = "x86_64")]
+fn force_avx2() -> bool {
+    #[cfg(test)]
+    return tests::FORCE_AVX2.with(|f| f.get());
+    #[cfg(not(test))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Floats ahead of the current position that each weight stream prefetches (1 KiB).
+    const PREFETCH: usize = 256;
+
+    /// Four rows of `w` at a time (four DRAM streams) against up to four rows of `x`: sixteen
+    /// 16-lane accumulators, so each load feeds two FMAs (the AVX2 kernel's 2 × 2 tile: one), and
+    /// the step's rows cost little more than one. Lanes 0–7 of an accumulator are the AVX2
+    /// kernel's first chain and lanes 8–15 its second: the same sums. The first tile of `x`
+    /// rows prefetches its own weight rows ahead; the later ones, which read those rows from
+    /// L1, prefetch the next four rows into L2, so the weight stream never pauses (8 rows:
+    /// 26.3 → 21.3 ms for the mid model's step, PERF.md).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
+        assert!(o.len() * k == w.len() * m && x.len() == m * k);
+        let rows = w.len() / k;
+        let mut j = 0;
+        while j < rows {
+            let nw = (rows - j).min(4);
+            let mut i = 0;
+            while i < m {
+                let nx = (m - i).min(4);
+                // Where this tile's prefetches go: its own rows ahead, or the next four rows.
+                let next = j + 8 <= rows;
+                let prefetch = match i {
+                    0 => Prefetch::Ahead,
+                    _ if next => Prefetch::Next,
+                    _ => Prefetch::None,
+                };
+                // SAFETY: rows j..j + nw of w and i..i + nx of x hold k elements each.
+                let v = unsafe {
+                    let (wj, xi) = (w.as_ptr().add(j * k), x.as_ptr().add(i * k));
+                    match (nw, nx) {
+                        (4, 4) => tile::<4, 4>(wj, xi, k, prefetch),
+                        (4, 3) => tile::<4, 3>(wj, xi, k, prefetch),
+                        (4, 2) => tile::<4, 2>(wj, xi, k, prefetch),
+                        (4, _) => tile::<4, 1>(wj, xi, k, prefetch),
+                        (_, 4) => tile::<1, 4>(wj, xi, k, prefetch),
+                        (_, 3) => tile::<1, 3>(wj, xi, k, prefetch),
+                        (_, 2) => tile::<1, 2>(wj, xi, k, prefetch),
+                        _ => tile::<1, 1>(wj, xi, k, prefetch),
+                    }
+                };
+                let nw_done = if nw == 4 { 4 } else { 1 };
+                for (q, vq) in v.iter().enumerate().take(nw_done) {
+                    o[(j + q) * m + i..(j + q) * m + i + nx].copy_from_slice(&vq[..nx]);
+                }
+                i += nx;
+            }
+            j += if nw == 4 { 4 } else { 1 };
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Prefetch {
+        /// The tile's own weight rows, `PREFETCH` floats ahead, into L1.
+        Ahead,
+        /// The four weight rows after the tile's, at the same columns, into L2.
+        Next,
+        None,
+    }
+
+    /// `[[w[q] · x[r] for r < R] for q < W]` for W consecutive rows of `w` and R of `x` (length
+    /// k); entries past W or R are 0.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)] // `r` indexes `x`'s rows and the accumulators' columns
+    unsafe fn tile<const W: usize, const R: usize>(
+        w: *const f32,
+        x: *const f32,
+        k: usize,
+        prefetch: Prefetch,
+    ) -> [[f32; 4]; 4] {
+        let mut acc = [[_mm512_setzero_ps(); R]; W];
+        let full = k / 16 * 16;
+        let mut c = 0;
+        while c < full {
+            // SAFETY: c + 16 <= k for every row; prefetches never fault.
+            unsafe {
+                let mut wv = [_mm512_setzero_ps(); W];
+                for (q, wq) in wv.iter_mut().enumerate() {
+                    let row = w.add(q * k);
+                    match prefetch {
+                        Prefetch::Ahead => _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(c + PREFETCH) as *const i8),
+                        Prefetch::Next => _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(4 * k + c) as *const i8),
+                        Prefetch::None => {}
+                    }
+                    *wq = _mm512_loadu_ps(row.add(c));
+                }
+                for r in 0..R {
+                    let xr = _mm512_loadu_ps(x.add(r * k + c));
+                    for q in 0..W {
+                        acc[q][r] = _mm512_fmadd_ps(wv[q], xr, acc[q][r]);
+                    }
+                }
+            }
+            c += 16;
+        }
+        let mut out = [[0f32; 4]; 4];
+        for q in 0..W {
+            for r in 0..R {
+                // The two 8-lane halves added lane by lane, then the lanes in order, then the
+                // tail: the AVX2 kernel's reduction.
+                let halves = _mm512_castps_si512(acc[q][r]);
+                let lo = _mm256_castsi256_ps(_mm512_castsi512_si256(halves));
+                let hi = _mm256_castsi256_ps(_mm512_extracti64x4_epi64::<1>(halves));
+                let mut lanes = [0f32; 8];
+                // SAFETY: `lanes` holds 8 floats.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(lo, hi)) };
+                // SAFETY: the tail c in full..k is inside row q of w and row r of x.
+                let tail: f32 = (full..k).map(|c| unsafe { *w.add(q * k + c) * *x.add(r * k + c) }).sum();
+                out[q][r] = lanes.iter().sum::<f32>() + tail;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Floats ahead of the current position that each weight stream prefetches (1 KiB).
+    const PREFETCH: usize = 256;
+
+    /// Two rows of `w` at a time (two memory streams per thread keep more DRAM requests in
+    /// flight than one) against one or two rows of `x` (which stay in L1/L2), with a software
+    /// prefetch ahead of each stream: about 1.5× the bandwidth of one row at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
+        assert!(o.len() * k == w.len() * m && x.len() == m * k);
+        let rows = w.len() / k;
+        let mut j = 0;
+        while j < rows {
+            let pair = rows - j >= 2;
+            // SAFETY: rows j (and j + 1 for a pair) of w and every row of x hold k elements.
+            let wa = unsafe { w.as_ptr().add(j * k) };
+            let wb = if pair { unsafe { wa.add(k) } } else { wa };
+            let mut i = 0;
+            while i < m {
+                let xs = unsafe { x.as_ptr().add(i * k) };
+                let r = if m - i >= 2 { 2 } else { 1 };
+                let v = unsafe {
+                    if r == 2 {
+                        tile::<2>(wa, wb, xs, k)
+                    } else {
+                        tile::<1>(wa, wb, xs, k)
+                    }
+                };
+                o[j * m + i..j * m + i + r].copy_from_slice(&v[0][..r]);
+                if pair {
+                    o[(j + 1) * m + i..(j + 1) * m + i + r].copy_from_slice(&v[1][..r]);
+                }
+                i += r;
+            }
+            j += if pair { 2 } else { 1 };
+        }
+    }
+
+    /// `[[wa · x[r] for r < R], [wb · x[r] for r < R]]` for R ≤ 2 consecutive rows of `x` (length
+    /// k), two 8-lane FMA chains per product; entries r ≥ R are 0.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const R: usize>(wa: *const f32, wb: *const f32, x: *const f32, k: usize) -> [[f32; 2]; 2] {
+        let mut acc = [[[_mm256_setzero_ps(); 2]; R]; 2];
+        let full = k / 16 * 16;
+        let mut c = 0;
+        while c < full {
+            // SAFETY: c + 16 <= k for both weight rows and every x row; prefetches never fault.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(wa.wrapping_add(c + PREFETCH) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(c + PREFETCH) as *const i8);
+                let w = [
+                    [_mm256_loadu_ps(wa.add(c)), _mm256_loadu_ps(wa.add(c + 8))],
+                    [_mm256_loadu_ps(wb.add(c)), _mm256_loadu_ps(wb.add(c + 8))],
+                ];
+                for r in 0..R {
+                    let xr = [_mm256_loadu_ps(x.add(r * k + c)), _mm256_loadu_ps(x.add(r * k + c + 8))];
+                    for (acc_w, w_h) in acc.iter_mut().zip(&w) {
+                        for h in 0..2 {
+                            acc_w[r][h] = _mm256_fmadd_ps(w_h[h], xr[h], acc_w[r][h]);
+                        }
+                    }
+                }
+            }
+            c += 16;
+        }
+        let mut out = [[0f32; 2]; 2];
+        for (q, wq) in [wa, wb].into_iter().enumerate() {
+            for r in 0..R {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc[q][r][0], acc[q][r][1]));
+                // SAFETY: the tail c in full..k is inside row wq and row r of x.
+                let tail: f32 = (full..k).map(|c| unsafe { *wq.add(c) * *x.add(r * k + c) }).sum();
+                out[q][r] = lanes.iter().sum::<f32>() + tail;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        pub(super) static FORCE_AVX2: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// The AVX-512 kernel gives the AVX2 kernel's numbers bit for bit (so a server's output does
+    /// not depend on its CPU), for every tile shape and a column tail.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_kernel_equals_the_avx2_kernel() {
+        if !(has_avx512() && has_avx2_fma()) {
+            return; // nothing to compare on this CPU
+        }
+        let mut seed = 1u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (m, n, k) in [(1, 9, 64), (3, 7, 37), (8, 13, 1024), (5, 6, 2816), (16, 17, 100)] {
+            let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
+            let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let run = |avx2: bool| {
+                FORCE_AVX2.with(|f| f.set(avx2));
+                let mut o = vec![0f32; n * m];
+                dots(&mut o, &w, &x, m, k);
+                FORCE_AVX2.with(|f| f.set(false));
+                o
+            };
+            let (wide, narrow) = (run(false), run(true));
+            assert!(wide.iter().zip(&narrow).all(|(a, b)| a.to_bits() == b.to_bits()), "m {m}, n {n}, k {k}");
+        }
+    }
+}
