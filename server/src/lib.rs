@@ -6,7 +6,6 @@
 
 pub mod admission;
 pub mod bench;
-pub mod chat_bench;
 pub mod cli;
 pub mod engine;
 pub mod fuzz;

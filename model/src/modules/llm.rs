@@ -247,8 +247,8 @@ impl Rope {
     }
 }
 
-/// One layer of a batch cache in a shared step: its keys and values, its length, and the step's
-/// rotary tables and mask for its rows.
+/// One layer of a batch cache in a step: its keys and values, its length before the step, its
+/// rows' left padding, and the step's rotary tables and mask for its rows.
 struct BatchLayer<'a> {
     kv: &'a mut (Tensor, Tensor),
     offset: usize,
@@ -280,50 +280,8 @@ impl Attention {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-        kv: &mut (Tensor, Tensor),
-        offset: usize,
-        pads: &[usize],
-    ) -> Result<Tensor> {
-        let qkv = self.qkv.forward(x)?;
-        let y = self.attend(&qkv, cos, sin, mask, kv, offset, pads)?;
-        Ok(self.o_proj.forward(&y)?)
-    }
-
     fn heads(&self) -> attention::Heads {
         attention::Heads { num_heads: self.num_heads, num_kv_heads: self.num_kv_heads, head_dim: self.head_dim }
-    }
-
-    /// One token for the rows of one batch cache (`batch`: its layer, its length, and the step's
-    /// rotary tables and mask, `qkv`'s first rows) and for rows that share nothing but the weights
-    /// (`singles`: each its own cache and position, the remaining rows): `q/k/v` and `o_proj` in
-    /// one matmul each for all rows.
-    fn forward_step(
-        &self,
-        x: &Tensor,
-        rope: &Rope,
-        batch: Option<BatchLayer<'_>>,
-        singles: &mut [(&mut (Tensor, Tensor), usize)],
-    ) -> Result<Tensor> {
-        let qkv = self.qkv.forward(x)?;
-        let mut ys = Vec::with_capacity(2);
-        let mut first = 0;
-        if let Some(b) = batch {
-            let rows = b.kv.0.dim(0)?;
-            ys.push(self.attend(&qkv.narrow(0, 0, rows)?, b.cos, b.sin, b.mask, b.kv, b.offset, b.pads)?);
-            first = rows;
-        }
-        if !singles.is_empty() {
-            ys.push(self.attend_singles(&qkv.narrow(0, first, singles.len())?, rope, singles)?);
-        }
-        let y = if ys.len() == 1 { ys.remove(0) } else { Tensor::cat(&ys, 0)? };
-        Ok(self.o_proj.forward(&y)?)
     }
 
     /// The attention of one-token rows that share nothing but the weights (each its own cache
@@ -340,7 +298,8 @@ impl Attention {
             let ys = (caches.iter_mut().enumerate())
                 .map(|(r, (kv, offset))| {
                     let (cos, sin) = rope.select(*offset, 1, None)?;
-                    self.attend(&qkv.narrow(0, r, 1)?, &cos, &sin, None, kv, *offset, &[0])
+                    let layer = BatchLayer { kv, offset: *offset, pads: &[0], cos: &cos, sin: &sin, mask: None };
+                    self.attend(&qkv.narrow(0, r, 1)?, layer)
                 })
                 .collect::<Result<Vec<_>>>()?;
             return Ok(Tensor::cat(&ys, 0)?);
@@ -372,18 +331,9 @@ impl Attention {
     /// `r` is left-padded by `pads[r]`. A one-token step on the CPU (f32) attends with
     /// [`attention::attend_rows`] from each row's first real position, so a padded row
     /// computes exactly what it would unpadded (alone); the mask is then not needed.
-    #[allow(clippy::too_many_arguments)]
-    fn attend(
-        &self,
-        qkv: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-        kv: &mut (Tensor, Tensor),
-        offset: usize,
-        pads: &[usize],
-    ) -> Result<Tensor> {
+    fn attend(&self, qkv: &Tensor, layer: BatchLayer<'_>) -> Result<Tensor> {
         let (b, s, _) = qkv.dims3()?;
+        let BatchLayer { kv, offset, pads, cos, sin, mask } = layer;
         let (h, kvh) = (self.num_heads, self.num_kv_heads);
         // [B, S, heads of q, k and v, head_dim]; each part → [B, heads, S, head_dim] (one copy).
         let qkv = qkv.reshape((b, s, h + 2 * kvh, self.head_dim))?;
@@ -478,6 +428,142 @@ impl Block {
             mlp: Mlp::load(vb.pp("mlp"), cfg, lin)?,
         })
     }
+
+    /// Layer `i` for a step's rows (`x` as `step` lays them out): the normed input through
+    /// `q/k/v` for all rows at once, each group's attention against its own cache, `o_proj` and
+    /// the MLP for all rows again, with the residuals.
+    fn forward(&self, i: usize, x: &Tensor, step: &mut Step<'_>, rope: &Rope) -> Result<Tensor> {
+        let attn = &self.self_attn;
+        let qkv = attn.qkv.forward(&self.input_layernorm.forward(x)?)?;
+        let mut parts = step.split(&qkv)?.into_iter();
+        let mut ys = Vec::with_capacity(step.groups.len() + 1);
+        for (g, qkv) in step.groups.iter_mut().zip(parts.by_ref()) {
+            ys.push(attn.attend(&qkv, g.layer(i))?);
+        }
+        if let Some(qkv) = parts.next() {
+            let mut singles: Vec<(&mut (Tensor, Tensor), usize)> =
+                step.singles.iter_mut().map(|c| (&mut c.layers[i], c.len)).collect();
+            ys.push(attn.attend_singles(&qkv, rope, &mut singles)?);
+        }
+        let x = (x + attn.o_proj.forward(&step.join(ys)?)?)?;
+        let h = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        Ok((x + h)?)
+    }
+}
+
+/// A group of rows that attends against one batch cache: the cache, and the step's rotary tables
+/// and mask for its `rows` × `positions`.
+struct Group<'c> {
+    cache: &'c mut LlmCache,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+    offset: usize,
+    rows: usize,
+    positions: usize,
+}
+
+impl<'c> Group<'c> {
+    /// `positions` new positions for every row of `cache`, at its length; `x` gives the
+    /// activations' device and dtype.
+    fn new(cache: &'c mut LlmCache, positions: usize, rope: &Rope, x: &Tensor) -> Result<Self> {
+        let (pos, mask) = cache.positions_and_mask(positions, x.device())?;
+        let mask = mask.map(|m| m.to_dtype(attention_dtype(x))).transpose()?;
+        let (cos, sin) = rope.select(cache.len, positions, pos.as_ref())?;
+        let (offset, rows) = (cache.len, cache.batch_size());
+        Ok(Self { cache, cos, sin, mask, offset, rows, positions })
+    }
+
+    fn layer(&mut self, i: usize) -> BatchLayer<'_> {
+        let c = &mut *self.cache;
+        BatchLayer {
+            kv: &mut c.layers[i],
+            offset: self.offset,
+            pads: &c.pads,
+            cos: &self.cos,
+            sin: &self.sin,
+            mask: self.mask.as_ref(),
+        }
+    }
+}
+
+/// Packed positions (`[1, Σ B·S, D]`, or `[Σ B·S, D]` `as_rows`) → each group's `[B, S, D]`.
+fn unpack(x: &Tensor, dims: &[(usize, usize)], as_rows: bool) -> Result<Vec<Tensor>> {
+    let x = if as_rows { x.unsqueeze(0)? } else { x.clone() };
+    let mut at = 0;
+    (dims.iter())
+        .map(|&(b, s)| {
+            let part = x.narrow(1, at, b * s)?.reshape((b, s, x.dim(2)?))?.contiguous()?;
+            at += b * s;
+            Ok(part)
+        })
+        .collect()
+}
+
+/// How a step's rows lie in the layers' input.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `[rows, positions, D]`: the groups' rows one after another, then the one-row caches'.
+    Rows,
+    /// Every group's positions one after another as one sequence `[1, Σ B·S, D]` (one GEMM per
+    /// linear layer), or, `as_rows`, as rows of one position `[Σ B·S, D]` (the decode kernel).
+    Packed { as_rows: bool },
+}
+
+/// What a forward attends with: groups of rows each against its own batch cache, and rows of one
+/// position each against its own one-row cache (attended together), laid out as `layout` says.
+struct Step<'c> {
+    groups: Vec<Group<'c>>,
+    singles: Vec<&'c mut LlmCache>,
+    layout: Layout,
+}
+
+impl Step<'_> {
+    /// `x` (laid out as the step's input) → each group's part `[B, S, ..]`, then the one-row
+    /// caches' part `[R, 1, ..]` when there are any.
+    fn split(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let mut parts = Vec::with_capacity(self.groups.len() + 1);
+        let mut at = 0;
+        match self.layout {
+            Layout::Rows => {
+                for g in &self.groups {
+                    parts.push(x.narrow(0, at, g.rows)?);
+                    at += g.rows;
+                }
+                if !self.singles.is_empty() {
+                    parts.push(x.narrow(0, at, self.singles.len())?);
+                }
+            }
+            Layout::Packed { as_rows } => {
+                let dims: Vec<(usize, usize)> = self.groups.iter().map(|g| (g.rows, g.positions)).collect();
+                parts = unpack(x, &dims, as_rows)?;
+            }
+        }
+        Ok(parts)
+    }
+
+    /// The parts' outputs back in the step's layout.
+    fn join(&self, mut parts: Vec<Tensor>) -> Result<Tensor> {
+        match self.layout {
+            Layout::Rows if parts.len() == 1 => Ok(parts.remove(0)),
+            Layout::Rows => Ok(Tensor::cat(&parts, 0)?),
+            Layout::Packed { as_rows } => {
+                let rows = parts.iter().map(|x| Ok(x.reshape((1, (), x.dim(2)?))?)).collect::<Result<Vec<_>>>()?;
+                let seq = Tensor::cat(&rows, 1)?;
+                Ok(if as_rows { seq.squeeze(0)? } else { seq })
+            }
+        }
+    }
+
+    /// After the last layer: every cache holds the step's positions.
+    fn advance(self) {
+        for g in self.groups {
+            g.cache.len += g.positions;
+        }
+        for c in self.singles {
+            c.len += 1;
+        }
+    }
 }
 
 /// `language_model` of Janus: `model.{embed_tokens,layers,norm}` and `lm_head`.
@@ -549,18 +635,17 @@ impl Llama {
                 self.cfg.max_position_embeddings
             )));
         }
-        let (positions, mask) = cache.positions_and_mask(s, embeds.device())?;
-        let mask = mask.map(|m| m.to_dtype(attention_dtype(embeds))).transpose()?;
-        let (cos, sin) = self.rope.select(offset, s, positions.as_ref())?;
-        let mut x = embeds.clone();
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let h = layer.input_layernorm.forward(&x)?;
-            let h = layer.self_attn.forward(&h, &cos, &sin, mask.as_ref(), kv, offset, &cache.pads)?;
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
-            x = (x + h)?;
+        let group = Group::new(cache, s, &self.rope, embeds)?;
+        self.run(embeds, Step { groups: vec![group], singles: Vec::new(), layout: Layout::Rows })
+    }
+
+    /// Every layer for a step's rows, each cache then holding them, and the final norm.
+    fn run(&self, x: &Tensor, mut step: Step<'_>) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(i, &x, &mut step, &self.rope)?;
         }
-        cache.len += s;
+        step.advance();
         Ok(self.norm.forward(&x)?)
     }
 
@@ -572,7 +657,7 @@ impl Llama {
     pub fn forward_shared(
         &self,
         embeds: &Tensor,
-        mut batch: Option<&mut LlmCache>,
+        batch: Option<&mut LlmCache>,
         singles: &mut [&mut LlmCache],
     ) -> Result<Tensor> {
         let (r, s, _) = embeds.dims3()?;
@@ -591,42 +676,9 @@ impl Llama {
         if singles.iter().any(|c| c.batch_size() != 1 || c.padding.is_some()) {
             return Err(Error::InvalidInput("one unpadded row per single cache".into()));
         }
-        // The batch's rotary tables and mask for this step, as `forward` makes them.
-        let batch_tables = match &batch {
-            Some(b) => {
-                let (positions, mask) = b.positions_and_mask(1, embeds.device())?;
-                let mask = mask.map(|m| m.to_dtype(attention_dtype(embeds))).transpose()?;
-                let (cos, sin) = self.rope.select(b.len, 1, positions.as_ref())?;
-                Some((cos, sin, mask, b.len))
-            }
-            None => None,
-        };
-        let offsets: Vec<usize> = singles.iter().map(|c| c.len).collect();
-        let mut x = embeds.clone();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.input_layernorm.forward(&x)?;
-            let batch_layer = match (&mut batch, &batch_tables) {
-                (Some(b), Some((cos, sin, mask, offset))) => Some(BatchLayer {
-                    kv: &mut b.layers[i],
-                    offset: *offset,
-                    pads: &b.pads,
-                    cos,
-                    sin,
-                    mask: mask.as_ref(),
-                }),
-                _ => None,
-            };
-            let mut kvs: Vec<(&mut (Tensor, Tensor), usize)> =
-                singles.iter_mut().zip(&offsets).map(|(c, &o)| (&mut c.layers[i], o)).collect();
-            let h = layer.self_attn.forward_step(&h, &self.rope, batch_layer, &mut kvs)?;
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
-            x = (x + h)?;
-        }
-        for c in batch.into_iter().chain(singles.iter_mut().map(|c| &mut **c)) {
-            c.len += 1;
-        }
-        Ok(self.norm.forward(&x)?)
+        let groups = batch.map(|b| Group::new(b, 1, &self.rope, embeds)).into_iter().collect::<Result<Vec<_>>>()?;
+        let singles = singles.iter_mut().map(|c| &mut **c).collect();
+        self.run(embeds, Step { groups, singles, layout: Layout::Rows })
     }
 
     /// Several unpadded groups of rows (image prompts, each a CFG pair), each with its own cache,
@@ -643,58 +695,21 @@ impl Llama {
         caches: &mut [&mut LlmCache],
         as_rows: bool,
     ) -> Result<Vec<Tensor>> {
-        if embeds.len() != caches.len() || caches.iter().any(|c| c.padding.is_some()) {
+        if embeds.is_empty() || embeds.len() != caches.len() || caches.iter().any(|c| c.padding.is_some()) {
             return Err(Error::InvalidInput("one unpadded cache per group".into()));
         }
-        let dims = embeds.iter().map(|e| e.dims3()).collect::<candle_core::Result<Vec<_>>>()?;
-        // Each group's per-step tables: positions from its cache's length, a causal mask.
-        let tables = (caches.iter().zip(&dims))
-            .map(|(c, &(_, s, _))| {
-                if c.len + s > c.capacity || c.len + s > self.cfg.max_position_embeddings {
-                    return Err(Error::InvalidInput(format!("{} positions exceed the cache", c.len + s)));
-                }
-                let (positions, mask) = c.positions_and_mask(s, &c.layers[0].0.device().clone())?;
-                let mask = mask.map(|m| m.to_dtype(attention_dtype(&embeds[0]))).transpose()?;
-                let (cos, sin) = self.rope.select(c.len, s, positions.as_ref())?;
-                Ok((cos, sin, mask, c.len))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // Packed as one sequence `[1, Σ B·S, D]`: one GEMM per linear layer; or as rows
-        // `[Σ B·S, D]`, which read as one position each (`kernels::dot::one_position_per_row`).
-        let flat = |xs: &[Tensor]| -> Result<Tensor> {
-            let rows = xs.iter().map(|x| Ok(x.reshape((1, (), x.dim(2)?))?)).collect::<Result<Vec<_>>>()?;
-            let seq = Tensor::cat(&rows, 1)?;
-            Ok(if as_rows { seq.squeeze(0)? } else { seq })
-        };
-        let unflat = |x: &Tensor| -> Result<Vec<Tensor>> {
-            let x = if as_rows { x.unsqueeze(0)? } else { x.clone() };
-            let mut at = 0;
-            (dims.iter())
-                .map(|&(b, s, _)| {
-                    let part = x.narrow(1, at, b * s)?.reshape((b, s, x.dim(2)?))?.contiguous()?;
-                    at += b * s;
-                    Ok(part)
-                })
-                .collect()
-        };
-        let mut x = flat(embeds)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let attn = &layer.self_attn;
-            let qkv = unflat(&attn.qkv.forward(&layer.input_layernorm.forward(&x)?)?)?;
-            let ys = (qkv.iter().zip(caches.iter_mut()).zip(&tables))
-                .map(|((qkv, c), (cos, sin, mask, offset))| {
-                    let pads = c.pads.clone();
-                    attn.attend(qkv, cos, sin, mask.as_ref(), &mut c.layers[i], *offset, &pads)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            x = (x + attn.o_proj.forward(&flat(&ys)?)?)?;
-            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
-            x = (x + h)?;
+        let mut groups = Vec::with_capacity(caches.len());
+        for (c, e) in caches.iter_mut().zip(embeds) {
+            let (b, s, _) = e.dims3()?;
+            if b != c.batch_size() || c.len + s > c.capacity || c.len + s > self.cfg.max_position_embeddings {
+                return Err(Error::InvalidInput(format!("{b} rows of {} positions exceed the cache", c.len + s)));
+            }
+            groups.push(Group::new(c, s, &self.rope, &embeds[0])?);
         }
-        for (c, &(_, s, _)) in caches.iter_mut().zip(&dims) {
-            c.len += s;
-        }
-        unflat(&self.norm.forward(&x)?)
+        let step = Step { groups, singles: Vec::new(), layout: Layout::Packed { as_rows } };
+        let x = step.join(embeds.to_vec())?;
+        let dims: Vec<(usize, usize)> = step.groups.iter().map(|g| (g.rows, g.positions)).collect();
+        unpack(&self.run(&x, step)?, &dims, as_rows)
     }
 
     /// Text logits (f32) for post-norm hidden states.

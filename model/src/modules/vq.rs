@@ -115,7 +115,7 @@ struct Norm {
 }
 
 impl Norm {
-    fn load(c: usize, vb: VarBuilder) -> Result<Self> {
+    fn load(vb: VarBuilder, c: usize) -> Result<Self> {
         let (weight, bias) = (vb.get(c, "weight")?, vb.get(c, "bias")?);
         Ok(Self { gn: GroupNorm::new(weight.clone(), bias.clone(), c, GROUPS, EPS)?, weight, bias })
     }
@@ -140,9 +140,9 @@ struct ResnetBlock {
 impl ResnetBlock {
     fn load(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
         Ok(Self {
-            norm1: Norm::load(cin, vb.pp("norm1"))?,
+            norm1: Norm::load(vb.pp("norm1"), cin)?,
             conv1: conv(cin, cout, 3, vb.pp("conv1"))?,
-            norm2: Norm::load(cout, vb.pp("norm2"))?,
+            norm2: Norm::load(vb.pp("norm2"), cout)?,
             conv2: conv(cout, cout, 3, vb.pp("conv2"))?,
             nin_shortcut: if cin != cout { Some(conv(cin, cout, 1, vb.pp("nin_shortcut"))?) } else { None },
         })
@@ -171,7 +171,7 @@ struct AttnBlock {
 impl AttnBlock {
     fn load(vb: VarBuilder, c: usize) -> Result<Self> {
         Ok(Self {
-            norm: Norm::load(c, vb.pp("norm"))?,
+            norm: Norm::load(vb.pp("norm"), c)?,
             q: conv(c, c, 1, vb.pp("q"))?,
             k: conv(c, c, 1, vb.pp("k"))?,
             v: conv(c, c, 1, vb.pp("v"))?,
@@ -250,7 +250,7 @@ impl VqDecoder {
                 ResnetBlock::load(d.pp("mid.2"), m, m)?,
             ),
             levels,
-            norm_out: Norm::load(last_c, d.pp("norm_out"))?,
+            norm_out: Norm::load(d.pp("norm_out"), last_c)?,
             conv_out: conv(last_c, cfg.out_channels, 3, d.pp("conv_out"))?,
             cfg: cfg.clone(),
         })

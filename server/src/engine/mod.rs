@@ -9,7 +9,8 @@
 //! | `error.rs` | [`EngineError`]: typed failures, library errors mapped by kind |
 //! | `client.rs` | [`EngineClient`]: the facade handlers call |
 //! | `budget.rs` | the memory-aware default of `--max-text-sessions` |
-//! | `model_engine.rs` | [`ModelEngine`]: the real engine's handle: bounded queue, counters, the engine thread |
+//! | `model_engine.rs` | [`ModelEngine`]: the real engine's handle: bounded queue, the engine thread |
+//! | `shared.rs` | [`EngineOptions`] and the state the handle and the thread share (status, counters) |
 //! | `scheduler.rs` | the engine thread's loop: admission, one step per cohort and text answer per turn |
 //! | `cohort.rs` | image cohorts (one CFG batch), their previews, and VQ decodes one chunk per turn |
 //! | `text.rs` | text answers, one token per turn |
@@ -20,13 +21,15 @@ mod cohort;
 mod error;
 mod model_engine;
 mod scheduler;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod text;
 
 pub use client::{ChatOutput, EngineClient, ImagesOutput};
 pub use error::EngineError;
-pub use model_engine::{EngineOptions, ModelEngine};
+pub use model_engine::ModelEngine;
+pub use shared::EngineOptions;
 
 use image::RgbImage;
 use janus::{Conversation, FinishReason, Prompter, TextParams, TextRequest};

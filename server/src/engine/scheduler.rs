@@ -20,7 +20,7 @@ use janus::Janus;
 use tokio::sync::mpsc;
 
 use super::cohort::{Cohort, Decode, Decoded, Member};
-use super::model_engine::{EngineOptions, Shared};
+use super::shared::{EngineOptions, Shared};
 use super::text::{TextAnswer, TextTurn};
 use super::{ChatEvent, ChatRequest, EngineError, ImageEvent, ImagesRequest};
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use janus::{Conversation, Message, Part, SamplingParams, TextParams};
 use tokio::sync::mpsc;
 
-use crate::bench::BenchArgs;
+use super::args::BenchArgs;
 use crate::engine::{ChatEvent, ChatRequest, Engine, EngineOptions, ImageEvent, ModelEngine};
 
 /// One answer as the client saw it.

@@ -1,81 +1,17 @@
-//! `janus bench`: text-to-image speed of one batch, broken down (prefill, per-step latency,
+//! `janus bench` of images: text-to-image speed of one batch, broken down (prefill, per-step latency,
 //! VQ decode, memory), after a warm-up. Numbers for docs/PERF.md; never asserted in tests.
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use clap::Args;
 use janus::limits::DEFAULT_PREFIX_CACHE_POSITIONS;
 use janus::quality::{divergence, guided_log_probs, Divergence, Trace};
 use janus::{memory_in_use, Conversation, Janus, Parts, Quant, SamplingParams, T2iBatch, TextParams};
 use serde::Serialize;
 
+use super::args::BenchArgs;
 use crate::model_args::ModelArgs;
 use crate::rss::PeakRss;
-
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-
-    /// Images in the batch (CFG doubles the rows).
-    #[arg(long, short = 'n', env = "JANUS_N", default_value_t = janus::limits::MAX_IMAGES_PER_REQUEST)]
-    pub n: usize,
-
-    /// Image-token steps to time (default: a whole image); shorter runs extrapolate.
-    #[arg(long, env = "JANUS_BENCH_STEPS")]
-    pub steps: Option<usize>,
-
-    /// Warm-up steps before timing (kernels, allocator).
-    #[arg(long, env = "JANUS_BENCH_WARMUP", default_value_t = 16)]
-    pub warmup: usize,
-
-    #[arg(long, env = "JANUS_PROMPT", default_value = "a photo of a red bicycle leaning against a brick wall")]
-    pub prompt: String,
-
-    /// Images decoded at once by the VQ decoder.
-    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = janus::limits::DEFAULT_DECODE_CHUNK)]
-    pub decode_chunk: usize,
-
-    /// Print the report as JSON.
-    #[arg(long, env = "JANUS_JSON")]
-    pub json: bool,
-
-    /// Instead: send this many one-image requests through the serving engine at once, then
-    /// one by one, and report the batching speed-up.
-    #[arg(long, env = "JANUS_BENCH_REQUESTS")]
-    pub requests: Option<usize>,
-
-    /// Bench these quantizations one after another in this process (e.g. `none,q8_0,q4k`),
-    /// instead of `--quant` alone; speed ratios are against the first.
-    #[arg(long, env = "JANUS_BENCH_QUANTS", value_delimiter = ',')]
-    pub quants: Vec<Quant>,
-
-    /// With `--quants`: also measure each one's distance from the first (teacher-forced KL of
-    /// the guided image-token distribution over a whole image, and of text answers about it).
-    #[arg(long, env = "JANUS_BENCH_QUALITY")]
-    pub quality: bool,
-
-    /// Instead: send this many chat answers through the serving engine at once, then one by
-    /// one, and report aggregate tokens/s, time to first token and the ratio; then the same
-    /// concurrent answers beside an image request of `-n` images.
-    #[arg(long, env = "JANUS_BENCH_CHAT_REQUESTS")]
-    pub chat_requests: Option<usize>,
-
-    /// With `--chat-requests`: tokens per answer (sampled, so that a random test model does
-    /// not stop early).
-    #[arg(long, env = "JANUS_BENCH_CHAT_TOKENS", default_value_t = 64)]
-    pub chat_tokens: usize,
-
-    /// With `--chat-requests`: whether the answers share the image batch's LM pass (as
-    /// `janus serve --shared-steps`).
-    #[arg(long, env = "JANUS_SHARED_STEPS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub shared_steps: bool,
-
-    /// With `--chat-requests`: as `janus serve --prefix-cache-positions` (0: off).
-    #[arg(long, env = "JANUS_PREFIX_CACHE_POSITIONS", default_value_t = DEFAULT_PREFIX_CACHE_POSITIONS)]
-    pub prefix_cache_positions: usize,
-}
 
 #[derive(Serialize)]
 struct Report {
@@ -96,7 +32,7 @@ struct Report {
     step_ms_pipelined: Option<f64>,
     /// Prefill + all image-token steps (measured, or extrapolated from `timed_steps`), with the
     /// pipelined step where there is one.
-    tokens_s: f64,
+    tokens_secs: f64,
     image_tokens_per_s: f64,
     vq_decode_s: f64,
     images_per_s: f64,
@@ -145,13 +81,8 @@ struct QualityReference {
     answers: Vec<(Vec<u32>, Trace)>,
 }
 
+/// One batch of `-n` images timed on each quantization asked for.
 pub fn run(a: BenchArgs) -> Result<()> {
-    if let Some(r) = a.requests {
-        return run_engine_batching(&a, r);
-    }
-    if let Some(r) = a.chat_requests {
-        return crate::chat_bench::run(&a, r);
-    }
     let quants = if a.quants.is_empty() { vec![a.model.quant] } else { a.quants.clone() };
     if a.quality && quants.len() < 2 {
         bail!("--quality compares quantizations: give at least two with --quants (the first is the reference)");
@@ -240,7 +171,7 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
         free.tokens()?;
         Some((t.elapsed().as_secs_f64() - prefill_end) / (steps - 1) as f64 * 1e3)
     };
-    let tokens_s = prefill + step_ms_pipelined.map_or(mean, |ms| ms / 1e3) * (total - 1) as f64;
+    let tokens_secs = prefill + step_ms_pipelined.map_or(mean, |ms| ms / 1e3) * (total - 1) as f64;
 
     // Decode full grids (unfinished images padded with token 0).
     let tokens = batch.padded_tokens(0..batch.num_images())?;
@@ -267,10 +198,10 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
         step_ms_p90: pick(0.9) * 1e3,
         step_ms_mean: mean * 1e3,
         step_ms_pipelined,
-        tokens_s,
-        image_tokens_per_s: (a.n * total) as f64 / tokens_s,
+        tokens_secs,
+        image_tokens_per_s: (a.n * total) as f64 / tokens_secs,
         vq_decode_s,
-        images_per_s: a.n as f64 / (tokens_s + vq_decode_s),
+        images_per_s: a.n as f64 / (tokens_secs + vq_decode_s),
         peak_rss_anon_gib: None,
         device_memory_gib: device_memory(with_cache),
         step_speedup: None,
@@ -297,7 +228,7 @@ fn print_report(r: &Report) {
         r.step_ms_median,
         r.step_ms_p90,
         r.step_ms_pipelined.map_or(String::new(), |ms| format!(", pipelined {ms:.2} ms")),
-        r.tokens_s,
+        r.tokens_secs,
         r.image_tokens_per_s,
         r.vq_decode_s,
         r.images_per_s,
@@ -346,7 +277,7 @@ fn print_comparison(reports: &[Report]) {
             r.quant,
             r.step_ms_mean,
             r.step_speedup.unwrap_or(1.0),
-            r.tokens_s,
+            r.tokens_secs,
             r.vq_decode_s,
             r.peak_rss_anon_gib.map_or("n/a".into(), |g| format!("{g:.2}")),
         );
