@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -181,7 +182,8 @@ struct GenerateArgs {
     quant: janus::Quant,
 
     /// In-process: images decoded at once by the VQ decoder.
-    #[arg(long, env = "JANUS_EVAL_DECODE_CHUNK", default_value_t = janus::limits::DEFAULT_DECODE_CHUNK)]
+    #[arg(long, env = "JANUS_EVAL_DECODE_CHUNK", default_value_t = janus::limits::DEFAULT_DECODE_CHUNK,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     decode_chunk: usize,
 
     /// An OpenAI-compatible server root, e.g. http://127.0.0.1:8000 or https://api.openai.com;

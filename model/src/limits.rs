@@ -21,7 +21,8 @@ pub const GREEDY_BELOW_TEMPERATURE: f32 = 1e-5;
 /// Longest image prompt in characters (OpenAI's GPT-image limit); tokens are checked against the
 /// model's context as well.
 pub const MAX_PROMPT_CHARS: usize = 32_000;
-/// Most images one request asks for (the default and largest `--max-batch-images`).
+/// Most images one request asks for (`n`), and the default `--max-batch-images` (which may be
+/// set up to 256, to batch more requests together; `n` stays at most this).
 pub const MAX_IMAGES_PER_REQUEST: usize = 16;
 /// Most images one `janus generate` run makes (one batch).
 pub const MAX_IMAGES_PER_RUN: usize = 64;

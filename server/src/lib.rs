@@ -8,7 +8,7 @@ pub mod admission;
 pub mod bench;
 pub mod cli;
 pub mod engine;
+pub mod engine_args;
 pub mod fuzz;
 pub mod http;
-pub mod model_args;
 pub mod rss;

@@ -4,12 +4,12 @@ use clap::Args;
 use janus::limits::DEFAULT_PREFIX_CACHE_POSITIONS;
 use janus::Quant;
 
-use crate::model_args::ModelArgs;
+use crate::engine_args::EngineArgs;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: EngineArgs,
 
     /// Images in the batch (CFG doubles the rows).
     #[arg(long, short = 'n', env = "JANUS_N", default_value_t = janus::limits::MAX_IMAGES_PER_REQUEST)]
@@ -25,10 +25,6 @@ pub struct BenchArgs {
 
     #[arg(long, env = "JANUS_PROMPT", default_value = "a photo of a red bicycle leaning against a brick wall")]
     pub prompt: String,
-
-    /// Images decoded at once by the VQ decoder.
-    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = janus::limits::DEFAULT_DECODE_CHUNK)]
-    pub decode_chunk: usize,
 
     /// Print the report as JSON.
     #[arg(long, env = "JANUS_JSON")]

@@ -114,7 +114,7 @@ pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
         quant: a.model.quant,
         max_batch_images: a.n.max(1),
         queue_capacity: 2 * n + 2,
-        decode_chunk: a.decode_chunk,
+        decode_chunk: a.model.decode_chunk,
         batch_wait: Duration::ZERO,
         max_text_sessions: Some(n.max(1)),
         shared_steps: a.shared_steps,

@@ -10,7 +10,7 @@ use janus::{memory_in_use, Conversation, Janus, Parts, Quant, SamplingParams, T2
 use serde::Serialize;
 
 use super::args::BenchArgs;
-use crate::model_args::ModelArgs;
+use crate::engine_args::EngineArgs;
 use crate::rss::PeakRss;
 
 #[derive(Serialize)]
@@ -96,7 +96,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         let t = Instant::now();
         let parts = if a.quality { Parts::All } else { Parts::Generation };
-        let model = ModelArgs { quant, ..a.model.clone() }.load(parts)?;
+        let model = EngineArgs { quant, ..a.model.clone() }.load(parts)?;
         let load_s = t.elapsed().as_secs_f64();
         let mut r = time_batch(&a, &model, load_s)?;
         if a.quality {
@@ -180,7 +180,7 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
     };
     let with_cache = device_memory(None);
     let t = Instant::now();
-    model.decode_images(&tokens, a.decode_chunk)?;
+    model.decode_images(&tokens, a.model.decode_chunk)?;
     let vq_decode_s = t.elapsed().as_secs_f64();
 
     let r = Report {
@@ -342,7 +342,7 @@ pub fn run_engine_batching(a: &BenchArgs, requests: usize) -> Result<()> {
         quant: a.model.quant,
         max_batch_images: requests.max(1),
         queue_capacity: requests.max(1) * 2,
-        decode_chunk: a.decode_chunk,
+        decode_chunk: a.model.decode_chunk,
         batch_wait: std::time::Duration::from_millis(50),
         max_text_sessions: None,
         shared_steps: true,

@@ -4,16 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use janus::limits::DEFAULT_DECODE_CHUNK;
 use janus::Parts;
 
 use super::output::{check_out_path, write_pngs};
-use crate::model_args::ModelArgs;
+use crate::engine_args::EngineArgs;
 
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: EngineArgs,
 
     /// JSON file with one array of token ids per image.
     #[arg(long, env = "JANUS_TOKENS")]
@@ -22,10 +21,6 @@ pub struct DecodeArgs {
     /// A PNG file for one image, else a directory (created).
     #[arg(long, env = "JANUS_OUT")]
     pub out: PathBuf,
-
-    /// Images decoded at once by the VQ decoder (bounds memory).
-    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = DEFAULT_DECODE_CHUNK)]
-    pub decode_chunk: usize,
 }
 
 pub fn run(a: DecodeArgs) -> Result<()> {
@@ -37,7 +32,7 @@ pub fn run(a: DecodeArgs) -> Result<()> {
     }
     check_out_path(&a.out, tokens.len())?;
     let model = a.model.load(Parts::Generation)?;
-    let images = model.decode_images(&tokens, a.decode_chunk)?;
+    let images = model.decode_images(&tokens, a.model.decode_chunk)?;
     let paths = write_pngs(&a.out, &images)?;
     eprintln!("wrote {} image(s) to {}", paths.len(), a.out.display());
     Ok(())

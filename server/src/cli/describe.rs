@@ -8,12 +8,12 @@ use janus::limits::{DEFAULT_QUESTION, DEFAULT_TEXT_TEMPERATURE};
 use janus::{Conversation, Parts, TextAsk};
 
 use super::invalid;
-use crate::model_args::ModelArgs;
+use crate::engine_args::EngineArgs;
 
 #[derive(Args, Debug)]
 pub struct DescribeArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: EngineArgs,
 
     /// The image: PNG, JPEG, WebP or GIF (first frame).
     #[arg(long, env = "JANUS_IMAGE")]

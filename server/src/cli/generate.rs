@@ -6,17 +6,17 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use janus::limits::{DEFAULT_CFG_WEIGHT, DEFAULT_DECODE_CHUNK, DEFAULT_IMAGE_TEMPERATURE, MAX_IMAGES_PER_RUN};
+use janus::limits::{DEFAULT_CFG_WEIGHT, DEFAULT_IMAGE_TEMPERATURE, MAX_IMAGES_PER_RUN};
 use janus::{ImageAsk, Parts};
 
 use super::invalid;
 use super::output::{check_out_path, write_pngs, write_tokens};
-use crate::model_args::ModelArgs;
+use crate::engine_args::EngineArgs;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: EngineArgs,
 
     /// The text prompt.
     #[arg(long, env = "JANUS_PROMPT")]
@@ -49,10 +49,6 @@ pub struct GenerateArgs {
     /// Pick the most likely token at every step (deterministic; for tests).
     #[arg(long, env = "JANUS_GREEDY")]
     pub greedy: bool,
-
-    /// Images decoded at once by the VQ decoder (bounds memory).
-    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = DEFAULT_DECODE_CHUNK)]
-    pub decode_chunk: usize,
 
     /// A PNG file when n = 1, else a directory (created) that receives 0000.png, 0001.png, ...
     #[arg(long, env = "JANUS_OUT")]
@@ -95,7 +91,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         write_tokens(path, &tokens)?;
     }
     let t = Instant::now();
-    let images = model.decode_images(&tokens, a.decode_chunk)?;
+    let images = model.decode_images(&tokens, a.model.decode_chunk)?;
     let paths = write_pngs(&a.out, &images)?;
     eprintln!(
         "wrote {} ({gen_secs:.1}s tokens, {:.1}s decode)",

@@ -8,6 +8,16 @@ use janus::limits::{
     MAX_REQUEST_CHARS,
 };
 
+/// `--host`: loopback only until told otherwise.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// `--port`.
+pub const DEFAULT_PORT: u16 = 8000;
+/// `--queue-capacity`: requests waiting to start.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
+/// `--batch-wait-ms`: when idle, the wait for image requests to batch with the first.
+pub const DEFAULT_BATCH_WAIT_MS: u64 = 20;
+/// `--shutdown-grace-secs`.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// `--max-body-bytes`: fits a base64 image of ~12 MB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// `--file-ttl-secs`.

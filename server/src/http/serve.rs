@@ -14,30 +14,31 @@ use anyhow::{Context, Result};
 use clap::builder::TypedValueParser as _;
 use clap::Args;
 use janus::limits::{
-    DEFAULT_DECODE_CHUNK, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_PREFIX_CACHE_POSITIONS, MAX_CHAT_IMAGES,
-    MAX_IMAGES_PER_REQUEST, MAX_MESSAGES, MAX_MESSAGE_CHARS, MAX_REQUEST_CHARS,
+    DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_PREFIX_CACHE_POSITIONS, MAX_CHAT_IMAGES, MAX_IMAGES_PER_REQUEST, MAX_MESSAGES,
+    MAX_MESSAGE_CHARS, MAX_REQUEST_CHARS,
 };
 use tokio::sync::watch;
 
 use super::config::{
-    DEFAULT_FILE_TTL_SECS, DEFAULT_IMAGE_MEMORY_BYTES, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_REQUESTS,
-    DEFAULT_MAX_FILES, DEFAULT_MAX_STREAMS,
+    DEFAULT_BATCH_WAIT_MS, DEFAULT_FILE_TTL_SECS, DEFAULT_HOST, DEFAULT_IMAGE_MEMORY_BYTES, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_FILES, DEFAULT_MAX_STREAMS, DEFAULT_PORT, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_SHUTDOWN_GRACE_SECS,
 };
 use super::{app, HttpConfig, RequestLimits, State};
 use crate::engine::{Engine, EngineClient, EngineOptions, EngineStatus, ModelEngine};
-use crate::model_args::ModelArgs;
+use crate::engine_args::EngineArgs;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: EngineArgs,
 
     /// Address to listen on (`0.0.0.0` for all interfaces).
-    #[arg(long, env = "JANUS_HOST", default_value = "127.0.0.1")]
+    #[arg(long, env = "JANUS_HOST", default_value = DEFAULT_HOST)]
     pub host: String,
 
     /// Port to listen on.
-    #[arg(long, env = "JANUS_PORT", default_value_t = 8000)]
+    #[arg(long, env = "JANUS_PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
 
     /// When set, `/v1/*` requests need `Authorization: Bearer <key>` (compared in constant time).
@@ -54,7 +55,7 @@ pub struct ServeArgs {
     pub max_batch_images: usize,
 
     /// Most requests waiting to start; beyond that, 429 with Retry-After.
-    #[arg(long, env = "JANUS_QUEUE_CAPACITY", default_value_t = 64,
+    #[arg(long, env = "JANUS_QUEUE_CAPACITY", default_value_t = DEFAULT_QUEUE_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub queue_capacity: usize,
 
@@ -108,7 +109,7 @@ pub struct ServeArgs {
     pub max_image_pixels: u64,
 
     /// When idle, how long to wait for more image requests to batch with the first (ms).
-    #[arg(long, env = "JANUS_BATCH_WAIT_MS", default_value_t = 20)]
+    #[arg(long, env = "JANUS_BATCH_WAIT_MS", default_value_t = DEFAULT_BATCH_WAIT_MS)]
     pub batch_wait_ms: u64,
 
     /// Most text answers (chat, describe) decoded together in one batched step (default: as many
@@ -127,11 +128,6 @@ pub struct ServeArgs {
     /// not compute them again (the same numbers either way); 0 turns prefix caching off.
     #[arg(long, env = "JANUS_PREFIX_CACHE_POSITIONS", default_value_t = DEFAULT_PREFIX_CACHE_POSITIONS)]
     pub prefix_cache_positions: usize,
-
-    /// Images decoded at once by the VQ decoder (bounds memory).
-    #[arg(long, env = "JANUS_DECODE_CHUNK", default_value_t = DEFAULT_DECODE_CHUNK,
-          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
-    pub decode_chunk: usize,
 
     /// Fetch http(s) image URLs in chat messages (public addresses only, no redirects, 10 s,
     /// at most --max-body-bytes); off by default, when only data: URLs are accepted.
@@ -153,7 +149,7 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
 
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish, in seconds.
-    #[arg(long, env = "JANUS_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    #[arg(long, env = "JANUS_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
 
     /// Allow browsers from these origins (comma-separated, `*` for any); CORS is off by default.
@@ -203,7 +199,7 @@ impl ServeArgs {
             quant: self.model.quant,
             max_batch_images: self.max_batch_images,
             queue_capacity: self.queue_capacity,
-            decode_chunk: self.decode_chunk,
+            decode_chunk: self.model.decode_chunk,
             batch_wait: Duration::from_millis(self.batch_wait_ms),
             max_text_sessions: self.max_text_sessions,
             shared_steps: self.shared_steps,
