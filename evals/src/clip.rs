@@ -29,6 +29,8 @@ use crate::rules::{ColorClassifier, Colour};
 
 /// The hub id of the colour classifier used by default.
 pub const DEFAULT_CLIP: &str = "openai/clip-vit-large-patch14";
+/// The vision width of [`DEFAULT_CLIP`] (ViT-L).
+const REFERENCE_VISION_WIDTH: usize = 1024;
 
 #[allow(clippy::excessive_precision)] // as open_clip writes them
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -189,6 +191,8 @@ pub struct Clip {
     tokenizer: Tokenizer,
     image_size: usize,
     max_len: usize,
+    /// The vision tower's width (`vision_config.hidden_size`).
+    vision_width: usize,
     device: Device,
     name: String,
     /// Per object class: `[10, projection_dim]` normalised colour embeddings.
@@ -212,6 +216,7 @@ impl Clip {
             tokenizer,
             image_size: cfg.vision_config.image_size,
             max_len: cfg.text_config.max_position_embeddings,
+            vision_width: cfg.vision_config.hidden_size,
             device: vb.device().clone(),
             name: "CLIP ViT-L/14".into(),
             classifiers: Mutex::new(HashMap::new()),
@@ -231,6 +236,11 @@ impl Clip {
             Self::load(vb, &cfg, tokenizer).with_context(|| format!("--clip {spec}: loading the CLIP weights"))?;
         c.name = format!("CLIP ViT-L/14 ({spec})");
         Ok(c)
+    }
+
+    /// A random-weight test checkpoint: a vision tower narrower than ViT-L/14's (width 1024).
+    pub fn is_test_model(&self) -> bool {
+        self.vision_width < REFERENCE_VISION_WIDTH
     }
 
     /// Token ids of `text` (with start and end tokens), truncated to the context length with

@@ -29,6 +29,8 @@ use crate::rules::{Detection, Detector};
 
 /// The hub id of the detector used by default.
 pub const DEFAULT_DETR: &str = "facebook/detr-resnet-50";
+/// `d_model` of [`DEFAULT_DETR`].
+const REFERENCE_D_MODEL: usize = 256;
 
 /// The 80 COCO category ids, in COCO order: GenEval's class index `i` (its `object_names.txt`
 /// line `i`) is COCO category `COCO80_IDS[i]`, DETR's label id.
@@ -454,6 +456,11 @@ impl Detr {
 
     pub fn config(&self) -> &DetrConfig {
         &self.cfg
+    }
+
+    /// A random-weight test checkpoint: narrower than DETR ResNet-50 (`d_model` 256).
+    pub fn is_test_model(&self) -> bool {
+        self.cfg.d_model < REFERENCE_D_MODEL
     }
 
     /// The model on `pixel_values` `[1, 3, H, W]` (normalised, see [`preprocess`]).

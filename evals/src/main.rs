@@ -1,4 +1,5 @@
-//! `janus-eval`: benchmark generation for Janus-Pro and OpenAI-compatible image endpoints.
+//! `janus-eval`: benchmark generation (GenEval, DPG-Bench), GenEval-style scoring and imports of
+//! official scores, and comparison of runs, for Janus-Pro and OpenAI-compatible image endpoints.
 
 use std::path::PathBuf;
 
@@ -222,13 +223,13 @@ struct GenerateArgs {
     no_extensions: bool,
 
     /// Endpoint: at most N images per request (1 for DALL-E 3); a prompt's samples are split, and
-    /// request i's seed is derived from --seed and its first sample's index. A 400 about `n`
-    /// switches to 1 on its own.
+    /// request i's seed is derived from --seed and its first sample's index. A 400 whose error
+    /// names `param: "n"` switches to 1 on its own.
     #[arg(long, env = "JANUS_EVAL_ENDPOINT_MAX_N", value_parser = clap::value_parser!(u32).range(1..=64))]
     endpoint_max_n: Option<u32>,
 
     /// Endpoint: do not send `response_format` (gpt-image-1 refuses it and answers b64_json). A 400
-    /// about response_format drops it on its own.
+    /// whose error names `param: "response_format"` drops it on its own.
     #[arg(long, env = "JANUS_EVAL_ENDPOINT_NO_RESPONSE_FORMAT")]
     endpoint_no_response_format: bool,
 

@@ -23,7 +23,7 @@ use crate::clip::Clip;
 use crate::data;
 use crate::detector::Detr;
 use crate::rules::{self, ColorClassifier, Detection, Detector, Kept, Metadata, RuleOptions, Summary};
-use crate::scores::{self, ResultLine, ScoreManifest, MANIFEST_FILE, RESULTS_FILE};
+use crate::scores::{self, ResultLine, ScoreManifest, ScorerClass, MANIFEST_FILE, RESULTS_FILE};
 
 /// `scorer` of an imported manifest.
 pub const IMPORTED_SCORER: &str = "official GenEval evaluator (imported)";
@@ -216,6 +216,11 @@ pub fn score_run(detector: &Detr, clip: &Clip, opts: &ScoreOptions) -> Result<Sc
         model,
         detector: detector.name(),
         classifier: clip.name(),
+        scorer_class: Some(if detector.is_test_model() || clip.is_test_model() {
+            ScorerClass::TestModels
+        } else {
+            ScorerClass::GenevalStyle
+        }),
         options: json!({
             "rules": opts.rules,
             "background": "#999999",
@@ -289,6 +294,7 @@ pub fn import_official(results: &Path, run: &Path, model_name: Option<&str>, for
         model,
         detector: OFFICIAL_DETECTOR.into(),
         classifier: OFFICIAL_CLASSIFIER.into(),
+        scorer_class: Some(ScorerClass::Official),
         options: json!({ "source": results.display().to_string() }),
         created: crate::generate::now().1,
         summary: summary_of(&rows),

@@ -5,7 +5,7 @@
 //!   (djghosh13/geneval `evaluation/evaluate_images.py`), so its `summary_scores.py` reads ours
 //!   and we read its.
 //! * `<run>/scores.json`: a [`ScoreManifest`] naming who scored the run (detector and colour
-//!   classifier) and the summary. The summary is always recomputed from `results.jsonl` with
+//!   classifier, and their [`ScorerClass`]) and the summary. The summary is always recomputed from `results.jsonl` with
 //!   [`crate::rules::summarize`]; the manifest's copy is for people reading the file.
 
 use std::fs;
@@ -45,6 +45,21 @@ impl ResultLine {
     }
 }
 
+/// What kind of scorer produced a run's numbers; `compare` flags runs by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScorerClass {
+    /// The official GenEval evaluator (Mask2Former + CLIP ViT-L/14): comparable with published
+    /// GenEval numbers.
+    Official,
+    /// janus-eval's GenEval-style scorer with the published DETR and CLIP checkpoints: not
+    /// comparable with published numbers.
+    GenevalStyle,
+    /// Random-weight test checkpoints (a detector or classifier narrower than the published
+    /// model): the verdicts mean nothing.
+    TestModels,
+}
+
 /// `scores.json`: who produced the numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreManifest {
@@ -58,12 +73,29 @@ pub struct ScoreManifest {
     pub detector: String,
     /// E.g. "CLIP ViT-L/14 (openai/clip-vit-large-patch14)".
     pub classifier: String,
+    /// What kind of scorer this is. Absent from files written before the field existed: see
+    /// [`ScoreManifest::class`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorer_class: Option<ScorerClass>,
     /// Rule options and anything else that changes the numbers.
     #[serde(default)]
     pub options: Value,
     /// RFC 3339 UTC.
     pub created: String,
     pub summary: Summary,
+}
+
+impl ScoreManifest {
+    /// The scorer's class: `scorer_class`, or for older files without it, official when the
+    /// scores were imported from the official evaluator (`scorer` is
+    /// [`crate::score::IMPORTED_SCORER`]), else GenEval-style.
+    pub fn class(&self) -> ScorerClass {
+        self.scorer_class.unwrap_or(if self.scorer == crate::score::IMPORTED_SCORER {
+            ScorerClass::Official
+        } else {
+            ScorerClass::GenevalStyle
+        })
+    }
 }
 
 /// Reads `results.jsonl` (blank lines skipped; errors name the line).

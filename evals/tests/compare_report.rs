@@ -20,6 +20,8 @@ fn one_per_task() -> Vec<usize> {
 }
 
 struct Scoring<'a> {
+    /// scores.json's `scorer_class`.
+    class: &'a str,
     detector: &'a str,
     classifier: &'a str,
     model: &'a str,
@@ -32,10 +34,12 @@ struct Scoring<'a> {
 fn make_run(dir: &Path, model: &str, prompts: &[usize], samples: usize, scoring: Option<Scoring>) {
     let all = geneval_prompts();
     fs::create_dir_all(dir).unwrap();
+    // the tiny test model makes 32 px images
+    let image_size = if model.starts_with("assets/tiny/") { 32 } else { 384 };
     let run = json!({
         "tool": "janus-eval", "benchmark": "geneval",
         "settings": { "benchmark": "geneval", "samples": samples, "seed": 42,
-                      "backend": { "kind": "in-process", "model": model, "device": "Cpu", "dtype": "F32", "image_size": 384 },
+                      "backend": { "kind": "in-process", "model": model, "device": "Cpu", "dtype": "F32", "image_size": image_size },
                       "sampling": { "cfg": 5.0, "temperature": 1.0 } },
     });
     fs::write(dir.join("run.json"), serde_json::to_vec_pretty(&run).unwrap()).unwrap();
@@ -67,7 +71,7 @@ fn make_run(dir: &Path, model: &str, prompts: &[usize], samples: usize, scoring:
         fs::write(dir.join("results.jsonl"), results).unwrap();
         let manifest = json!({
             "benchmark": "geneval", "scorer": "janus-eval 0.1.0", "model": sc.model,
-            "detector": sc.detector, "classifier": sc.classifier, "options": {},
+            "detector": sc.detector, "classifier": sc.classifier, "scorer_class": sc.class, "options": {},
             "created": "2025-01-01T00:00:00Z",
             // deliberately wrong: compare recomputes the summary from results.jsonl
             "summary": { "images": 0, "prompts": 0, "correct_images": 0.0, "correct_prompts": 0.0, "tasks": [], "overall": 0.99 },
@@ -91,7 +95,13 @@ fn three_runs(root: &Path) -> Vec<PathBuf> {
         "deepseek-ai/Janus-Pro-7B",
         &tasks,
         4,
-        Some(Scoring { detector: DETR, classifier: CLIP, model: "deepseek-ai/Janus-Pro-7B", correct: &correct }),
+        Some(Scoring {
+            class: "geneval-style",
+            detector: DETR,
+            classifier: CLIP,
+            model: "deepseek-ai/Janus-Pro-7B",
+            correct: &correct,
+        }),
     );
     make_run(
         &root.join("official"),
@@ -99,6 +109,7 @@ fn three_runs(root: &Path) -> Vec<PathBuf> {
         &tasks[..2],
         2,
         Some(Scoring {
+            class: "official",
             detector: "Mask2Former Swin-S (mmdet)",
             classifier: "CLIP ViT-L-14 (open_clip, openai)",
             model: "deepseek-ai/Janus-Pro-1B",
@@ -271,6 +282,7 @@ fn tiny_model_runs_are_called_meaningless() {
     // scored by the tiny random scorer fixtures: said too; an endpoint run names the served model
     let scored = tmp.path().join("tiny-b");
     let tiny_scorer = Scoring {
+        class: "test-models",
         detector: "DETR ResNet-50 (assets/tiny-eval/detr-tiny)",
         classifier: "CLIP ViT-L/14 (assets/tiny-eval/clip-tiny)",
         model: "assets/tiny/janus-pro-tiny",

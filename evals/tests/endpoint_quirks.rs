@@ -1,7 +1,8 @@
 //! The `Endpoint` backend against servers that differ from janus serve, following OpenAI's
-//! Images API reference: DALL·E 3 takes only `n=1` (a 400 naming `n`), gpt-image-1 refuses
-//! `response_format` (a 400 naming it) and always answers `b64_json`, DALL·E answers `url`s by
-//! default; the `model` of the answer is recorded in run.json. The server is a std TcpListener
+//! Images API reference: DALL·E 3 takes only `n=1` (a 400 with `param: "n"`), gpt-image-1
+//! refuses `response_format` (a 400 with `param: "response_format"`) and always answers
+//! `b64_json`, DALL·E answers `url`s by default; a refusal without `param` is not adapted to;
+//! the `model` of the answer is recorded in run.json. The server is a std TcpListener
 //! thread speaking just enough HTTP/1.1.
 
 mod stub;
@@ -174,7 +175,7 @@ fn a_400_about_n_falls_back_to_one_image_per_request() {
     assert_eq!(m["served_model"], "dall-e-3");
     assert!(m["served_notes"].to_string().contains("one image per request"), "{m}");
 
-    // the same refusal worded without `param`
+    // the same refusal without `param`: the message text decides nothing, so it fails
     let (addr, seen) = serve(|req, _| {
         if req.body["n"].as_u64().unwrap() > 1 {
             (400, "application/json", br#"{"error": {"message": "n must be 1 for this model"}}"#.to_vec())
@@ -184,8 +185,9 @@ fn a_400_about_n_falls_back_to_one_image_per_request() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let ep = Endpoint::new(&addr, None, None, None, None, false).with_retries(0);
-    generate_geneval(&pick(&[3]), &ep, &opts(tmp.path(), 2, 9)).unwrap();
-    assert_eq!(posts(&seen).len(), 3);
+    let err = format!("{:#}", generate_geneval(&pick(&[3]), &ep, &opts(tmp.path(), 2, 9)).unwrap_err());
+    assert!(err.contains("answered 400: n must be 1 for this model"), "{err}");
+    assert_eq!(posts(&seen).len(), 1, "no fallback without `param`");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use janus_evals::clip::Clip;
 use janus_evals::detector::Detr;
 use janus_evals::rules::{summarize, Metadata, RuleOptions};
 use janus_evals::score::{self, ScoreOptions, IMPORTED_SCORER, OFFICIAL_CLASSIFIER, OFFICIAL_DETECTOR};
-use janus_evals::scores::{read_manifest, read_results};
+use janus_evals::scores::{read_manifest, read_results, ScoreManifest, ScorerClass};
 
 fn assets() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny-eval")
@@ -100,6 +100,8 @@ fn scores_a_run_in_the_official_layout() {
     assert_eq!(on_disk.model, "tiny-janus");
     assert!(on_disk.detector.starts_with("DETR ResNet-50 (") && on_disk.classifier.starts_with("CLIP ViT-L/14 ("));
     assert!(on_disk.scorer.starts_with("janus-eval "));
+    // the fixtures are narrower than DETR ResNet-50 and ViT-L/14: random-weight test models
+    assert_eq!(on_disk.scorer_class, Some(ScorerClass::TestModels));
     assert_eq!(summary.images, 6);
     assert_eq!(summary.prompts, 3);
 
@@ -164,6 +166,12 @@ fn imports_official_results() {
     assert_eq!(m.scorer, IMPORTED_SCORER);
     assert_eq!(m.detector, OFFICIAL_DETECTOR);
     assert_eq!(m.classifier, OFFICIAL_CLASSIFIER);
+    assert_eq!(m.class(), ScorerClass::Official);
+    // a scores.json written before `scorer_class` existed still loads, classed by its scorer
+    let mut old = serde_json::to_value(&m).unwrap();
+    assert!(old.as_object_mut().unwrap().remove("scorer_class").is_some());
+    let old: ScoreManifest = serde_json::from_value(old).unwrap();
+    assert_eq!((old.scorer_class, old.class()), (None, ScorerClass::Official));
     assert_eq!(m.model, "Janus-Pro-7B");
     let rows = read_results(&run.join("results.jsonl")).unwrap();
     assert_eq!(rows.len(), 3);

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::data;
 use crate::rules::{self, Summary};
-use crate::scores::{self, ScoreManifest};
+use crate::scores::{self, ScoreManifest, ScorerClass};
 
 /// The images of one prompt in a run.
 #[derive(Debug, Clone)]
@@ -40,11 +40,18 @@ impl Scored {
     pub fn classifier(&self) -> &str {
         self.manifest.as_ref().map_or("unknown (no scores.json)", |m| m.classifier.as_str())
     }
-    /// Scored by the official detector and CLIP, so comparable with published numbers.
+    /// The scorer's class from `scores.json` (see [`ScoreManifest::class`]); `None` without a
+    /// `scores.json`.
+    pub fn class(&self) -> Option<ScorerClass> {
+        self.manifest.as_ref().map(ScoreManifest::class)
+    }
+    /// Scored by the official evaluator, so comparable with published numbers.
     pub fn official(&self) -> bool {
-        let d = self.detector().to_ascii_lowercase();
-        let c = self.classifier().to_ascii_lowercase().replace('-', "/");
-        d.contains("mask2former") && c.contains("vit/l/14")
+        self.class() == Some(ScorerClass::Official)
+    }
+    /// Scored with random-weight test checkpoints: the verdicts mean nothing.
+    pub fn test_models(&self) -> bool {
+        self.class() == Some(ScorerClass::TestModels)
     }
     /// "official scorer" or "GenEval-style".
     pub fn kind(&self) -> &'static str {
@@ -65,7 +72,8 @@ pub struct Run {
     pub model: String,
     /// How the images were made (backend, samples, seed, sampling), from run.json.
     pub setup: String,
-    /// A tiny random-weight test model: its numbers mean nothing.
+    /// A tiny random-weight test model (run.json's `image_size` under 64 px): its numbers mean
+    /// nothing.
     pub tiny: bool,
     pub scores: Option<Scored>,
     /// By prompt index (the folder name).
@@ -228,7 +236,6 @@ pub fn load_run(dir: &Path) -> Result<Run> {
         .filter(|m| !m.is_empty())
         .or(run_model)
         .unwrap_or_else(|| "unknown".to_string());
-    let small = manifest.as_ref().and_then(|m| m["settings"]["backend"]["image_size"].as_u64()).is_some_and(|s| s < 64);
-    let tiny = small || model.to_ascii_lowercase().contains("tiny");
+    let tiny = manifest.as_ref().and_then(|m| m["settings"]["backend"]["image_size"].as_u64()).is_some_and(|s| s < 64);
     Ok(Run { dir: dir.to_path_buf(), label, model, setup, tiny, scores, images, notes })
 }

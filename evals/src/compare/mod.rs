@@ -5,8 +5,11 @@
 //! six tasks, recomputed with [`crate::rules::summarize`]) and §3 (published rows, scored by the
 //! official Mask2Former + CLIP ViT-L/14 evaluator). A run's scores are read only through
 //! [`crate::scores`] (`results.jsonl`, `scores.json`); its images and `run.json` are the layout
-//! [`crate::generate`] writes. Runs scored with any other detector or colour classifier are
-//! labelled "GenEval-style" and kept in a table apart from the published rows.
+//! [`crate::generate`] writes. A run is classed by `scores.json`'s `scorer_class`
+//! ([`crate::scores::ScorerClass`]): runs not scored by the official evaluator are labelled
+//! "GenEval-style" and kept in a table apart from the published rows, and runs scored with
+//! random-weight test checkpoints are flagged; a run whose `run.json` says it made images under
+//! 64 px is a tiny test model's.
 //!
 //! ```text
 //! <out>/report.md     the tables (also printed)

@@ -60,9 +60,7 @@ pub(super) fn warnings(runs: &[Run]) -> Vec<Warning> {
     }
     let tiny_scorer = |r: &Run| {
         let s = r.scores.as_ref()?;
-        let (d, c) = (s.detector(), s.classifier());
-        (d.to_ascii_lowercase().contains("tiny") || c.to_ascii_lowercase().contains("tiny"))
-            .then(|| format!("{d}; {c}"))
+        s.test_models().then(|| format!("{}; {}", s.detector(), s.classifier()))
     };
     for (models, labels) in grouped(runs, tiny_scorer) {
         push(

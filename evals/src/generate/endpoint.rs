@@ -12,13 +12,13 @@
 //! the request, so whichever replica answers, the images are the same.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use base64::Engine as _;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::backend::{sample_seed, ImageBackend};
@@ -26,7 +26,7 @@ use super::backend::{sample_seed, ImageBackend};
 /// The longest `Retry-After` honoured as given (longer values are cut to this).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
-/// What a server's error names as its cause (its `param`, or a whole word of its message).
+/// The parameter a server's error names as its cause (the envelope's `param`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Param {
     /// `n`: the server takes fewer images per request.
@@ -35,29 +35,71 @@ pub enum Param {
     ResponseFormat,
 }
 
-/// Why a request to an endpoint failed. Callers decide by the variant and the status, never by
-/// the text.
-#[derive(Debug, Clone)]
+impl Param {
+    /// The parameter an error's `param` names, when it is one the endpoint can adapt to.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "n" => Some(Param::N),
+            "response_format" => Some(Param::ResponseFormat),
+            _ => None,
+        }
+    }
+}
+
+/// The body of OpenAI's error envelope `{"error": {"message", "type", "param", "code"}}`, as
+/// OpenAI and janus serve answer a refused request.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ApiError {
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// The request field the error is about, when it is about one.
+    #[serde(default)]
+    pub param: Option<String>,
+    #[serde(default)]
+    pub code: Option<Value>,
+}
+
+/// An error answer's JSON body: OpenAI's envelope, or the shapes other servers use (only their
+/// text is kept).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorBody {
+    Envelope { error: ApiError },
+    Text { error: String },
+    Detail { detail: String },
+    Bare(ApiError),
+}
+
+/// Why a request to an endpoint failed. Callers decide by the variant, the status and the
+/// parsed error envelope, never by the text.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EndpointError {
     /// No complete answer: the connection was refused, reset or timed out, or the answer was cut
     /// off while being read.
+    #[error("{url}: {detail}")]
     Transport { url: String, detail: String },
     /// An HTTP error status, with the server's message on one line.
+    #[error("{url} answered {status}: {message}")]
     Status {
         url: String,
         status: u16,
         message: String,
         /// The server's `Retry-After`, when it gave one in seconds.
         retry_after: Option<Duration>,
-        /// What a 4xx (other than 429) names as its cause.
-        about: Option<Param>,
+        /// The error envelope, when the body was one (`{"error": {...}}`, or its fields bare).
+        error: Option<Box<ApiError>>,
     },
     /// A 2xx answer that holds no usable images (not JSON, no `data`, an undecodable image, a
     /// `url` that fails to download).
+    #[error("{url}: {detail}")]
     Answer { url: String, detail: String },
     /// The endpoint(s) answered the wrong number of images.
+    #[error("{url} returned {got} image(s) for n={asked}")]
     Count { url: String, got: usize, asked: usize },
     /// A retriable failure, still there after every retry.
+    #[error("{last} (gave up after {attempts} attempt(s))")]
     GaveUp { attempts: u32, last: Box<EndpointError> },
 }
 
@@ -89,27 +131,16 @@ impl EndpointError {
         }
     }
 
+    /// The parameter a refusal (a 4xx other than 429) names in its envelope's `param`.
     fn about(&self) -> Option<Param> {
         match self {
-            EndpointError::Status { about, .. } => *about,
+            EndpointError::Status { status, error: Some(e), .. } if (400..500).contains(status) && *status != 429 => {
+                e.param.as_deref().and_then(Param::from_name)
+            }
             _ => None,
         }
     }
 }
-
-impl fmt::Display for EndpointError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EndpointError::Transport { url, detail } => write!(f, "{url}: {detail}"),
-            EndpointError::Status { url, status, message, .. } => write!(f, "{url} answered {status}: {message}"),
-            EndpointError::Answer { url, detail } => write!(f, "{url}: {detail}"),
-            EndpointError::Count { url, got, asked } => write!(f, "{url} returned {got} image(s) for n={asked}"),
-            EndpointError::GaveUp { attempts, last } => write!(f, "{last} (gave up after {attempts} attempt(s))"),
-        }
-    }
-}
-
-impl std::error::Error for EndpointError {}
 
 /// How failed requests are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +245,7 @@ pub struct Endpoint {
     max_n: Option<usize>,
     /// Whether `response_format: b64_json` is sent at all (`--endpoint-no-response-format`).
     response_format: bool,
-    /// Learned: the server answered 400 about `n`, so one image per request from now on.
+    /// Learned: the server answered 400 with `param: "n"`, so one image per request from now on.
     learned_single: AtomicBool,
     /// Learned: the server refused `response_format`, so it is no longer sent.
     learned_no_response_format: AtomicBool,
@@ -222,19 +253,14 @@ pub struct Endpoint {
     served_models: Mutex<BTreeSet<String>>,
 }
 
-/// The `error.message` and `error.param` of an OpenAI error envelope (also accepts a plain
-/// `{"message"}` or `{"error": "text"}`).
-fn error_fields(text: &str) -> (Option<String>, Option<String>) {
-    let Ok(v) = serde_json::from_str::<Value>(text) else { return (None, None) };
-    let e = if v["error"].is_null() { &v } else { &v["error"] };
-    let message = e["message"].as_str().or(e.as_str()).or(v["detail"].as_str()).map(String::from);
-    (message, e["param"].as_str().map(String::from))
-}
-
-/// Whether the server's `text` names the parameter `word` as a whole token (`'n'`, `` `n` ``,
-/// `n must`, ...).
-fn mentions(text: &str, word: &str) -> bool {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|t| t == word)
+/// An error answer's message and envelope (`None`s when the body is not JSON of a known shape).
+fn parse_error(text: &str) -> (Option<String>, Option<ApiError>) {
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(ErrorBody::Envelope { error }) | Ok(ErrorBody::Bare(error)) => (error.message.clone(), Some(error)),
+        Ok(ErrorBody::Text { error }) => (Some(error), None),
+        Ok(ErrorBody::Detail { detail }) => (Some(detail), None),
+        Err(_) => (None, None),
+    }
 }
 
 /// One line: whitespace collapsed, at most `max` characters.
@@ -453,26 +479,13 @@ impl Endpoint {
         if (200..300).contains(&status) {
             return Ok(text);
         }
-        let (message, param) = error_fields(&text);
-        let about = if (400..500).contains(&status) && status != 429 {
-            let names =
-                |word: &str| param.as_deref() == Some(word) || message.as_deref().is_some_and(|m| mentions(m, word));
-            if names("response_format") {
-                Some(Param::ResponseFormat)
-            } else if names("n") {
-                Some(Param::N)
-            } else {
-                None
-            }
-        } else {
-            None
-        };
+        let (message, error) = parse_error(&text);
         Err(EndpointError::Status {
             url,
             status,
             message: one_line(message.as_deref().unwrap_or(&text), 300),
             retry_after,
-            about,
+            error: error.map(Box::new),
         })
     }
 
@@ -584,9 +597,10 @@ fn to_png(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
 }
 
 impl ImageBackend for Endpoint {
-    /// `n` images, in requests of at most [`Endpoint::with_max_n`] images; a 400 about `n` turns
-    /// to one image per request, a 400 about `response_format` drops the field, for this prompt
-    /// and the rest of the run. Errors are [`EndpointError`]s.
+    /// `n` images, in requests of at most [`Endpoint::with_max_n`] images; a 400 whose envelope
+    /// names `param: "n"` turns to one image per request, one naming `response_format` drops the
+    /// field, for this prompt and the rest of the run (a refusal without `param` is an error).
+    /// Errors are [`EndpointError`]s.
     fn generate(&self, prompt: &str, n: usize, seed: u64) -> Result<Vec<Vec<u8>>> {
         let mut images = Vec::with_capacity(n);
         while images.len() < n {
@@ -646,5 +660,43 @@ impl ImageBackend for Endpoint {
 
     fn traffic(&self) -> Value {
         self.traffic_report()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(status: u16, body: &str) -> EndpointError {
+        let (message, error) = parse_error(body);
+        EndpointError::Status {
+            url: "u".into(),
+            status,
+            message: message.unwrap_or_else(|| body.into()),
+            retry_after: None,
+            error: error.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn the_envelope_param_decides_and_the_message_does_not() {
+        let openai =
+            r#"{"error": {"message": "Invalid 'n'.", "type": "invalid_request_error", "param": "n", "code": null}}"#;
+        assert_eq!(refusal(400, openai).about(), Some(Param::N));
+        let rf =
+            r#"{"error": {"message": "Unknown parameter.", "param": "response_format", "code": "unknown_parameter"}}"#;
+        assert_eq!(refusal(400, rf).about(), Some(Param::ResponseFormat));
+        // bare fields (no `error` wrapper) are an envelope too
+        assert_eq!(refusal(400, r#"{"message": "m", "param": "n"}"#).about(), Some(Param::N));
+        // a message that names `n` without `param` is not about `n`
+        let e = refusal(400, r#"{"error": {"message": "n must be 1", "param": null}}"#);
+        assert_eq!((e.about(), e.to_string()), (None, "u answered 400: n must be 1".to_string()));
+        assert_eq!(refusal(400, r#"{"error": "n must be 1"}"#).about(), None);
+        assert_eq!(refusal(400, r#"{"detail": "n must be 1"}"#).to_string(), "u answered 400: n must be 1");
+        // other params, statuses and bodies name nothing
+        assert_eq!(refusal(400, r#"{"error": {"message": "m", "param": "size"}}"#).about(), None);
+        assert_eq!(refusal(429, openai).about(), None);
+        assert_eq!(refusal(500, openai).about(), None);
+        assert_eq!(refusal(400, "<html>n</html>").about(), None);
     }
 }

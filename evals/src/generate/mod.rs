@@ -21,9 +21,10 @@
 //!
 //! Backends: [`InProcess`] (a loaded Janus model) and [`Endpoint`] (any OpenAI-compatible
 //! `POST /v1/images/generations`, following OpenAI's Images API reference: `n`, `response_format`,
-//! `b64_json` or `url` answers, the `{"error": {"message", "param"}}` envelope). Endpoint quirks
-//! handled: servers that accept only `n=1` (DALL·E 3), servers that refuse `response_format`
-//! (gpt-image-1), `url` answers; the served model is recorded in `run.json`.
+//! `b64_json` or `url` answers, the `{"error": {"message", "type", "param", "code"}}` envelope,
+//! parsed into [`ApiError`]). Endpoint quirks handled, decided by the envelope's `param`: servers
+//! that accept only `n=1` (DALL·E 3), servers that refuse `response_format` (gpt-image-1); and
+//! `url` answers; the served model is recorded in `run.json`.
 //!
 //! Scale-out: [`Endpoint`] takes several endpoints (replicas), spreads requests over them and
 //! retries failures elsewhere ([`EndpointError`], [`RetryPolicy`]); [`Shard`] splits the prompts
@@ -43,7 +44,7 @@ mod shard;
 mod util;
 
 pub use backend::{sample_seed, ImageBackend};
-pub use endpoint::{Endpoint, EndpointError, Param, RetryPolicy};
+pub use endpoint::{ApiError, Endpoint, EndpointError, Param, RetryPolicy};
 pub use in_process::InProcess;
 pub use layout::{dpg_file_name, folder_done, grid, metadata_bytes, sample_name, Item};
 pub use runner::{generate_dpg, generate_geneval, generate_items, Benchmark, GenerateOptions, RunReport, DPG, GENEVAL};
