@@ -17,6 +17,8 @@
 //! | `text/` | image understanding: the conversation and its template, preparation ([`text::prompt::Prompter`]), the session, batched steps, steps shared with images, the prefix cache |
 //! | `quality.rs`, `quantize.rs` | teacher-forced traces and their divergence; `janus quantize` |
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod device;
 pub mod error;
 pub mod generate;

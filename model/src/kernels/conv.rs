@@ -90,8 +90,12 @@ impl CustomOp3 for SameConv {
                     }
                 });
                 // out[:, r0*w .. r0*w + cols] += wt[c_out, kk] @ col[kk, cols]
-                // SAFETY: the pointers cover m×k, k×n and m×n (row stride hw) elements of live
-                // buffers that do not overlap, as gemm requires.
+                // SAFETY: gemm reads and writes dst[i·hw + j] for i < c_out, j < cols from
+                // `oi + r0·w`: the last is (c_out − 1)·hw + (r0 + rows)·w − 1 < c_out·hw =
+                // oi.len() since r0 + rows ≤ h. It reads wt[i·kk + p] (p < kk) of the c_out·kk
+                // floats of `wt` (a contiguous [c_out, c_in, k, k]) and col[p·cols + j] of
+                // col.len() = kk·band_rows·w ≥ kk·cols. The three buffers are live and distinct
+                // (`oi` is the only one written), as gemm requires.
                 unsafe {
                     gemm::gemm(
                         c_out,
@@ -214,12 +218,19 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 fn affine(out: &mut [f32], x: &[f32], scale: f32, shift: f32, silu: bool) {
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::dot::has_avx2_fma() {
-        // SAFETY: the CPU has the features the function was compiled for.
+        // SAFETY: `has_avx2_fma` just found avx2 and fma (with `is_x86_feature_detected!`), the
+        // features `affine_avx2` was compiled for and its one condition.
         return unsafe { affine_avx2(out, x, scale, shift, silu) };
     }
     affine_generic(out, x, scale, shift, silu)
 }
 
+/// [`affine_generic`] compiled for AVX2 and FMA.
+///
+/// # Safety
+///
+/// The CPU supports avx2 and fma (checked with `is_x86_feature_detected!`). Nothing else: the
+/// body is safe code over the slices.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn affine_avx2(out: &mut [f32], x: &[f32], scale: f32, shift: f32, silu: bool) {

@@ -80,12 +80,14 @@ fn has_avx512() -> bool {
 fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512() && !force_avx2() {
-        // SAFETY: the CPU has the features the function was compiled for.
+        // SAFETY: `has_avx512` just found avx512f (with `is_x86_feature_detected!`), the one
+        // feature `avx512::dots` needs; it checks the slice lengths itself.
         return unsafe { avx512::dots(o, w, x, m, k) };
     }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // SAFETY: the CPU has the features the function was compiled for.
+        // SAFETY: `has_avx2_fma` just found avx2 and fma (with `is_x86_feature_detected!`), the
+        // features `avx2::dots` needs; it checks the slice lengths itself.
         return unsafe { avx2::dots(o, w, x, m, k) };
     }
     for (oj, wj) in o.chunks_mut(m).zip(w.chunks(k)) {
@@ -118,6 +120,12 @@ mod avx512 {
     /// rows prefetches its own weight rows ahead; the later ones, which read those rows from
     /// L1, prefetch the next four rows into L2, so the weight stream never pauses (8 rows:
     /// 26.3 → 21.3 ms for the mid model's step, PERF.md).
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports avx512f (checked with `is_x86_feature_detected!("avx512f")`). The slice
+    /// lengths are no condition: the function asserts `o.len() · k == w.len() · m` and
+    /// `x.len() == m · k` before it reads through pointers.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
         assert!(o.len() * k == w.len() * m && x.len() == m * k);
@@ -135,7 +143,11 @@ mod avx512 {
                     _ if next => Prefetch::Next,
                     _ => Prefetch::None,
                 };
-                // SAFETY: rows j..j + nw of w and i..i + nx of x hold k elements each.
+                // SAFETY: avx512f, which `tile` needs, is this function's own contract. With
+                // rows = ⌊w.len() / k⌋ and x.len() == m · k (asserted above), j + nw ≤ rows and
+                // i + nx ≤ m, so both offsets stay inside their slices, rows j..j + nw of w and
+                // i..i + nx of x hold k floats each, and each arm's tile reads W ≤ nw rows of w
+                // (4 only when nw == 4, else 1) and R ≤ nx rows of x, as `tile` requires.
                 let v = unsafe {
                     let (wj, xi) = (w.as_ptr().add(j * k), x.as_ptr().add(i * k));
                     match (nw, nx) {
@@ -170,6 +182,11 @@ mod avx512 {
 
     /// `[[w[q] · x[r] for r < R] for q < W]` for W consecutive rows of `w` and R of `x` (length
     /// k); entries past W or R are 0.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports avx512f (checked with `is_x86_feature_detected!("avx512f")`), `w` is
+    /// valid for reads of `W · k` floats (W rows of k) and `x` for reads of `R · k` floats.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::needless_range_loop)] // `r` indexes `x`'s rows and the accumulators' columns
     unsafe fn tile<const W: usize, const R: usize>(
@@ -182,7 +199,11 @@ mod avx512 {
         let full = k / 16 * 16;
         let mut c = 0;
         while c < full {
-            // SAFETY: c + 16 <= k for every row; prefetches never fault.
+            // SAFETY: c + 16 ≤ full ≤ k, so each 16-float load at `q · k + c` (q < W) stays in
+            // the W · k floats of `w` and each at `r · k + c` (r < R) in the R · k of `x`, as the
+            // caller guarantees; `row = w + q · k` is inside `w` too. The prefetch addresses come
+            // from `wrapping_add` (no in-bounds claim) and a prefetch is only a hint that never
+            // faults, so they may point past the rows.
             unsafe {
                 let mut wv = [_mm512_setzero_ps(); W];
                 for (q, wq) in wv.iter_mut().enumerate() {
@@ -212,9 +233,10 @@ mod avx512 {
                 let lo = _mm256_castsi256_ps(_mm512_castsi512_si256(halves));
                 let hi = _mm256_castsi256_ps(_mm512_extracti64x4_epi64::<1>(halves));
                 let mut lanes = [0f32; 8];
-                // SAFETY: `lanes` holds 8 floats.
+                // SAFETY: `lanes` is a local array of 8 floats, the 8 this store writes.
                 unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(lo, hi)) };
-                // SAFETY: the tail c in full..k is inside row q of w and row r of x.
+                // SAFETY: c < k, q < W and r < R, so `q · k + c` < W · k and `r · k + c` < R · k:
+                // inside the floats the caller guarantees for `w` and `x`.
                 let tail: f32 = (full..k).map(|c| unsafe { *w.add(q * k + c) * *x.add(r * k + c) }).sum();
                 out[q][r] = lanes.iter().sum::<f32>() + tail;
             }
@@ -233,6 +255,12 @@ mod avx2 {
     /// Two rows of `w` at a time (two memory streams per thread keep more DRAM requests in
     /// flight than one) against one or two rows of `x` (which stay in L1/L2), with a software
     /// prefetch ahead of each stream: about 1.5× the bandwidth of one row at a time.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports avx2 and fma (checked with `is_x86_feature_detected!`). The slice lengths
+    /// are no condition: the function asserts `o.len() · k == w.len() · m` and `x.len() == m · k`
+    /// before it reads through pointers.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
         assert!(o.len() * k == w.len() * m && x.len() == m * k);
@@ -240,13 +268,18 @@ mod avx2 {
         let mut j = 0;
         while j < rows {
             let pair = rows - j >= 2;
-            // SAFETY: rows j (and j + 1 for a pair) of w and every row of x hold k elements.
+            // SAFETY: j < rows = ⌊w.len() / k⌋, so row j's k floats start inside `w`.
             let wa = unsafe { w.as_ptr().add(j * k) };
+            // SAFETY: a pair has j + 2 ≤ rows, so row j + 1's k floats are inside `w` too.
             let wb = if pair { unsafe { wa.add(k) } } else { wa };
             let mut i = 0;
             while i < m {
+                // SAFETY: i < m and x.len() == m · k (asserted above): row i starts inside `x`.
                 let xs = unsafe { x.as_ptr().add(i * k) };
                 let r = if m - i >= 2 { 2 } else { 1 };
+                // SAFETY: avx2 and fma, which `tile` needs, are this function's own contract;
+                // `wa` and `wb` are whole rows of k floats of `w` (above), and the R = r ≤ m − i
+                // rows of x from row i hold R · k floats, as `tile` requires.
                 let v = unsafe {
                     if r == 2 {
                         tile::<2>(wa, wb, xs, k)
@@ -266,13 +299,21 @@ mod avx2 {
 
     /// `[[wa · x[r] for r < R], [wb · x[r] for r < R]]` for R ≤ 2 consecutive rows of `x` (length
     /// k), two 8-lane FMA chains per product; entries r ≥ R are 0.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports avx2 and fma (checked with `is_x86_feature_detected!`), `wa` and `wb` are
+    /// each valid for reads of `k` floats and `x` for reads of `R · k` floats.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const R: usize>(wa: *const f32, wb: *const f32, x: *const f32, k: usize) -> [[f32; 2]; 2] {
         let mut acc = [[[_mm256_setzero_ps(); 2]; R]; 2];
         let full = k / 16 * 16;
         let mut c = 0;
         while c < full {
-            // SAFETY: c + 16 <= k for both weight rows and every x row; prefetches never fault.
+            // SAFETY: c + 16 ≤ full ≤ k, so the loads at c and c + 8 (8 floats each) stay in the
+            // k floats of `wa` and `wb` and, at `r · k + c` with r < R, in the R · k of `x`, as
+            // the caller guarantees. The prefetch addresses come from `wrapping_add` (no
+            // in-bounds claim) and a prefetch never faults, so they may point past the rows.
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(wa.wrapping_add(c + PREFETCH) as *const i8);
                 _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(c + PREFETCH) as *const i8);
@@ -295,8 +336,10 @@ mod avx2 {
         for (q, wq) in [wa, wb].into_iter().enumerate() {
             for r in 0..R {
                 let mut lanes = [0f32; 8];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc[q][r][0], acc[q][r][1]));
-                // SAFETY: the tail c in full..k is inside row wq and row r of x.
+                // SAFETY: `lanes` is a local array of 8 floats, the 8 this store writes.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc[q][r][0], acc[q][r][1])) };
+                // SAFETY: c < k and r < R: `wq` (`wa` or `wb`) is valid for k floats and `x` for
+                // R · k, as the caller guarantees.
                 let tail: f32 = (full..k).map(|c| unsafe { *wq.add(c) * *x.add(r * k + c) }).sum();
                 out[q][r] = lanes.iter().sum::<f32>() + tail;
             }
@@ -319,7 +362,12 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx512_kernel_equals_the_avx2_kernel() {
-        if !(has_avx512() && has_avx2_fma()) {
+        use crate::kernels::skip_without;
+        use std::arch::is_x86_feature_detected as has;
+        if skip_without("avx512f", has!("avx512f"))
+            || skip_without("avx2", has!("avx2"))
+            || skip_without("fma", has!("fma"))
+        {
             return; // nothing to compare on this CPU
         }
         let mut seed = 1u32;

@@ -153,7 +153,10 @@ fn drive(
         let block = &acts[first * kb..(first + rows) * kb];
         let mut out_t = vec![0f32; n * rows]; // [n, rows], transposed into `out` below
         out_t.par_chunks_mut(chunk * rows).zip(w.par_chunks(chunk * row_bytes)).for_each(|(o, wc)| {
-            // SAFETY: `available()` was checked above; sizes were checked against m, k and n.
+            // SAFETY: `kernel` is `rows_q4k` or `rows_q8_0`, whose one condition is the CPU
+            // features that `available()` (asserted above) found with `is_x86_feature_detected!`.
+            // Their reads stay inside `wc`'s whole rows and `block`'s ActBlocks whatever the sizes
+            // (checked above against m, k and n all the same).
             unsafe { kernel(o, wc, block, rows, kb) }
         });
         for (j, col) in out_t.chunks_exact(rows).enumerate() {
@@ -175,6 +178,13 @@ mod avx512 {
     const PREFETCH: usize = 4 * BLOCK_BYTES;
 
     /// `o[j·m + r] = w_j · x_r` for the q8_0 weight rows `w_j` of one chunk, rows in tiles.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports avx512f, avx512bw, avx512vnni and f16c (checked with
+    /// `is_x86_feature_detected!`, as [`super::available`] does). The sizes are no condition:
+    /// raw reads stay inside one `kb · 272`-byte row of `w` from `chunks_exact` and one
+    /// [`ActBlock`] taken by checked indexing; `o` and `acts` are indexed with bounds checks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
     pub(super) unsafe fn rows_q8_0(o: &mut [f32], w: &[u8], acts: &[ActBlock], m: usize, kb: usize) {
         let row_bytes = kb * Q8_SPAN_BYTES;
@@ -182,14 +192,19 @@ mod avx512 {
         let pair_lanes = [0, 1, 2, 3].map(|p| {
             let mut v = [2 * p; 16];
             v[8..].fill(2 * p + 1);
-            _mm512_loadu_si512(v.as_ptr() as *const _)
+            // SAFETY: `v` is 16 i32s, the 64 bytes this load reads.
+            unsafe { _mm512_loadu_si512(v.as_ptr() as *const _) }
         });
         for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
             for r0 in (0..m).step_by(MAX_ROWS) {
                 let mt = (m - r0).min(MAX_ROWS);
                 let mut acc = [_mm512_setzero_ps(); MAX_ROWS];
                 for b in 0..kb {
-                    let span = wr.as_ptr().add(b * Q8_SPAN_BYTES);
+                    // SAFETY: `wr` is one row of kb · Q8_SPAN_BYTES bytes (`chunks_exact`) and
+                    // b < kb, so the span's Q8_SPAN_BYTES bytes from here are inside `wr`.
+                    let span = unsafe { wr.as_ptr().add(b * Q8_SPAN_BYTES) };
+                    // Prefetches are safe (hints that never fault), so their addresses come from
+                    // `wrapping_add`, with no in-bounds claim: they may point past `w`.
                     _mm_prefetch::<_MM_HINT_T0>(span.wrapping_add(2 * Q8_SPAN_BYTES) as *const i8);
                     _mm_prefetch::<_MM_HINT_T0>(span.wrapping_add(2 * Q8_SPAN_BYTES + 64) as *const i8);
                     _mm_prefetch::<_MM_HINT_T0>(span.wrapping_add(2 * Q8_SPAN_BYTES + 128) as *const i8);
@@ -198,14 +213,25 @@ mod avx512 {
                     // the eight blocks' scales, converted together (F16C)
                     let mut dh = [0u16; 8];
                     for (i, d) in dh.iter_mut().enumerate() {
-                        *d = u16::from_le_bytes([*span.add(34 * i), *span.add(34 * i + 1)]);
+                        // SAFETY: block i < 8 of the span starts at 34·i and opens with its f16
+                        // `d`: bytes 34·i and 34·i + 1 ≤ 239, inside the span's 272 bytes.
+                        *d = unsafe { u16::from_le_bytes([*span.add(34 * i), *span.add(34 * i + 1)]) };
                     }
-                    let d8 = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(dh.as_ptr() as *const __m128i)));
+                    // SAFETY: `dh` is 8 u16s, the 16 bytes this load reads.
+                    let dh = unsafe { _mm_loadu_si128(dh.as_ptr() as *const __m128i) };
+                    let d8 = _mm512_castps256_ps512(_mm256_cvtph_ps(dh));
                     // four pairs of blocks: |w| as u8, w's sign, and the two scales per 8 lanes
                     let pairs = [0usize, 1, 2, 3].map(|p| {
-                        let (b0, b1) = (span.add(2 * p * 34), span.add((2 * p + 1) * 34));
-                        let lo = _mm256_loadu_si256(b0.add(2) as *const __m256i);
-                        let hi = _mm256_loadu_si256(b1.add(2) as *const __m256i);
+                        // SAFETY: blocks 2p and 2p + 1 (p < 4) start at 34·2p and 34·(2p + 1);
+                        // each load reads their 32 quants, bytes 2..34 of the block, so the last
+                        // byte read is 34·7 + 33 = 271, inside the span's 272 bytes.
+                        let (lo, hi) = unsafe {
+                            let (b0, b1) = (span.add(2 * p * 34), span.add((2 * p + 1) * 34));
+                            (
+                                _mm256_loadu_si256(b0.add(2) as *const __m256i),
+                                _mm256_loadu_si256(b1.add(2) as *const __m256i),
+                            )
+                        };
                         let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
                         let d = _mm512_permutexvar_ps(pair_lanes[p], d8);
                         (_mm512_abs_epi8(q), _mm512_movepi8_mask(q), d)
@@ -214,7 +240,8 @@ mod avx512 {
                         let a = &acts[(r0 + r) * kb + b];
                         let mut t = _mm512_setzero_ps();
                         for (p, (wabs, neg, d)) in pairs.iter().enumerate() {
-                            let x = _mm512_loadu_si512(a.qs.as_ptr().add(64 * p) as *const _);
+                            // SAFETY: p < 4, so the 64 bytes from 64·p are inside `a.qs` (256).
+                            let x = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * p) as *const _) };
                             let x = _mm512_mask_sub_epi8(x, *neg, _mm512_setzero_si512(), x);
                             let dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), *wabs, x);
                             t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), *d, t);
@@ -230,6 +257,14 @@ mod avx512 {
     }
 
     /// `o[j·m + r] = w_j · x_r` for the q4k weight rows `w_j` of one chunk (`m ≤ MAX_ROWS`).
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports avx512f, avx512bw, avx512vnni and f16c (checked with
+    /// `is_x86_feature_detected!`, as [`super::available`] does). The sizes are no condition:
+    /// raw reads stay inside one `kb · 144`-byte row of `w` from `chunks_exact` and one
+    /// [`ActBlock`] taken by checked indexing; `o` and `acts` are indexed with bounds checks, and
+    /// rows past `MAX_ROWS` are left out by `take`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
     pub(super) unsafe fn rows_q4k(o: &mut [f32], w: &[u8], acts: &[ActBlock], m: usize, kb: usize) {
         let row_bytes = kb * BLOCK_BYTES;
@@ -239,27 +274,37 @@ mod avx512 {
         let idx = [(0, 2), (1, 3), (4, 6), (5, 7)].map(|(a, b): (i16, i16)| {
             let mut v = [a; 32];
             v[16..].fill(b);
-            _mm512_loadu_si512(v.as_ptr() as *const _)
+            // SAFETY: `v` is 32 i16s, the 64 bytes this load reads.
+            unsafe { _mm512_loadu_si512(v.as_ptr() as *const _) }
         });
         for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
             let mut acc = [_mm512_setzero_ps(); MAX_ROWS];
             for b in 0..kb {
-                let blk = wr.as_ptr().add(b * BLOCK_BYTES);
+                // SAFETY: `wr` is one row of kb · BLOCK_BYTES bytes (`chunks_exact`) and b < kb,
+                // so the block's BLOCK_BYTES (144) bytes from here are inside `wr`.
+                let blk = unsafe { wr.as_ptr().add(b * BLOCK_BYTES) };
+                // Prefetches are safe (hints that never fault), so their addresses come from
+                // `wrapping_add`, with no in-bounds claim: they may point past `w`.
                 _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH) as *const i8);
                 _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 64) as *const i8);
                 _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH + 128) as *const i8);
                 // d and dmin (F16C)
-                let dd =
-                    _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([*blk, *blk.add(1), *blk.add(2), *blk.add(3)])));
+                // SAFETY: bytes 0..4 of the block's 144 (its f16 `d` and `dmin`).
+                let dd_bits = unsafe { i32::from_le_bytes([*blk, *blk.add(1), *blk.add(2), *blk.add(3)]) };
+                let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(dd_bits));
                 let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
-                let sm_bytes = _mm_loadu_si128(scales_and_mins(blk.add(4)).as_ptr() as *const __m128i);
+                // SAFETY: `scales_and_mins` reads bytes 4..16 of the block's 144; the load reads
+                // the 16 bytes of the array it returns.
+                let sm_bytes = unsafe { _mm_loadu_si128(scales_and_mins(blk.add(4)).as_ptr() as *const __m128i) };
                 // the 6-bit scales as i16 (lanes 0..8), broadcast per sub-block
                 let sm16 = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(sm_bytes));
                 let sc = idx.map(|i| _mm512_permutexvar_epi16(i, sm16));
                 // dmin × the mins as f32 in lanes 8..16 (lanes 0..8, the scales, meet zero sums)
                 let mins = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm_bytes)), _mm512_set1_ps(dmin));
-                let q01 = _mm512_loadu_si512(blk.add(16) as *const _);
-                let q23 = _mm512_loadu_si512(blk.add(16 + 64) as *const _);
+                // SAFETY: the nibbles are bytes 16..144 of the block's 144: two 64-byte loads.
+                let (q01, q23) = unsafe {
+                    (_mm512_loadu_si512(blk.add(16) as *const _), _mm512_loadu_si512(blk.add(16 + 64) as *const _))
+                };
                 // sub-blocks [0, 2], [1, 3], [4, 6], [5, 7] as unsigned bytes
                 let w4 = [
                     _mm512_and_si512(q01, nib),
@@ -273,11 +318,15 @@ mod avx512 {
                     let mut p = _mm512_setzero_si512();
                     for (t, (wt, st)) in w4.iter().zip(&sc).enumerate() {
                         // pairs of u8×i8 products as i16 (at most 2·15·127), then × scale, summed
-                        let pairs = _mm512_maddubs_epi16(*wt, _mm512_loadu_si512(aq.add(64 * t) as *const _));
+                        // SAFETY: t < 4, so the 64 bytes from 64·t are inside `a.qs` (256).
+                        let at = unsafe { _mm512_loadu_si512(aq.add(64 * t) as *const _) };
+                        let pairs = _mm512_maddubs_epi16(*wt, at);
                         p = _mm512_dpwssd_epi32(p, pairs, *st);
                     }
                     *acc_r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * a.d), *acc_r);
-                    *acc_r = _mm512_fnmadd_ps(mins, _mm512_loadu_ps(a.sums.as_ptr()), *acc_r);
+                    // SAFETY: `a.sums` is 16 floats, the 16 this load reads.
+                    let sums = unsafe { _mm512_loadu_ps(a.sums.as_ptr()) };
+                    *acc_r = _mm512_fnmadd_ps(mins, sums, *acc_r);
                 }
             }
             for (r, acc_r) in acc.iter().enumerate().take(m) {
@@ -288,12 +337,19 @@ mod avx512 {
 
     /// The 8 scales then the 8 mins of a block from its 12 packed bytes (ggml's
     /// `get_scale_min_k4` for all eight sub-blocks at once).
+    ///
+    /// # Safety
+    ///
+    /// `p` is valid for reads of 12 bytes that nothing writes while the function runs (bytes
+    /// 4..16 of a q4k block).
     #[inline(always)]
     unsafe fn scales_and_mins(p: *const u8) -> [u8; 16] {
         const KMASK1: u32 = 0x3f3f_3f3f;
         const KMASK2: u32 = 0x0f0f_0f0f;
         const KMASK3: u32 = 0x0303_0303;
-        let b = std::slice::from_raw_parts(p, 12);
+        // SAFETY: the caller guarantees 12 readable bytes at `p`, unchanged while `b` lives (to
+        // the end of this function); u8 needs no alignment.
+        let b = unsafe { std::slice::from_raw_parts(p, 12) };
         let u = [0, 4, 8].map(|i| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
         let sc_lo = u[0] & KMASK1;
         let mn_lo = u[1] & KMASK1;
@@ -314,13 +370,31 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
+    use crate::kernels::skip_without;
+
+    /// Whether this CPU lacks a feature of [`available`] (each one said, or a panic where
+    /// `JANUS_CPU_FEATURES` lists it).
+    fn lacks_the_kernels_features() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            skip_without("avx512f", has!("avx512f"))
+                || skip_without("avx512bw", has!("avx512bw"))
+                || skip_without("avx512vnni", has!("avx512vnni"))
+                || skip_without("f16c", has!("f16c"))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            skip_without("avx512vnni", false)
+        }
+    }
 
     /// Against the f32 product of the dequantized weight with the activations rounded as the
     /// kernels round them (8 bits per 256 values): what is left is the order of the sums. q8_0
     /// also with more rows than one tile.
     #[test]
     fn matches_the_dequantized_product() -> candle_core::Result<()> {
-        if !available() {
+        if lacks_the_kernels_features() {
             return Ok(());
         }
         let dev = Device::Cpu;
