@@ -23,10 +23,8 @@ use crate::clip::Clip;
 use crate::data;
 use crate::detector::Detr;
 use crate::rules::{self, ColorClassifier, Detection, Detector, Kept, Metadata, RuleOptions, Summary};
-use crate::scores::{self, ResultLine, ScoreManifest, ScorerClass, MANIFEST_FILE, RESULTS_FILE};
+use crate::scores::{self, ResultLine, ScoreManifest, ScorerClass, IMPORTED_SCORER, MANIFEST_FILE, RESULTS_FILE};
 
-/// `scorer` of an imported manifest.
-pub const IMPORTED_SCORER: &str = "official GenEval evaluator (imported)";
 pub const OFFICIAL_DETECTOR: &str = "Mask2Former Swin-S (mmdet, official evaluator)";
 pub const OFFICIAL_CLASSIFIER: &str = "CLIP ViT-L/14 (open_clip openai, official evaluator)";
 

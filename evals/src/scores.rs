@@ -85,12 +85,15 @@ pub struct ScoreManifest {
     pub summary: Summary,
 }
 
+/// `scorer` of an imported manifest.
+pub const IMPORTED_SCORER: &str = "official GenEval evaluator (imported)";
+
 impl ScoreManifest {
     /// The scorer's class: `scorer_class`, or for older files without it, official when the
     /// scores were imported from the official evaluator (`scorer` is
-    /// [`crate::score::IMPORTED_SCORER`]), else GenEval-style.
+    /// [`IMPORTED_SCORER`]), else GenEval-style.
     pub fn class(&self) -> ScorerClass {
-        self.scorer_class.unwrap_or(if self.scorer == crate::score::IMPORTED_SCORER {
+        self.scorer_class.unwrap_or(if self.scorer == IMPORTED_SCORER {
             ScorerClass::Official
         } else {
             ScorerClass::GenevalStyle

@@ -10,7 +10,8 @@ use image::{Rgb, RgbImage};
 use janus_evals::clip::Clip;
 use janus_evals::detector::Detr;
 use janus_evals::rules::{summarize, Metadata, RuleOptions};
-use janus_evals::score::{self, ScoreOptions, IMPORTED_SCORER, OFFICIAL_CLASSIFIER, OFFICIAL_DETECTOR};
+use janus_evals::score::{self, ScoreOptions, OFFICIAL_CLASSIFIER, OFFICIAL_DETECTOR};
+use janus_evals::scores::IMPORTED_SCORER;
 use janus_evals::scores::{read_manifest, read_results, ScoreManifest, ScorerClass};
 
 fn assets() -> PathBuf {
