@@ -181,17 +181,24 @@ fn chat_answers_like_the_library_and_streams() {
     }
 }
 
+/// A question about the tiny model's square image (at most 40 tokens), and the library's answer
+/// to it alone.
+fn a_question_and_its_answer() -> (Conversation, TextParams, janus::TextOutput) {
+    let dir = std::path::PathBuf::from(tiny());
+    let img = janus::input::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
+    let params = TextParams { max_new_tokens: Some(40), ..Default::default() };
+    let conv = Conversation::single(img, "What is it?");
+    let want = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap().answer(&conv, &params, |_| true).unwrap();
+    (conv, params, want)
+}
+
 /// Finished images and previews are decoded one chunk per turn: a text answer running beside a
 /// cohort never waits for more than `decode_chunk` images to be decoded between two of its
 /// steps. The answer shares the cohort's LM steps, and both are what each gives alone.
 #[test]
 fn decodes_are_interleaved_one_chunk_per_turn() {
     let e = engine_chunked(8, 50, 1);
-    let dir = std::path::PathBuf::from(tiny());
-    let img = janus::input::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
-    let params = TextParams { max_new_tokens: Some(40), ..Default::default() };
-    let conv = Conversation::single(img, "What is it?");
-    let want = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap().answer(&conv, &params, |_| true).unwrap();
+    let (conv, params, want) = a_question_and_its_answer();
     let images = e.submit_images(image_req("a boat", 4, 5, 1)).unwrap();
     let chat = e.submit_chat(chat_req(&conv, &params)).unwrap();
     let (partials, together) = collect(images);
@@ -218,11 +225,7 @@ fn decodes_are_interleaved_one_chunk_per_turn() {
 #[test]
 fn a_failed_shared_step_fails_the_cohort_and_not_the_answer_beside_it() {
     let e = engine_chunked(8, 50, 1);
-    let dir = std::path::PathBuf::from(tiny());
-    let img = janus::input::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
-    let params = TextParams { max_new_tokens: Some(40), ..Default::default() };
-    let conv = Conversation::single(img, "What is it?");
-    let want = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap().answer(&conv, &params, |_| true).unwrap();
+    let (conv, params, want) = a_question_and_its_answer();
     e.shared.fail_shared_steps.store(1, Ordering::SeqCst);
     let mut images = e.submit_images(image_req("a boat", 4, 5, 0)).unwrap();
     let mut chat = e.submit_chat(chat_req(&conv, &params)).unwrap();
