@@ -206,17 +206,19 @@ impl Prompter {
     /// The conversation tokenized and its images prepared (all at once, for callers without a
     /// preparation stage of their own).
     pub fn prompt(&self, conv: &Conversation) -> Result<PreparedPrompt> {
-        let tokens = self.tokens(conv)?;
-        let images = conv.images().map(|img| self.image(img)).collect::<Result<Vec<_>>>()?;
-        tokens.with_images(images)
+        self.tokens(conv)?.with_images(self.images(conv)?)
     }
 
     /// A text answer ready to start: parameters and lengths checked, the conversation tokenized
     /// and its images prepared.
     pub fn text_request(&self, conv: &Conversation, params: &TextParams) -> Result<TextRequest> {
         let (tokens, max_new) = self.text_tokens(conv, params)?;
-        let images = conv.images().map(|img| self.image(img)).collect::<Result<Vec<_>>>()?;
-        Ok(TextRequest { prompt: tokens.with_images(images)?, params: params.clone(), max_new })
+        Ok(TextRequest { prompt: tokens.with_images(self.images(conv)?)?, params: params.clone(), max_new })
+    }
+
+    /// The conversation's images prepared, in order.
+    fn images(&self, conv: &Conversation) -> Result<Vec<PreparedImage>> {
+        conv.images().map(|img| self.image(img)).collect()
     }
 
     /// Longest text-to-image prompt (in tokens, template included) that leaves room for one image.

@@ -15,7 +15,6 @@ use janus::text::conversation::DEFAULT_SYSTEM_PROMPT;
 use janus::{Conversation, Field, Message, Part, Role, TextAsk, TextParams};
 use serde_json::Value;
 
-use super::config::RequestLimits;
 use super::error::{param_name, ApiJson, CommonErrors, ErrorResponse};
 use super::image_input::ImageSource;
 use super::prepare::{self, PendingImage};
@@ -136,7 +135,7 @@ pub fn plan(req: ChatCompletionRequest, cfg: &HttpConfig, context_length: usize)
         return Err(ApiError::unsupported("logprobs", "log probabilities are not supported"));
     }
     let limits = &cfg.limits;
-    check_count("messages", req.messages.len(), limits.max_messages, "messages", "--max-messages")?;
+    ApiError::check_count("messages", req.messages.len(), limits.max_messages, "messages", "--max-messages")?;
     let mut system: Option<Vec<String>> = None;
     let mut messages = Vec::new();
     let (mut images, mut chars) = (0, 0);
@@ -149,9 +148,9 @@ pub fn plan(req: ChatCompletionRequest, cfg: &HttpConfig, context_length: usize)
             })
             .sum();
         let param = format!("messages[{i}].content");
-        check_count(&param, message_chars, limits.max_message_chars, "characters", "--max-message-chars")?;
+        ApiError::check_count(&param, message_chars, limits.max_message_chars, "characters", "--max-message-chars")?;
         chars += message_chars;
-        check_count("messages", chars, limits.max_request_chars, "characters in all", "--max-request-chars")?;
+        ApiError::check_count("messages", chars, limits.max_request_chars, "characters in all", "--max-request-chars")?;
         match m.role {
             ChatRole::System | ChatRole::Developer => {
                 let texts = parts.into_iter().filter_map(|p| match p {
@@ -162,7 +161,13 @@ pub fn plan(req: ChatCompletionRequest, cfg: &HttpConfig, context_length: usize)
             }
             ChatRole::User => {
                 images += parts.iter().filter(|p| matches!(p, Part::Image(_))).count();
-                check_images(images, limits)?;
+                ApiError::check_count(
+                    "messages",
+                    images,
+                    limits.max_images,
+                    "images per request",
+                    "--max-images-per-request",
+                )?;
                 messages.push(Message { role: Role::User, parts });
             }
             ChatRole::Assistant => messages.push(Message { role: Role::Assistant, parts }),
@@ -180,19 +185,6 @@ pub fn plan(req: ChatCompletionRequest, cfg: &HttpConfig, context_length: usize)
         stream: req.stream.unwrap_or(false),
         include_usage: req.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
     })
-}
-
-/// `count` of `what` in `param` against `max` (the flag that sets it named).
-fn check_count(param: &str, count: usize, max: usize, what: &str, flag: &str) -> Result<(), ApiError> {
-    if count > max {
-        return Err(ApiError::field(param, format!("at most {max} {what} ({flag}); got {count}")));
-    }
-    Ok(())
-}
-
-/// Images in one conversation against `--max-images-per-request`.
-fn check_images(images: usize, limits: &RequestLimits) -> Result<(), ApiError> {
-    check_count("messages", images, limits.max_images, "images per request", "--max-images-per-request")
 }
 
 /// Chat with text and images (OpenAI's Chat Completions API). With `stream: true`, server-sent

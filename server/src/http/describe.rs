@@ -95,14 +95,8 @@ pub async fn describe(
     })?;
     let DescribeInput { image, question, max_tokens: max_tokens_given } =
         describe_form(form, state.cfg.max_body_bytes).await?;
-    let chars = question.chars().count();
-    let max_chars = state.cfg.limits.max_message_chars;
-    if chars > max_chars {
-        return Err(ApiError::field(
-            "question",
-            format!("at most {max_chars} characters (--max-message-chars); got {chars}"),
-        ));
-    }
+    let (chars, max_chars) = (question.chars().count(), state.cfg.limits.max_message_chars);
+    ApiError::check_count("question", chars, max_chars, "characters", "--max-message-chars")?;
     let info = state.model_info()?;
     let params = TextAsk { max_tokens: max_tokens_given, ..TextAsk::default() }.validate(info.context_length)?;
     let image = PendingImage { source: ImageSource::Upload(image), param: "image".into() };

@@ -86,6 +86,14 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, INVALID, "invalid_value", format!("`{param}`: {message}")).with_param(param)
     }
 
+    /// 400 when `count` of `what` in `param` is over `max`, naming the flag that sets it.
+    pub fn check_count(param: &str, count: usize, max: usize, what: &str, flag: &str) -> Result<(), Self> {
+        if count > max {
+            return Err(Self::field(param, format!("at most {max} {what} ({flag}); got {count}")));
+        }
+        Ok(())
+    }
+
     /// 400 for a request that is wrong as a whole.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, INVALID, "invalid_request", message)

@@ -36,8 +36,8 @@ impl Preparer<'_> {
     /// would not fit) before any of its images is read, then its images prepared one at a time
     /// (blocking).
     pub fn chat(&self, conv: Conversation<PendingImage>, params: TextParams) -> Result<ChatRequest, ApiError> {
-        let (tokens, max_new) = self.prompter.text_tokens(&conv, &params)?;
-        self.with_images(conv, Tokenized { tokens, max_new, params })
+        let tokenized = Tokenized::new(self.prompter, &conv, params)?;
+        self.with_images(conv, tokenized)
     }
 
     /// The rest of [`Preparer::chat`] once the conversation is tokenized: its images prepared one
@@ -81,6 +81,14 @@ pub struct Tokenized {
     pub params: TextParams,
 }
 
+impl Tokenized {
+    /// Tokenizes `conv` and checks that the answer fits (no image is read).
+    pub fn new(prompter: &Prompter, conv: &Conversation<PendingImage>, params: TextParams) -> Result<Self, ApiError> {
+        let (tokens, max_new) = prompter.text_tokens(conv, &params)?;
+        Ok(Self { tokens, max_new, params })
+    }
+}
+
 /// [`Preparer::chat`] on the preparation workers: the tokens on one, remote images fetched off
 /// them (on the runtime's blocking threads), then the images on one.
 pub async fn chat(
@@ -90,10 +98,7 @@ pub async fn chat(
 ) -> Result<ChatRequest, ApiError> {
     let prompter = state.prompter()?;
     let p = prompter.clone();
-    let tokenize = move || -> Result<_, ApiError> {
-        let (tokens, max_new) = p.text_tokens(&conv, &params)?;
-        Ok((conv, Tokenized { tokens, max_new, params }))
-    };
+    let tokenize = move || Tokenized::new(&p, &conv, params).map(|t| (conv, t));
     let (conv, tokenized) = state.admission.prepare(tokenize).await??;
     let conv = fetch_remote(conv, state.cfg.max_body_bytes).await?;
     if tokenized.tokens.image_starts.is_empty() {
