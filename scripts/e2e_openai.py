@@ -7,6 +7,7 @@ if anything failed.
 
 import base64
 import io
+import json
 import struct
 import sys
 import zlib
@@ -110,6 +111,159 @@ def chat_stream_matches_plain():
     assert finish in ("stop", "length"), finish
 
 
+TEXT_MSGS = [{"role": "user", "content": "Name a colour."}]
+SCHEMA = {
+    "type": "object",
+    "properties": {"colour": {"enum": ["red", "green", "blue"]}, "round": {"type": "boolean"}},
+    "required": ["colour", "round"],
+    "additionalProperties": False,
+}
+
+
+def chat_stop():
+    free = client.chat.completions.create(model=MODEL, messages=TEXT_MSGS, max_tokens=30, temperature=1, seed=3)
+    text = free.choices[0].message.content
+    assert len(text) > 4, repr(text)
+    stop = text[2:4]
+    cut = text[:text.index(stop)]
+    r = client.chat.completions.create(model=MODEL, messages=TEXT_MSGS, max_tokens=30, temperature=1, seed=3,
+                                       stop=["never here", stop])
+    assert r.choices[0].message.content == cut, (r.choices[0].message.content, cut)
+    assert r.choices[0].finish_reason == "stop"
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model=MODEL, messages=TEXT_MSGS, max_tokens=30, temperature=1, seed=3, stop=stop, stream=True) if c.choices]
+    assert "".join(pieces) == cut, ("".join(pieces), cut)
+
+
+def chat_logprobs():
+    r = client.chat.completions.create(model=MODEL, messages=TEXT_MSGS, max_tokens=8, logprobs=True, top_logprobs=3)
+    c = r.choices[0]
+    content = c.logprobs.content
+    assert len(content) == r.usage.completion_tokens, (len(content), r.usage)
+    for t in content:
+        assert bytes(t.bytes).decode(errors="replace") == t.token, t
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3
+        assert t.top_logprobs[0].logprob >= t.logprob - 1e-6, "greedy picks the most likely"
+    streamed = []
+    for chunk in client.chat.completions.create(model=MODEL, messages=TEXT_MSGS, max_tokens=8, logprobs=True,
+                                                top_logprobs=3, stream=True):
+        if chunk.choices and chunk.choices[0].logprobs:
+            streamed += chunk.choices[0].logprobs.content
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+
+
+def chat_n():
+    kw = dict(model=MODEL, messages=TEXT_MSGS, max_tokens=10, temperature=1, seed=5)
+    r = client.chat.completions.create(n=3, **kw)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    texts = [c.message.content for c in r.choices]
+    assert len(set(texts)) > 1, texts
+    assert texts[0] == client.chat.completions.create(**kw).choices[0].message.content, "answer 0 is the seed's"
+    counted = client.chat.completions.create(n=3, logprobs=True, **kw)
+    assert [c.message.content for c in counted.choices] == texts
+    assert counted.usage.completion_tokens == sum(len(c.logprobs.content) for c in counted.choices), counted.usage
+    streamed = ["", "", ""]
+    for chunk in client.chat.completions.create(n=3, stream=True, **kw):
+        for c in chunk.choices:
+            streamed[c.index] += c.delta.content or ""
+    assert streamed == texts, (streamed, texts)
+
+
+def chat_penalties():
+    kw = dict(model=MODEL, messages=TEXT_MSGS, max_tokens=20)
+    plain = client.chat.completions.create(**kw).choices[0].message.content
+    neutral = client.chat.completions.create(frequency_penalty=0, presence_penalty=0,
+                                             extra_body={"repetition_penalty": 1}, **kw)
+    assert neutral.choices[0].message.content == plain
+    penalised = client.chat.completions.create(extra_body={"repetition_penalty": 3}, **kw)
+    assert penalised.choices[0].message.content != plain, "the repetition penalty acts"
+    client.chat.completions.create(frequency_penalty=2, presence_penalty=-2, **kw)
+
+
+def chat_json_schema():
+    for seed in range(3):
+        r = client.chat.completions.create(
+            model=MODEL, messages=TEXT_MSGS, max_tokens=60, temperature=1, seed=seed,
+            response_format={"type": "json_schema", "json_schema": {"name": "shape", "schema": SCHEMA, "strict": True}})
+        v = json.loads(r.choices[0].message.content)
+        assert v["colour"] in ("red", "green", "blue") and isinstance(v["round"], bool) and len(v) == 2, v
+
+
+def chat_json_object():
+    r = client.chat.completions.create(model=MODEL, messages=TEXT_MSGS, max_tokens=100, temperature=1, seed=1,
+                                       response_format={"type": "json_object"})
+    c = r.choices[0]
+    if c.finish_reason == "stop":
+        assert isinstance(json.loads(c.message.content), dict), c.message.content
+    else:
+        assert c.message.content.startswith("{"), c.message.content
+
+
+def chat_choice():
+    for seed in range(4):
+        r = client.chat.completions.create(model=MODEL, messages=TEXT_MSGS, max_tokens=10, temperature=1, seed=seed,
+                                           extra_body={"structured_outputs": {"choice": ["yes", "no"]}})
+        assert r.choices[0].message.content in ("yes", "no"), r.choices[0].message.content
+
+
+def chat_bad_schema():
+    try:
+        client.chat.completions.create(model=MODEL, messages=TEXT_MSGS, max_tokens=4,
+                                       response_format={"type": "json_schema",
+                                                        "json_schema": {"name": "x", "schema": {"type": 5}}})
+    except openai.BadRequestError as e:
+        assert e.body.get("param") == "response_format", e.body
+        return
+    raise AssertionError("a schema that does not compile was accepted")
+
+
+def responses_plain_and_continued():
+    r = client.responses.create(model=MODEL, input="Hello", max_output_tokens=8)
+    assert r.status in ("completed", "incomplete") and r.output_text, (r.status, r.output_text)
+    assert r.usage.input_tokens > 0 and 0 < r.usage.output_tokens <= 8, r.usage
+    r2 = client.responses.create(
+        model=MODEL, previous_response_id=r.id, max_output_tokens=5,
+        input=[{"role": "user", "content": [{"type": "input_image", "image_url": image_url},
+                                            {"type": "input_text", "text": "What is it?"}]}])
+    assert r2.previous_response_id == r.id and r2.output_text
+    assert r2.usage.input_tokens > r.usage.input_tokens + r.usage.output_tokens, "the history is part of the prompt"
+    # the output passed back as input, as the SDK's examples do
+    r3 = client.responses.create(model=MODEL, max_output_tokens=4, input=[{"role": "user", "content": "hi"}]
+                                 + [o.model_dump() for o in r.output] + [{"role": "user", "content": "again"}])
+    assert r3.output_text
+
+
+def responses_stream():
+    events = list(client.responses.create(model=MODEL, input="Stream me", max_output_tokens=6, stream=True))
+    names = [e.type for e in events]
+    assert names[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"], names
+    assert names[-1] in ("response.completed", "response.incomplete"), names
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    done = [e for e in events if e.type == "response.output_text.done"][0]
+    assert text == done.text == events[-1].response.output_text, (text, done.text)
+    seq = [e.sequence_number for e in events]
+    assert seq == sorted(seq) and len(set(seq)) == len(seq), seq
+
+
+def responses_json_schema():
+    r = client.responses.create(model=MODEL, input="json", max_output_tokens=60, text={"format": {
+        "type": "json_schema", "name": "shape", "schema": SCHEMA, "strict": True}})
+    v = json.loads(r.output_text)
+    assert v["colour"] in ("red", "green", "blue") and isinstance(v["round"], bool), v
+
+
+def responses_refusals():
+    for kw, param in [(dict(tools=[{"type": "function", "name": "f", "parameters": {"type": "object"}}]), "tools"),
+                      (dict(previous_response_id="resp_nope"), "previous_response_id")]:
+        try:
+            client.responses.create(model=MODEL, input="x", **kw)
+        except (openai.BadRequestError, openai.NotFoundError) as e:
+            assert e.body.get("param") == param, e.body
+            continue
+        raise AssertionError(f"{param} was accepted")
+
+
 def wrong_key():
     bad = OpenAI(base_url=BASE, api_key="nope", max_retries=0)
     try:
@@ -124,6 +278,18 @@ check("images.generate: same seed, same bytes", images_same_seed_same_bytes)
 check("images.generate: n=100 is a 400", images_bad_n)
 check("chat.completions with a data-URL image", chat_plain)
 check("chat.completions streamed equals not streamed", chat_stream_matches_plain)
+check("chat.completions stop: ends before the sequence, streamed too", chat_stop)
+check("chat.completions logprobs and top_logprobs, streamed too", chat_logprobs)
+check("chat.completions n=3: own seed streams, streamed too", chat_n)
+check("chat.completions penalties: neutral ones change nothing, others act", chat_penalties)
+check("chat.completions response_format json_schema validates", chat_json_schema)
+check("chat.completions response_format json_object", chat_json_object)
+check("chat.completions structured_outputs choice", chat_choice)
+check("chat.completions: a schema that does not compile is a 400", chat_bad_schema)
+check("responses.create: output_text, usage, previous_response_id, output as input", responses_plain_and_continued)
+check("responses.create stream: the event sequence, deltas add up", responses_stream)
+check("responses.create text.format json_schema validates", responses_json_schema)
+check("responses.create: tools are a 400, an unknown previous_response_id a 404", responses_refusals)
 check("a wrong API key is a 401", wrong_key)
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

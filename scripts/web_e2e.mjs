@@ -212,6 +212,20 @@ test('describe: a follow-up question sends the whole conversation with the image
   await page.screenshot({ path: join(SHOTS, 'playground-describe.png') });
 });
 
+test('describe: the JSON toggle asks for a JSON object, and the answer is one', async () => {
+  const before = apiBodies.length;
+  await page.check('#json-answer');
+  await page.fill('#max-tokens', '40');
+  await page.fill('#question', 'Answer in JSON.');
+  await page.click('#ask-submit');
+  const texts = await answers(page, 3);
+  const [, body] = apiBodies.slice(before).find(([p]) => p === '/v1/chat/completions');
+  assert(body.response_format && body.response_format.type === 'json_object', JSON.stringify(body.response_format));
+  assert(texts[2].startsWith('{'), `a JSON answer: ${texts[2].slice(0, 80)}`);
+  await page.uncheck('#json-answer');
+  await page.fill('#max-tokens', '6');
+});
+
 test('describe: an image dropped on the box starts a new conversation', async () => {
   const b64 = readFileSync('assets/tiny/images/square.png').toString('base64');
   await page.evaluate((b64) => {
@@ -239,7 +253,7 @@ test('keyboard: arrow keys switch tabs, Tab reaches the form, focus is visible',
   const [id, outline] = await page.evaluate(() => [document.activeElement.id, getComputedStyle(document.activeElement).outlineStyle]);
   assert(id === 'prompt', `Tab went to ${id}`);
   assert(outline !== 'none', 'the focused field has a visible outline');
-  for (const id of ['prompt', 'n', 'seed', 'guidance', 'temperature', 'question', 'max-tokens', 'file', 'key-input']) {
+  for (const id of ['prompt', 'n', 'seed', 'guidance', 'temperature', 'question', 'max-tokens', 'json-answer', 'file', 'key-input']) {
     const labelled = await page.evaluate((id) => document.getElementById(id).labels.length > 0, id);
     assert(labelled, `#${id} has a label`);
   }

@@ -573,6 +573,8 @@ async function ask() {
   const messages = [...chat.messages, userMsg];
   const body = { messages, stream: true };
   if (maxTokens) body.max_tokens = maxTokens;
+  // Structured output: every token is masked to keep the answer a JSON object.
+  if ($('json-answer').checked) body.response_format = { type: 'json_object' };
   const you = bubble('user', question);
   const answer = bubble('assistant', '');
   answer.div.classList.add('streaming');

@@ -39,6 +39,11 @@ pub enum Error {
     #[error(transparent)]
     Invalid(#[from] Invalid),
 
+    /// An answer's structured-output constraint failed while decoding (not the request's fault:
+    /// its spec compiled).
+    #[error("{0}")]
+    Constraint(String),
+
     /// The prompt, with its template, leaves no room for what is to be generated.
     #[error(
         "the prompt is {tokens} tokens with its template; at most {max} fit in the context with the tokens to generate"
@@ -93,6 +98,12 @@ pub enum Field {
     MaxTokens,
     Messages,
     Question,
+    Stop,
+    TopLogprobs,
+    FrequencyPenalty,
+    PresencePenalty,
+    RepetitionPenalty,
+    ResponseFormat,
 }
 
 impl Field {
@@ -111,6 +122,12 @@ impl Field {
             Field::MaxTokens => "max_tokens",
             Field::Messages => "messages",
             Field::Question => "question",
+            Field::Stop => "stop",
+            Field::TopLogprobs => "top_logprobs",
+            Field::FrequencyPenalty => "frequency_penalty",
+            Field::PresencePenalty => "presence_penalty",
+            Field::RepetitionPenalty => "repetition_penalty",
+            Field::ResponseFormat => "response_format",
         }
     }
 }

@@ -57,3 +57,16 @@ pub const DEFAULT_PREFIX_CACHE_POSITIONS: usize = 2048;
 pub const DEFAULT_DECODE_CHUNK: usize = 4;
 /// The question `janus describe` and `/v1/images/describe` ask when none is given.
 pub const DEFAULT_QUESTION: &str = "Describe this image in detail.";
+
+/// Most stop sequences one text request gives (OpenAI's limit).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+/// Longest stop sequence, in characters (the hold-back while streaming is at most this).
+pub const MAX_STOP_CHARS: usize = 256;
+/// Most alternatives `top_logprobs` asks for at each token (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+/// Most answers one chat request asks for (`n`); they decode together.
+pub const MAX_TEXT_ANSWERS: usize = 8;
+/// `frequency_penalty` and `presence_penalty` lie in [-this, this] (OpenAI's range).
+pub const MAX_OPENAI_PENALTY: f32 = 2.0;
+/// `repetition_penalty` lies in (0, this] (1 is neutral, as transformers').
+pub const MAX_REPETITION_PENALTY: f32 = 10.0;

@@ -5,16 +5,27 @@
 
 use crate::error::{Field, Invalid};
 use crate::limits::*;
-use crate::sampling::SamplingParams;
+use crate::sampling::penalties::Penalties;
+use crate::sampling::{image_seed, SamplingParams};
+use crate::text::constraint::ConstraintSpec;
 
 /// A text answer's parameters, validated ([`TextAsk::validate`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TextParams {
     /// Most tokens to generate; `None`: the reference's 512, or what fits in the context.
     pub max_new_tokens: Option<usize>,
     /// Temperature 0 (the default) is greedy, as in the reference.
     pub sampling: SamplingParams,
     pub seed: u64,
+    /// The answer ends before the first of these (at most [`MAX_STOP_SEQUENCES`]).
+    pub stop: Vec<String>,
+    /// `Some(k)`: the log-probability of each token, and of the `k` most likely
+    /// ([`crate::sampling::logprobs`]).
+    pub logprobs: Option<usize>,
+    pub penalties: Penalties,
+    /// What the answer must match (structured outputs); compiled when the request is prepared
+    /// ([`crate::text::prompt::Prompter::text_request`]).
+    pub constraint: Option<ConstraintSpec>,
 }
 
 impl Default for TextParams {
@@ -23,7 +34,23 @@ impl Default for TextParams {
             max_new_tokens: None,
             sampling: SamplingParams { temperature: DEFAULT_TEXT_TEMPERATURE, ..Default::default() },
             seed: 0,
+            stop: Vec::new(),
+            logprobs: None,
+            penalties: Penalties::default(),
+            constraint: None,
         }
+    }
+}
+
+impl TextParams {
+    /// Answer `index` of a request asking for several (`n`): the same, on its own seed stream
+    /// (answer 0 on the request's seed, so that `n = 1` is the answer alone).
+    pub fn answer(&self, index: usize) -> Self {
+        let seed = match index {
+            0 => self.seed,
+            i => image_seed(self.seed, i as u64),
+        };
+        Self { seed, ..self.clone() }
     }
 }
 
@@ -111,6 +138,17 @@ pub struct TextAsk {
     pub seed: Option<i64>,
     /// Most tokens to generate; default [`DEFAULT_MAX_NEW_TOKENS`] or what fits.
     pub max_tokens: Option<i64>,
+    /// Stop sequences (at most [`MAX_STOP_SEQUENCES`], each 1 to [`MAX_STOP_CHARS`] characters).
+    pub stop: Vec<String>,
+    /// Report log-probabilities.
+    pub logprobs: Option<bool>,
+    /// 0 to [`MAX_TOP_LOGPROBS`] alternatives per token (with `logprobs`).
+    pub top_logprobs: Option<i64>,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    /// Structured output (checked when it is compiled, where the tokenizer is known).
+    pub constraint: Option<ConstraintSpec>,
 }
 
 impl TextAsk {
@@ -140,8 +178,46 @@ impl TextAsk {
             None if sampling.is_greedy() => 0,
             seed => seed_or_random(seed)?,
         };
-        Ok(TextParams { max_new_tokens, sampling, seed })
+        check_stop(&self.stop)?;
+        let logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
+            (false, None) => None,
+            (false, Some(_)) => return Err(Invalid::new(Field::TopLogprobs, "needs `logprobs: true`")),
+            (true, k) => match k.unwrap_or(0) {
+                k @ 0..=MAX_TOP_LOGPROBS_I64 => Some(k as usize),
+                k => {
+                    let why = format!("must be between 0 and {MAX_TOP_LOGPROBS}; got {k}");
+                    return Err(Invalid::new(Field::TopLogprobs, why));
+                }
+            },
+        };
+        let neutral = Penalties::default();
+        let penalties = Penalties {
+            repetition: self.repetition_penalty.unwrap_or(neutral.repetition),
+            frequency: self.frequency_penalty.unwrap_or(neutral.frequency),
+            presence: self.presence_penalty.unwrap_or(neutral.presence),
+        };
+        penalties.validate()?;
+        let constraint = self.constraint;
+        Ok(TextParams { max_new_tokens, sampling, seed, stop: self.stop, logprobs, penalties, constraint })
     }
+}
+
+const MAX_TOP_LOGPROBS_I64: i64 = MAX_TOP_LOGPROBS as i64;
+
+/// Stop sequences: at most [`MAX_STOP_SEQUENCES`], none empty or over [`MAX_STOP_CHARS`].
+fn check_stop(stop: &[String]) -> Result<(), Invalid> {
+    if stop.len() > MAX_STOP_SEQUENCES {
+        let why = format!("must hold at most {MAX_STOP_SEQUENCES} sequences; got {}", stop.len());
+        return Err(Invalid::new(Field::Stop, why));
+    }
+    for s in stop {
+        let chars = s.chars().count();
+        if chars == 0 || chars > MAX_STOP_CHARS {
+            let why = format!("each sequence must have 1 to {MAX_STOP_CHARS} characters; got {chars}");
+            return Err(Invalid::new(Field::Stop, why));
+        }
+    }
+    Ok(())
 }
 
 /// An image prompt: not blank, at most [`MAX_PROMPT_CHARS`] characters.
@@ -218,9 +294,45 @@ mod tests {
         assert_eq!(e.field, Field::MaxTokens);
         let e = TextAsk { temperature: Some(2.5), ..Default::default() }.validate(4096).unwrap_err();
         assert_eq!(e.field, Field::Temperature);
-        let p = TextAsk { temperature: Some(0.5), seed: Some(9), max_tokens: Some(7), top_p: Some(0.9) }
-            .validate(4096)
-            .unwrap();
+        let p = TextAsk {
+            temperature: Some(0.5),
+            seed: Some(9),
+            max_tokens: Some(7),
+            top_p: Some(0.9),
+            ..Default::default()
+        }
+        .validate(4096)
+        .unwrap();
         assert_eq!((p.seed, p.max_new_tokens, p.sampling.temperature, p.sampling.top_p), (9, Some(7), 0.5, Some(0.9)));
+        assert_eq!(TextAsk::default().validate(4096).unwrap(), TextParams::default(), "the defaults are neutral");
+    }
+
+    #[test]
+    fn stop_logprobs_and_penalties_are_checked() {
+        let stop = |v: &[&str]| TextAsk { stop: v.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        assert_eq!(stop(&["a", "b", "c", "d"]).validate(64).unwrap().stop.len(), 4);
+        assert_eq!(stop(&["a", "b", "c", "d", "e"]).validate(64).unwrap_err().field, Field::Stop);
+        assert_eq!(stop(&[""]).validate(64).unwrap_err().field, Field::Stop);
+        let lp = |l: Option<bool>, k: Option<i64>| {
+            TextAsk { logprobs: l, top_logprobs: k, ..Default::default() }.validate(64)
+        };
+        assert_eq!(lp(Some(true), None).unwrap().logprobs, Some(0));
+        assert_eq!(lp(Some(true), Some(20)).unwrap().logprobs, Some(20));
+        assert_eq!(lp(Some(false), None).unwrap().logprobs, None);
+        assert_eq!(lp(Some(true), Some(21)).unwrap_err().field, Field::TopLogprobs);
+        assert_eq!(lp(None, Some(2)).unwrap_err().field, Field::TopLogprobs);
+        let e = TextAsk { presence_penalty: Some(3.0), ..Default::default() }.validate(64).unwrap_err();
+        assert_eq!(e.field, Field::PresencePenalty);
+        let p = TextAsk { frequency_penalty: Some(0.5), repetition_penalty: Some(1.2), ..Default::default() };
+        let p = p.validate(64).unwrap().penalties;
+        assert_eq!((p.frequency, p.presence, p.repetition), (0.5, 0.0, 1.2));
+    }
+
+    #[test]
+    fn answers_have_their_own_seed_streams() {
+        let p = TextParams { seed: 5, ..Default::default() };
+        assert_eq!(p.answer(0), p, "the first answer is the request alone");
+        assert_ne!(p.answer(1).seed, p.answer(2).seed);
+        assert_eq!(p.answer(2).seed, image_seed(5, 2));
     }
 }

@@ -18,7 +18,7 @@ fn conversation() -> Conversation {
 
 fn params(temperature: f32, seed: u64, max_new_tokens: usize) -> TextParams {
     let sampling = SamplingParams { temperature, ..Default::default() };
-    TextParams { max_new_tokens: Some(max_new_tokens), sampling, seed }
+    TextParams { max_new_tokens: Some(max_new_tokens), sampling, seed, ..Default::default() }
 }
 
 /// The answer, and the pieces the callback was given.

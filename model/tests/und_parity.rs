@@ -181,6 +181,7 @@ fn multi_turn_conversations_with_several_images() {
             max_new_tokens: Some(16),
             sampling: janus::SamplingParams { temperature: 1.0, top_p: Some(0.95), ..Default::default() },
             seed,
+            ..Default::default()
         };
         model.answer(&conv, &p, |_| true).unwrap().token_ids
     };

@@ -120,6 +120,26 @@ impl JanusTokenizer {
         &self.inner
     }
 
+    /// The bytes token `id` stands for (OpenAI's `logprobs[].bytes`): a special token's string,
+    /// or a byte-level BPE token's bytes, which may be part of a character; empty for an id the
+    /// tokenizer does not have.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let Some(token) = self.inner.id_to_token(id) else {
+            return Vec::new();
+        };
+        if self.inner.get_added_vocabulary().is_special_token(&token) {
+            return token.into_bytes();
+        }
+        let mut out = Vec::with_capacity(token.len());
+        for c in token.chars() {
+            match byte_level_byte(c) {
+                Some(b) => out.push(b),
+                None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
+        }
+        out
+    }
+
     /// The prompt ids of the conditional row for text-to-image generation: [`t2i_prompt`], the
     /// prompt's text plain ([`JanusTokenizer::encode_text`]).
     pub fn t2i_prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
@@ -138,6 +158,18 @@ impl JanusTokenizer {
         let n = cond.len();
         (0..n).map(|i| if i == 0 || i + 1 == n { cond[i] } else { self.special.pad }).collect()
     }
+}
+
+/// The byte a byte-level BPE character stands for (GPT-2's `bytes_to_unicode`: printable
+/// Latin-1 bytes are themselves, the other 68 are U+0100 onwards in byte order).
+fn byte_level_byte(c: char) -> Option<u8> {
+    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let c = c as u32;
+    if printable(c) {
+        return Some(c as u8);
+    }
+    let shifted = c.checked_sub(0x100)?;
+    (0..=255u32).filter(|&b| !printable(b)).nth(shifted as usize).map(|b| b as u8)
 }
 
 /// Streams the text of an answer token by token, decoding only a window each step: the tokens
@@ -238,6 +270,20 @@ mod tests {
     fn tiny() -> JanusTokenizer {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/janus-pro-tiny/tokenizer.json");
         JanusTokenizer::from_file(&path).unwrap()
+    }
+
+    #[test]
+    fn token_bytes_are_what_decoding_gives() {
+        let tok = tiny();
+        // Every byte-level table entry maps back to its byte.
+        let mut seen: Vec<u8> = (0..=0x323u32).filter_map(char::from_u32).filter_map(byte_level_byte).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..=255).collect::<Vec<u8>>());
+        let ids = tok.encode_text("héllo, wörld!\n").unwrap();
+        let bytes: Vec<u8> = ids.iter().flat_map(|&t| tok.token_bytes(t)).collect();
+        assert_eq!(String::from_utf8(bytes).unwrap(), "héllo, wörld!\n");
+        assert_eq!(tok.token_bytes(tok.special.eos), EOS.as_bytes());
+        assert!(tok.token_bytes(1 << 30).is_empty());
     }
 
     /// Streams `ids` and returns the pieces, checking each against `decode` of everything so far.

@@ -8,11 +8,15 @@
 //! Two implementations of the same rules: [`Sampler`] on the host (`host.rs`: text decoding, and
 //! image rows with top-k / top-p, which need a sort) and [`BatchSampler`] (`batch.rs`), which
 //! keeps an image batch's logits and picked tokens on the model's device so a decode step needs
-//! no host round trip; its draw is `inverse_cdf.rs`.
+//! no host round trip; its draw is `inverse_cdf.rs`. A text answer's penalties
+//! (`penalties.rs`) and log-probabilities (`logprobs.rs`) are applied and read around the host
+//! draw ([`crate::text::picker`]).
 
 mod batch;
 mod host;
 mod inverse_cdf;
+pub mod logprobs;
+pub mod penalties;
 
 pub use batch::BatchSampler;
 pub use host::{argmax, Sampler};

@@ -147,8 +147,8 @@ impl Janus {
     /// over the vocabulary each) in parallel, each with its answer's own RNG, and the new text.
     pub(crate) fn finish_texts(&self, sessions: &mut [&mut TextSession<'_>], hidden: &Tensor) -> Result<TextPieces> {
         let logits = self.llm.lm_logits(hidden)?.to_vec2::<f32>()?;
-        let picks: Vec<u32> = sessions.par_iter_mut().zip(logits.par_iter()).map(|(s, l)| s.pick(l)).collect();
-        Ok(sessions.iter_mut().zip(picks).map(|(s, t)| s.accept_token(t)).collect())
+        let picks: Vec<Result<u32>> = sessions.par_iter_mut().zip(logits.par_iter()).map(|(s, l)| s.pick(l)).collect();
+        Ok(sessions.iter_mut().zip(picks).map(|(s, t)| t.and_then(|t| s.accept_token(t))).collect())
     }
 }
 

@@ -25,6 +25,7 @@ use crate::limits::DEFAULT_MAX_NEW_TOKENS;
 use crate::load::config::JanusConfig;
 use crate::load::hub::ModelFiles;
 use crate::request::TextParams;
+use crate::text::constraint::{Constraint, ConstraintError, Grammars};
 use crate::text::conversation::{Conversation, Piece};
 use crate::text::prefix_cache::PrefixKey;
 
@@ -39,6 +40,10 @@ pub struct Prompter {
     context: usize,
     /// Image tokens per generated image (576 for Janus-Pro).
     generated_tokens: usize,
+    /// LM-head rows (102,400 for Janus-Pro).
+    vocab_size: usize,
+    /// The structured-output compiler, built from the tokenizer when first needed.
+    grammars: Arc<OnceLock<std::result::Result<Grammars, ConstraintError>>>,
 }
 
 /// A conversation tokenized, before its images are read: every position is known.
@@ -77,12 +82,14 @@ pub struct PreparedPrompt {
     pub image_hashes: Vec<u64>,
 }
 
-/// A text answer ready to start: the prompt, the sampling, and the most tokens it may have.
+/// A text answer ready to start: the prompt, the sampling, the most tokens it may have, and its
+/// constraint compiled.
 #[derive(Debug, Clone)]
 pub struct TextRequest {
     pub prompt: PreparedPrompt,
     pub params: TextParams,
     pub max_new: usize,
+    pub constraint: Option<Constraint>,
 }
 
 impl Prompter {
@@ -93,6 +100,8 @@ impl Prompter {
             image_tokens: cfg.vision.num_image_tokens(),
             context: cfg.llm.max_position_embeddings,
             generated_tokens: cfg.image_grid.num_image_tokens,
+            vocab_size: cfg.llm.vocab_size,
+            grammars: Arc::new(OnceLock::new()),
         }
     }
 
@@ -209,16 +218,46 @@ impl Prompter {
         self.tokens(conv)?.with_images(self.images(conv)?)
     }
 
-    /// A text answer ready to start: parameters and lengths checked, the conversation tokenized
-    /// and its images prepared.
+    /// A text answer ready to start: parameters and lengths checked, the conversation tokenized,
+    /// its constraint compiled and its images prepared.
     pub fn text_request(&self, conv: &Conversation, params: &TextParams) -> Result<TextRequest> {
         let (tokens, max_new) = self.text_tokens(conv, params)?;
-        Ok(TextRequest { prompt: tokens.with_images(self.images(conv)?)?, params: params.clone(), max_new })
+        let constraint = self.constraint(params)?;
+        let prompt = tokens.with_images(self.images(conv)?)?;
+        Ok(TextRequest { prompt, params: params.clone(), max_new, constraint })
+    }
+
+    /// The answer's structured-output constraint compiled (a spec that does not compile is
+    /// [`Field::ResponseFormat`] at fault). The compiler is built from the tokenizer on the first
+    /// call (it reads every token's bytes).
+    pub fn constraint(&self, params: &TextParams) -> Result<Option<Constraint>> {
+        let Some(spec) = &params.constraint else {
+            return Ok(None);
+        };
+        match self.grammars()?.compile(spec) {
+            Ok(c) => Ok(Some(c)),
+            Err(ConstraintError::Invalid(why)) => {
+                Err(Invalid::new(Field::ResponseFormat, format!("does not compile: {why}")).into())
+            }
+            Err(e @ ConstraintError::Internal(_)) => Err(Error::Constraint(e.to_string())),
+        }
     }
 
     /// The conversation's images prepared, in order.
     fn images(&self, conv: &Conversation) -> Result<Vec<PreparedImage>> {
         conv.images().map(|img| self.image(img)).collect()
+    }
+
+    /// The structured-output compiler, built from the tokenizer on the first call (it reads
+    /// every token's bytes: a third of a second for Janus-Pro's 100k tokens; a server calls this
+    /// once the model is loaded, so that no request waits for it).
+    pub fn grammars(&self) -> Result<&Grammars> {
+        let grammars = self.grammars.get_or_init(|| {
+            let json = (self.tokenizer.inner().to_string(false))
+                .map_err(|e| ConstraintError::Invalid(format!("tokenizer.json: {e}")))?;
+            Grammars::new(&json, self.vocab_size, self.tokenizer.special.eos)
+        });
+        grammars.as_ref().map_err(|e| Error::Tokenizer(format!("structured outputs: {e}")))
     }
 
     /// Longest text-to-image prompt (in tokens, template included) that leaves room for one image.

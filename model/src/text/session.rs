@@ -14,15 +14,17 @@ use crate::input::tokenizer::DecodeStream;
 use crate::model::Janus;
 use crate::modules::llm::{LlmCache, PrefixKv};
 use crate::request::TextParams;
-use crate::sampling::Sampler;
+use crate::sampling::logprobs::TokenLogprobs;
 use crate::text::conversation::Conversation;
+use crate::text::picker::Picker;
 use crate::text::prefix_cache::{Found, PrefixKey};
 use crate::text::prompt::{PreparedPrompt, TextRequest};
+use crate::text::stop::StopStrings;
 
 /// Why decoding stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
-    /// The model produced EOS.
+    /// The model produced EOS, the answer met a stop sequence, or its constraint was complete.
     Stop,
     /// `max_new_tokens` was reached.
     Length,
@@ -134,7 +136,9 @@ impl Janus {
 pub struct TextSession<'m> {
     model: &'m Janus,
     cache: LlmCache,
-    sampler: Sampler,
+    picker: Picker,
+    /// The stop sequences, and the text held back while it could begin one.
+    stop: StopStrings,
     /// The prompt's embeddings `[1, P, D]` until the first token is picked (the cache's length
     /// says how many of its positions are in).
     prompt: Option<Tensor>,
@@ -154,7 +158,7 @@ pub struct TextSession<'m> {
     ids: Vec<u32>,
     /// The answer's text, decoded incrementally.
     detok: DecodeStream,
-    /// The pieces `step` returned, together.
+    /// The pieces `step` returned, together (the answer, without a stop sequence met).
     text: String,
     max_new: usize,
     prompt_tokens: usize,
@@ -192,7 +196,8 @@ impl<'m> TextSession<'m> {
         Ok(Self {
             model,
             cache,
-            sampler: Sampler::new(request.params.sampling, request.params.seed),
+            picker: Picker::new(&request.params, &request.prompt.ids, request.constraint.clone()),
+            stop: StopStrings::new(&request.params.stop),
             prompt: Some(embeds),
             prefixes,
             reused: cached.map(|(_, kv)| kv),
@@ -272,7 +277,7 @@ impl<'m> TextSession<'m> {
     }
 
     /// Whether the prompt is still being read (the next step is a prefill chunk).
-    pub(crate) fn is_prefilling(&self) -> bool {
+    pub fn is_prefilling(&self) -> bool {
         self.prompt.is_some() && self.cache.len() < self.prompt_tokens
     }
 
@@ -353,13 +358,19 @@ impl<'m> TextSession<'m> {
         &mut self.cache
     }
 
-    /// The next token, drawn from its logits with this answer's own RNG (host work only, so
-    /// that a batch can draw its rows in parallel).
-    pub(crate) fn pick(&mut self, logits: &[f32]) -> u32 {
+    /// The next token, drawn from its logits with this answer's own RNG, penalties and
+    /// constraint ([`Picker`]; host work only, so that a batch can draw its rows in parallel).
+    pub(crate) fn pick(&mut self, logits: &[f32]) -> Result<u32> {
         if let Some(kept) = &mut self.kept_logits {
             kept.push(logits.to_vec());
         }
-        self.sampler.sample_logits(logits)
+        self.picker.pick(logits)
+    }
+
+    /// The log-probabilities of the tokens taken since the last call (empty unless the request
+    /// asked for them).
+    pub fn take_logprobs(&mut self) -> Vec<TokenLogprobs> {
+        self.picker.take_logprobs()
     }
 
     /// Keeps the logits of every token picked from now on ([`TextSession::logits`]): what
@@ -373,40 +384,56 @@ impl<'m> TextSession<'m> {
         self.kept_logits.as_deref().unwrap_or_default()
     }
 
-    /// Takes the picked token: the end, or its text and the next step's input.
+    /// Takes the picked token: the end, or its text and the next step's input. The text it
+    /// returns is final: a stop sequence met ends the answer before it.
     pub(crate) fn accept_token(&mut self, t: u32) -> Result<Option<String>> {
         let tokenizer = &self.model.tokenizer;
-        let mut piece = None;
+        let complete = self.picker.accept(t, t == tokenizer.special.eos)?;
         (self.prompt, self.next) = (None, None);
+        let mut released = String::new();
         if t == tokenizer.special.eos {
             self.finish = Some(FinishReason::Stop);
         } else {
             self.ids.push(t);
-            piece = self.detok.push(tokenizer, t)?;
-            if self.ids.len() == self.max_new {
+            if let Some(piece) = self.detok.push(tokenizer, t)? {
+                let r = self.stop.push(&piece);
+                released = r.text;
+                if r.stopped {
+                    self.finish = Some(FinishReason::Stop);
+                }
+            }
+            if self.is_done() {
+                // met a stop sequence
+            } else if complete {
+                self.finish = Some(FinishReason::Stop);
+            } else if self.ids.len() == self.max_new {
                 self.finish = Some(FinishReason::Length);
             } else {
                 self.next = Some(self.model.llm.embed(&Tensor::new(&[[t]], self.model.device())?)?);
             }
         }
         if self.is_done() {
-            if let Some(rest) = self.detok.finish(tokenizer)? {
-                piece = Some(piece.unwrap_or_default() + &rest);
-            }
+            released.push_str(&self.flush()?);
         }
-        if let Some(p) = &piece {
-            self.text.push_str(p);
-        }
-        Ok(piece)
+        self.text.push_str(&released);
+        Ok((!released.is_empty()).then_some(released))
+    }
+
+    /// At the end: the text still held back (an incomplete character, the possible beginning
+    /// of a stop sequence), unless a stop sequence was met (what follows it is not the answer's).
+    fn flush(&mut self) -> Result<String> {
+        let rest = self.detok.finish(&self.model.tokenizer)?.unwrap_or_default();
+        let mut text = self.stop.push(&rest).text;
+        text.push_str(&self.stop.finish());
+        Ok(text)
     }
 
     /// The answer so far (all of it once `is_done`): the pieces returned by `step`, and any text
     /// still held back (a cancelled answer's incomplete character). A tokenizer failure is an
     /// error, not a shorter text.
     pub fn into_output(mut self) -> Result<TextOutput> {
-        if let Some(rest) = self.detok.finish(&self.model.tokenizer)? {
-            self.text.push_str(&rest);
-        }
+        let rest = self.flush()?;
+        self.text.push_str(&rest);
         Ok(TextOutput {
             text: self.text,
             token_ids: self.ids,

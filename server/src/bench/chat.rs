@@ -1,12 +1,14 @@
 //! `janus bench --chat-requests N`: text answers through the serving engine, to measure
 //! continuous batching. N answers of `--chat-tokens` tokens at once, then the same N one after
-//! another, then the N at once again beside an image request of `-n` images. Reports aggregate
+//! another, then the N at once each held to a JSON object (structured outputs), then the N at
+//! once again beside an image request of `-n` images. Reports aggregate
 //! tokens/s, time to first token (p50/p90) and the ratios. Each round asks other questions (with
 //! the same system prompt), so that the prefix cache helps every round alike.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use janus::text::constraint::ConstraintSpec;
 use janus::{Conversation, Message, Part, SamplingParams, TextParams};
 use tokio::sync::mpsc;
 
@@ -49,11 +51,13 @@ impl Round {
     }
 }
 
-fn request(engine: &ModelEngine, i: usize, tokens: usize) -> Result<ChatRequest> {
+fn request(engine: &ModelEngine, i: usize, tokens: usize, constraint: Option<&ConstraintSpec>) -> Result<ChatRequest> {
     let question = format!("Question {i}: tell me a long story about a lighthouse keeper.");
     let conversation = Conversation::new(vec![Message::user(vec![Part::Text(question)])]);
     let sampling = SamplingParams { temperature: 1.0, ..SamplingParams::default() };
-    let params = TextParams { max_new_tokens: Some(tokens), sampling, seed: i as u64 };
+    let constraint = constraint.cloned();
+    let params =
+        TextParams { max_new_tokens: Some(tokens), sampling, seed: i as u64, constraint, ..TextParams::default() };
     let prompter = engine.prompter().context("the engine has no model")?;
     Ok(ChatRequest::new(&prompter, &conversation, &params)?)
 }
@@ -64,7 +68,7 @@ fn read(mut rx: mpsc::Receiver<ChatEvent>, start: Instant) -> Result<Timed> {
     while let Some(ev) = rx.blocking_recv() {
         match ev {
             ChatEvent::Started { .. } => {}
-            ChatEvent::Delta(_) => {
+            ChatEvent::Delta { .. } => {
                 ttft.get_or_insert_with(|| start.elapsed());
             }
             ChatEvent::Done { completion_tokens, .. } => {
@@ -77,11 +81,18 @@ fn read(mut rx: mpsc::Receiver<ChatEvent>, start: Instant) -> Result<Timed> {
     bail!("the engine closed the answer")
 }
 
-/// `n` answers submitted at once: questions `first..first + n`.
-fn together(engine: &ModelEngine, first: usize, n: usize, tokens: usize) -> Result<Round> {
+/// `n` answers submitted at once: questions `first..first + n`, each held to `constraint`.
+fn together(
+    engine: &ModelEngine,
+    first: usize,
+    n: usize,
+    tokens: usize,
+    constraint: Option<&ConstraintSpec>,
+) -> Result<Round> {
     let start = Instant::now();
-    let rxs =
-        (first..first + n).map(|i| Ok(engine.submit_chat(request(engine, i, tokens)?)?)).collect::<Result<Vec<_>>>()?;
+    let rxs = (first..first + n)
+        .map(|i| Ok(engine.submit_chat(request(engine, i, tokens, constraint)?)?))
+        .collect::<Result<Vec<_>>>()?;
     let readers: Vec<_> = rxs.into_iter().map(|rx| std::thread::spawn(move || read(rx, start))).collect();
     let timed = readers.into_iter().map(|h| h.join().expect("reader thread")).collect::<Result<Vec<_>>>()?;
     Ok(Round {
@@ -97,7 +108,7 @@ fn one_by_one(engine: &ModelEngine, first: usize, n: usize, tokens: usize) -> Re
     let mut timed = Vec::new();
     for i in first..first + n {
         let t = Instant::now();
-        timed.push(read(engine.submit_chat(request(engine, i, tokens)?)?, t)?);
+        timed.push(read(engine.submit_chat(request(engine, i, tokens, None)?)?, t)?);
     }
     Ok(Round {
         secs: start.elapsed().as_secs_f64(),
@@ -122,13 +133,17 @@ pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
     });
     engine.wait_loaded()?;
     let tokens = a.chat_tokens.max(1);
-    together(&engine, 0, 1, 4)?; // warm-up
-    let concurrent = together(&engine, 1, n, tokens)?;
+    together(&engine, 0, 1, 4, None)?; // warm-up
+    let concurrent = together(&engine, 1, n, tokens, None)?;
     let sequential = one_by_one(&engine, 1 + n, n, tokens)?;
     println!("{n} chat answers of up to {tokens} tokens ({}):", a.model.model);
     println!("  {}", concurrent.line("concurrent"));
     println!("  {}", sequential.line("one by one"));
     println!("  aggregate speed-up {:.2}x", concurrent.tokens_per_s() / sequential.tokens_per_s());
+    // The same, every answer held to a JSON object (its mask computed per row, every step).
+    let json = together(&engine, 1 + 3 * n, n, tokens, Some(&ConstraintSpec::JsonObject))?;
+    println!("  {}", json.line("concurrent, each a JSON object"));
+    println!("  constrained tokens/s: {:.0}% of free", 100.0 * json.tokens_per_s() / concurrent.tokens_per_s());
 
     // The same answers beside an image request that runs from before they start to after.
     let images = crate::engine::ImageRequest {
@@ -141,7 +156,7 @@ pub fn run(a: &BenchArgs, n: usize) -> Result<()> {
     let prompter = engine.prompter().context("the engine has no model")?;
     let mut image_rx = engine.submit_images(crate::engine::ImagesRequest::new(&prompter, images)?)?;
     std::thread::sleep(Duration::from_millis(500));
-    let beside = together(&engine, 1 + 2 * n, n, tokens)?;
+    let beside = together(&engine, 1 + 2 * n, n, tokens, None)?;
     let image_busy = matches!(image_rx.try_recv(), Err(mpsc::error::TryRecvError::Empty));
     println!("  {}", beside.line(&format!("concurrent, beside {} images", a.n.max(1))));
     println!(

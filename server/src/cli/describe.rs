@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use janus::limits::{DEFAULT_QUESTION, DEFAULT_TEXT_TEMPERATURE};
+use janus::text::constraint::ConstraintSpec;
 use janus::{Conversation, Parts, TextAsk};
 
 use super::invalid;
@@ -39,6 +40,30 @@ pub struct DescribeArgs {
     #[arg(long, env = "JANUS_SEED", default_value_t = 0)]
     pub seed: u64,
 
+    /// A stop sequence (up to 4, comma-separated in the variable): the answer ends before it.
+    #[arg(long, env = "JANUS_STOP", value_delimiter = ',')]
+    pub stop: Vec<String>,
+
+    /// OpenAI's frequency penalty, -2..=2.
+    #[arg(long, env = "JANUS_FREQUENCY_PENALTY")]
+    pub frequency_penalty: Option<f32>,
+
+    /// OpenAI's presence penalty, -2..=2.
+    #[arg(long, env = "JANUS_PRESENCE_PENALTY")]
+    pub presence_penalty: Option<f32>,
+
+    /// transformers' repetition penalty, above 0 (1 is neutral).
+    #[arg(long, env = "JANUS_REPETITION_PENALTY")]
+    pub repetition_penalty: Option<f32>,
+
+    /// Answer with a JSON object matching this JSON Schema file (`{}`: any JSON object).
+    #[arg(long, env = "JANUS_RESPONSE_SCHEMA", conflicts_with = "regex")]
+    pub response_schema: Option<PathBuf>,
+
+    /// Answer with text matching this regular expression.
+    #[arg(long, env = "JANUS_REGEX")]
+    pub regex: Option<String>,
+
     /// Print `{"text": ..., "token_ids": [...], "finish_reason": ...}` instead of streaming text.
     #[arg(long, env = "JANUS_JSON")]
     pub json: bool,
@@ -46,11 +71,32 @@ pub struct DescribeArgs {
 
 pub fn run(a: DescribeArgs) -> Result<()> {
     use std::io::Write;
+    let constraint = match (&a.response_schema, &a.regex) {
+        (Some(path), _) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("--response-schema {}", path.display()))?;
+            let schema: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("--response-schema {}: not JSON", path.display()))?;
+            Some(match schema.as_object().is_some_and(|o| o.is_empty()) {
+                true => ConstraintSpec::JsonObject,
+                false => ConstraintSpec::JsonSchema(schema),
+            })
+        }
+        (None, Some(r)) => Some(ConstraintSpec::Regex(r.clone())),
+        (None, None) => None,
+    };
     let ask = TextAsk {
         temperature: Some(a.temperature),
         top_p: a.top_p,
         seed: None,
         max_tokens: a.max_tokens.map(|n| n.try_into().unwrap_or(i64::MAX)),
+        stop: a.stop.clone(),
+        logprobs: None,
+        top_logprobs: None,
+        frequency_penalty: a.frequency_penalty,
+        presence_penalty: a.presence_penalty,
+        repetition_penalty: a.repetition_penalty,
+        constraint,
     };
     // The context is checked, exactly, once the prompt is tokenized.
     let mut params = ask.validate(usize::MAX).map_err(invalid)?;

@@ -113,6 +113,12 @@ fn flag(field: Field) -> &'static str {
         Field::PartialImages => "--partial-images",
         Field::MaxTokens => "--max-tokens",
         Field::Messages | Field::Question => "--question",
+        Field::Stop => "--stop",
+        Field::TopLogprobs => "--top-logprobs",
+        Field::FrequencyPenalty => "--frequency-penalty",
+        Field::PresencePenalty => "--presence-penalty",
+        Field::RepetitionPenalty => "--repetition-penalty",
+        Field::ResponseFormat => "--response-schema / --regex",
     }
 }
 

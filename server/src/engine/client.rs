@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures_util::{stream, Stream};
 use image::RgbImage;
+use janus::sampling::logprobs::TokenLogprobs;
 use janus::FinishReason;
 use tokio::sync::mpsc;
 
@@ -26,15 +27,29 @@ pub struct ImagesOutput {
     pub image_tokens: usize,
 }
 
-/// A finished text answer.
+/// A finished text request: its answers, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatOutput {
-    pub text: String,
+    pub answers: Vec<AnswerOutput>,
     pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    /// Prompt tokens read from the prefix cache.
+    /// Prompt tokens the first answer read from the prefix cache (the prompt is counted once).
     pub cached_tokens: usize,
-    pub finish_reason: FinishReason,
+}
+
+/// One finished answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AnswerOutput {
+    pub text: String,
+    pub completion_tokens: usize,
+    pub finish_reason: Option<FinishReason>,
+    /// One per token, when asked for.
+    pub logprobs: Vec<TokenLogprobs>,
+}
+
+impl ChatOutput {
+    pub fn completion_tokens(&self) -> usize {
+        self.answers.iter().map(|a| a.completion_tokens).sum()
+    }
 }
 
 fn dropped() -> EngineError {
@@ -104,16 +119,30 @@ impl EngineClient {
         ))
     }
 
-    /// A whole text answer.
+    /// Every answer of a text request, whole.
     pub async fn chat(&self, req: ChatRequest) -> Result<ChatOutput, EngineError> {
+        let n = req.n;
         let (prompt_tokens, mut rx) = self.start_chat(req).await?;
-        let mut text = String::new();
+        let mut answers = vec![AnswerOutput::default(); n];
+        let mut cached_tokens = 0;
         loop {
             match rx.recv().await.ok_or_else(dropped)? {
                 ChatEvent::Started { .. } => {}
-                ChatEvent::Delta(d) => text.push_str(&d),
-                ChatEvent::Done { completion_tokens, cached_tokens, finish_reason } => {
-                    return Ok(ChatOutput { text, prompt_tokens, completion_tokens, cached_tokens, finish_reason })
+                ChatEvent::Delta { index, text, logprobs } => {
+                    let a = answers.get_mut(index).ok_or_else(|| unknown_answer(index, n))?;
+                    a.text.push_str(&text);
+                    a.logprobs.extend(logprobs);
+                }
+                ChatEvent::Done { index, completion_tokens, cached_tokens: cached, finish_reason } => {
+                    let a = answers.get_mut(index).ok_or_else(|| unknown_answer(index, n))?;
+                    a.completion_tokens = completion_tokens;
+                    a.finish_reason = Some(finish_reason);
+                    if index == 0 {
+                        cached_tokens = cached;
+                    }
+                    if answers.iter().all(|a| a.finish_reason.is_some()) {
+                        return Ok(ChatOutput { answers, prompt_tokens, cached_tokens });
+                    }
                 }
                 ChatEvent::Failed(e) => return Err(e),
             }
@@ -121,16 +150,20 @@ impl EngineClient {
     }
 
     /// Waits until the prompt is accepted (so that a bad one is an error, not a stream) and
-    /// returns its token count and the answer's events: deltas, then `Done` or `Failed` (the last
-    /// item).
+    /// returns its token count and the answers' events: deltas and a `Done` for each, the last
+    /// `Done` (or a `Failed`) the last item.
     pub async fn chat_stream(&self, req: ChatRequest) -> Result<(usize, impl Stream<Item = ChatEvent>), EngineError> {
+        let mut left = req.n;
         let (prompt_tokens, rx) = self.start_chat(req).await?;
-        let events = until_last(
-            rx,
-            |e| matches!(e, ChatEvent::Done { .. } | ChatEvent::Failed(_)),
-            || ChatEvent::Failed(dropped()),
-        );
-        Ok((prompt_tokens, events))
+        let is_last = move |e: &ChatEvent| match e {
+            ChatEvent::Done { .. } => {
+                left = left.saturating_sub(1);
+                left == 0
+            }
+            ChatEvent::Failed(_) => true,
+            _ => false,
+        };
+        Ok((prompt_tokens, until_last(rx, is_last, || ChatEvent::Failed(dropped()))))
     }
 
     async fn start_chat(&self, req: ChatRequest) -> Result<(usize, mpsc::Receiver<ChatEvent>), EngineError> {
@@ -143,14 +176,22 @@ impl EngineClient {
     }
 }
 
+fn unknown_answer(index: usize, n: usize) -> EngineError {
+    EngineError::Internal(format!("the engine sent answer {index} of {n}"))
+}
+
 /// The channel's events up to and including the first `is_last` one; if the channel closes
 /// before, `closed()` is the last item.
-fn until_last<T>(rx: mpsc::Receiver<T>, is_last: fn(&T) -> bool, closed: fn() -> T) -> impl Stream<Item = T> {
-    stream::unfold(Some(rx), move |rx| async move {
-        let mut rx = rx?;
+fn until_last<T>(
+    rx: mpsc::Receiver<T>,
+    is_last: impl FnMut(&T) -> bool + Send + 'static,
+    closed: fn() -> T,
+) -> impl Stream<Item = T> {
+    stream::unfold(Some((rx, is_last)), move |state| async move {
+        let (mut rx, mut is_last) = state?;
         match rx.recv().await {
             Some(ev) if is_last(&ev) => Some((ev, None)),
-            Some(ev) => Some((ev, Some(rx))),
+            Some(ev) => Some((ev, Some((rx, is_last)))),
             None => Some((closed(), None)),
         }
     })

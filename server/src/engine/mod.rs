@@ -26,12 +26,13 @@ mod shared;
 mod tests;
 mod text;
 
-pub use client::{ChatOutput, EngineClient, ImagesOutput};
+pub use client::{AnswerOutput, ChatOutput, EngineClient, ImagesOutput};
 pub use error::EngineError;
 pub use model_engine::ModelEngine;
 pub use shared::EngineOptions;
 
 use image::RgbImage;
+use janus::sampling::logprobs::TokenLogprobs;
 use janus::{Conversation, FinishReason, Prompter, TextParams, TextRequest};
 use tokio::sync::mpsc;
 
@@ -99,32 +100,37 @@ pub enum ImageEvent {
     Failed(EngineError),
 }
 
-/// A text answer ready for the engine: tokenized, its images preprocessed, its length checked
-/// (`janus::Prompter::text_tokens`, `janus::Prompter::image`).
+/// A text request ready for the engine: tokenized, its images preprocessed, its length checked
+/// (`janus::Prompter::text_tokens`, `janus::Prompter::image`); `n` answers to it.
 #[derive(Debug)]
 pub struct ChatRequest {
     pub text: TextRequest,
     /// The image memory the prepared images hold, given back when the engine has read them.
     pub hold: Reservation,
+    /// Answers (1 to `janus::limits::MAX_TEXT_ANSWERS`): answer `i` samples on its own seed
+    /// stream (`TextParams::answer`). The others start once the first has read the prompt, and
+    /// read it from the prefix cache.
+    pub n: usize,
 }
 
 impl ChatRequest {
     /// A conversation prepared all at once by `prompter`, holding no image memory (for callers
     /// without an admission stage: the benches, the tests).
     pub fn new(prompter: &Prompter, conv: &Conversation, params: &TextParams) -> janus::Result<Self> {
-        Ok(Self { text: prompter.text_request(conv, params)?, hold: Reservation::none() })
+        Ok(Self { text: prompter.text_request(conv, params)?, hold: Reservation::none(), n: 1 })
     }
 }
 
 #[derive(Debug)]
 pub enum ChatEvent {
-    /// The prompt was accepted (sent first).
+    /// The prompt was accepted (sent first, once).
     Started { prompt_tokens: usize },
-    /// A new token, and the text it completes (empty while a character is incomplete).
-    Delta(String),
-    /// The answer is complete (always the last event on success).
+    /// A new token of answer `index`, the text it makes final (empty while a character is
+    /// incomplete or could begin a stop sequence), and its log-probabilities when asked for.
+    Delta { index: usize, text: String, logprobs: Vec<TokenLogprobs> },
+    /// Answer `index` is complete; the request is once every answer is.
     /// `cached_tokens`: prompt tokens read from the prefix cache.
-    Done { completion_tokens: usize, cached_tokens: usize, finish_reason: FinishReason },
+    Done { index: usize, completion_tokens: usize, cached_tokens: usize, finish_reason: FinishReason },
     /// The request failed; no more events follow.
     Failed(EngineError),
 }

@@ -8,6 +8,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use janus::limits::MAX_TEXT_ANSWERS;
 use janus::{Field, Invalid, Janus, Prompter};
 use tokio::sync::mpsc;
 
@@ -122,9 +123,14 @@ impl Engine for ModelEngine {
     }
 
     fn submit_chat(&self, req: ChatRequest) -> Result<mpsc::Receiver<ChatEvent>, EngineError> {
+        if req.n == 0 || req.n > MAX_TEXT_ANSWERS {
+            let why = format!("must be between 1 and {MAX_TEXT_ANSWERS}; got {}", req.n);
+            return Err(Invalid::new(Field::N, why).into());
+        }
         // Room for every event the answer can produce, so the engine never waits on a client.
-        let (tx, rx) = mpsc::channel(req.text.max_new + 4);
-        self.submit(Work::Chat { req, tx, at: std::time::Instant::now() })?;
+        // Per answer: one event per token, one for its end's text, `Done`; `Started` once.
+        let (tx, rx) = mpsc::channel(req.n * (req.text.max_new + 2) + 1);
+        self.submit(Work::Chat { req: Box::new(req), tx, at: std::time::Instant::now() })?;
         Ok(rx)
     }
 
@@ -159,6 +165,13 @@ fn engine_thread(opts: EngineOptions, shared: Arc<Shared>, rx: Receiver<Work>) {
     model.prefix_cache().set_capacity(opts.prefix_cache_positions);
     *shared.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     *shared.prompter.lock().unwrap_or_else(|p| p.into_inner()) = Some(model.prompter().clone());
+    // The structured-output compiler, built beside the engine so that no request waits for it.
+    let prompter = model.prompter().clone();
+    std::thread::spawn(move || {
+        if let Err(e) = prompter.grammars() {
+            tracing::warn!(error = %e, "structured outputs are unavailable");
+        }
+    });
     shared.set_status(EngineStatus::Ready);
     tracing::info!(model = %opts.model, quant = %model.quant(), device = %janus::device::device_name(model.device()), "engine ready");
     let max_text = super::budget::max_text_sessions(&model, opts.max_text_sessions, opts.max_batch_images);

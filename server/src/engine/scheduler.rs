@@ -21,13 +21,13 @@ use tokio::sync::mpsc;
 
 use super::cohort::{Cohort, Decode, Decoded, Member};
 use super::shared::{EngineOptions, Shared};
-use super::text::{TextAnswer, TextTurn};
+use super::text::{Starting, TextAnswer, TextTurn};
 use super::{ChatEvent, ChatRequest, EngineError, ImageEvent, ImagesRequest};
 
 /// A request on its way to the engine thread, and when it was accepted.
 pub(super) enum Work {
     Images { req: ImagesRequest, tx: mpsc::Sender<ImageEvent>, at: Instant },
-    Chat { req: ChatRequest, tx: mpsc::Sender<ChatEvent>, at: Instant },
+    Chat { req: Box<ChatRequest>, tx: mpsc::Sender<ChatEvent>, at: Instant },
 }
 
 impl Work {
@@ -88,7 +88,7 @@ impl<'m> Scheduler<'m> {
         self.shared.active.fetch_add(1, Ordering::SeqCst);
         match work {
             Work::Images { req, tx, at } => self.waiting.push_back((req, tx, at)),
-            Work::Chat { req, tx, at } => self.waiting_text.push_back((req, tx, at)),
+            Work::Chat { req, tx, at } => self.waiting_text.push_back((*req, tx, at)),
         }
     }
 
@@ -178,24 +178,38 @@ impl<'m> Scheduler<'m> {
                 Err((members, e)) => self.fail_members(&members, e),
             }
         }
-        let mut starting = Vec::new();
-        while self.texts.len() + starting.len() < self.max_text {
-            let Some((req, tx, at)) = self.waiting_text.pop_front() else { break };
+        // A request takes a text slot per answer (its followers hold theirs while they wait); one
+        // asking for more answers than there are slots runs alone.
+        let mut used: usize = self.texts.iter().map(|t| 1 + t.waiting_followers()).sum();
+        let mut starting: Vec<Starting> = Vec::new();
+        while let Some((req, _, _)) = self.waiting_text.front() {
+            if used > 0 && used + req.n > self.max_text {
+                break;
+            }
+            let (req, tx, at) = self.waiting_text.pop_front().expect("front exists");
             self.dequeued();
             record_queue_wait(at, "text");
             if tx.is_closed() {
                 self.finish(1);
                 continue;
             }
-            starting.push((req, tx, at));
+            // Each answer is counted as running until it ends.
+            self.shared.active.fetch_add(req.n - 1, Ordering::SeqCst);
+            used += req.n;
+            starting.push(Starting::new(req, tx, at));
         }
-        if !starting.is_empty() {
-            let asked = starting.len();
-            let started = TextAnswer::start_many(self.model, starting);
-            self.finish(asked - started.len());
-            self.texts.extend(started);
-        }
+        self.start_texts(starting);
         metrics::gauge!("janus_batch_images").set(self.running_images() as f64);
+    }
+
+    /// Starts text answers (their first step is taken in the next turn).
+    fn start_texts(&mut self, starting: Vec<Starting>) {
+        if starting.is_empty() {
+            return;
+        }
+        let (started, failed) = TextAnswer::start_many(self.model, starting);
+        self.finish(failed);
+        self.texts.extend(started);
     }
 
     /// Advances every cohort and text answer by one step. Answers still reading their prompt
@@ -205,8 +219,10 @@ impl<'m> Scheduler<'m> {
     /// their own.
     fn step_all(&mut self) {
         let mut texts = std::mem::take(&mut self.texts);
-        let before = texts.len();
+        let gone: usize = texts.iter().filter(|t| t.is_gone()).map(|t| 1 + t.waiting_followers()).sum();
+        self.finish(gone);
         texts.retain(|t| !t.is_gone());
+        let before = texts.len();
         let decoding: Vec<bool> = texts.iter().map(TextAnswer::is_decoding).collect();
         let mut turns = vec![TextTurn::Running; texts.len()];
         let (mut prefilling, mut prefill_turns): (Vec<_>, Vec<_>) =
@@ -244,10 +260,21 @@ impl<'m> Scheduler<'m> {
                 **turn = t;
             }
         }
+        // The answers that have read their prompt start their requests' other answers (those of
+        // a failed or abandoned answer are dropped).
+        let mut followers = Vec::new();
+        for (t, turn) in texts.iter_mut().zip(&turns) {
+            let started = t.take_followers();
+            match *turn == TextTurn::Running || t.is_finished() {
+                true => followers.extend(started),
+                false => self.finish(started.len() + t.waiting_followers()),
+            }
+        }
         let mut over = turns.iter().map(|t| *t == TextTurn::Running);
         texts.retain(|_| over.next().unwrap_or(false));
         self.finish(before - texts.len());
         self.texts = texts;
+        self.start_texts(followers);
     }
 
     /// One step of a cohort, sharing its LM forward with `texts` (decoding answers and their

@@ -166,8 +166,8 @@ fn chat_answers_like_the_library_and_streams() {
                     started = true;
                     assert_eq!(prompt_tokens, want.prompt_tokens)
                 }
-                ChatEvent::Delta(d) => text.push_str(&d),
-                ChatEvent::Done { completion_tokens, cached_tokens, finish_reason } => {
+                ChatEvent::Delta { text: d, .. } => text.push_str(&d),
+                ChatEvent::Done { completion_tokens, cached_tokens, finish_reason, .. } => {
                     assert_eq!(completion_tokens, want.token_ids.len());
                     assert_eq!(cached_tokens, cached);
                     assert_eq!(finish_reason, want.finish_reason);
@@ -192,6 +192,50 @@ fn a_question_and_its_answer() -> (Conversation, TextParams, janus::TextOutput) 
     (conv, params, want)
 }
 
+/// A request for three sampled answers: answer i is the library's answer alone on the seed
+/// stream (seed, i), the others start once the first has read the prompt and copy it from the
+/// prefix cache, and the request ends once all three are done.
+#[test]
+fn n_answers_are_each_the_answer_alone_on_its_seed_stream() {
+    let e = engine_with(4, 4);
+    let dir = std::path::PathBuf::from(tiny());
+    let img = janus::input::preprocess::load_image(&dir.join("../images/square.png")).unwrap();
+    let conv = Conversation::single(img, "What is it?");
+    let sampling = janus::SamplingParams { temperature: 1.0, ..Default::default() };
+    let params = TextParams { max_new_tokens: Some(12), sampling, seed: 7, ..Default::default() };
+    let model = Janus::open(&tiny(), "cpu", None, janus::Quant::None).unwrap();
+    let want: Vec<janus::TextOutput> =
+        (0..3).map(|i| model.answer(&conv, &params.answer(i), |_| true).unwrap()).collect();
+    assert!(want[0].token_ids != want[1].token_ids || want[1].token_ids != want[2].token_ids);
+    let mut req = chat_req(&conv, &params);
+    req.n = 3;
+    let mut rx = e.submit_chat(req).unwrap();
+    let (mut texts, mut done, mut started) = (vec![String::new(); 3], vec![None; 3], 0);
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            ChatEvent::Started { .. } => started += 1,
+            ChatEvent::Delta { index, text, .. } => texts[index].push_str(&text),
+            ChatEvent::Done { index, completion_tokens, cached_tokens, .. } => {
+                done[index] = Some((completion_tokens, cached_tokens))
+            }
+            ChatEvent::Failed(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(started, 1, "one Started per request");
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(texts[i], w.text, "answer {i}");
+        let (tokens, cached) = done[i].unwrap_or_else(|| panic!("answer {i} not done"));
+        assert_eq!(tokens, w.token_ids.len());
+        if i > 0 {
+            assert!(cached > 0, "answer {i} read the prompt from the prefix cache");
+        }
+    }
+    let mut too_many = chat_req(&conv, &params);
+    too_many.n = 9;
+    assert!(matches!(e.submit_chat(too_many), Err(EngineError::Invalid(i)) if i.field == janus::Field::N));
+    wait_idle(&e);
+}
+
 /// Finished images and previews are decoded one chunk per turn: a text answer running beside a
 /// cohort never waits for more than `decode_chunk` images to be decoded between two of its
 /// steps. The answer shares the cohort's LM steps, and both are what each gives alone.
@@ -206,7 +250,7 @@ fn decodes_are_interleaved_one_chunk_per_turn() {
     let (mut chat, mut text) = (chat, String::new());
     while let Some(ev) = chat.blocking_recv() {
         match ev {
-            ChatEvent::Delta(d) => text.push_str(&d),
+            ChatEvent::Delta { text: d, .. } => text.push_str(&d),
             ChatEvent::Failed(e) => panic!("{e}"),
             _ => {}
         }
@@ -241,7 +285,7 @@ fn a_failed_shared_step_fails_the_cohort_and_not_the_answer_beside_it() {
     let mut text = String::new();
     while let Some(ev) = chat.blocking_recv() {
         match ev {
-            ChatEvent::Delta(d) => text.push_str(&d),
+            ChatEvent::Delta { text: d, .. } => text.push_str(&d),
             ChatEvent::Failed(e) => panic!("the answer failed with the cohort: {e}"),
             ChatEvent::Done { completion_tokens, .. } => {
                 assert_eq!(completion_tokens, want.token_ids.len());

@@ -11,19 +11,26 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{Stream, StreamExt};
+use janus::input::tokenizer::JanusTokenizer;
+use janus::limits::{MAX_STOP_SEQUENCES, MAX_TEXT_ANSWERS};
+use janus::sampling::logprobs::TokenLogprobs;
 use janus::text::conversation::DEFAULT_SYSTEM_PROMPT;
 use janus::{Conversation, Field, Message, Part, Role, TextAsk, TextParams};
 use serde_json::Value;
+use std::sync::Arc;
 
 use super::error::{param_name, ApiJson, CommonErrors, ErrorResponse};
 use super::image_input::ImageSource;
 use super::prepare::{self, PendingImage};
 use super::types::{
     finish_reason, AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatRole,
-    ChunkChoice, ChunkDelta, Usage,
+    ChoiceLogprobs, ChunkChoice, ChunkDelta, Usage,
 };
+use super::{logprobs, structured};
 use super::{sse, unix_now, ApiError, AppState, HttpConfig};
 use crate::engine::ChatEvent;
+
+const MAX_TEXT_ANSWERS_I64: i64 = MAX_TEXT_ANSWERS as i64;
 
 /// A part before its image is read.
 type Pending = Part<PendingImage>;
@@ -109,8 +116,31 @@ fn content_parts(
 pub struct ChatPlan {
     pub conversation: Conversation<PendingImage>,
     pub params: TextParams,
+    /// Answers asked for.
+    pub n: usize,
+    /// The field the structured-output constraint came from (`response_format` or
+    /// `structured_outputs`): a spec that does not compile is its fault.
+    pub constraint_param: &'static str,
     pub stream: bool,
     pub include_usage: bool,
+}
+
+/// `stop`: null, a string, or an array of strings (their number and lengths are checked with
+/// the other parameters).
+fn stop_sequences(stop: Option<Value>) -> Result<Vec<String>, ApiError> {
+    let bad = || ApiError::field("stop", format!("must be a string or an array of up to {MAX_STOP_SEQUENCES} strings"));
+    match stop {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s]),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(bad()),
+            })
+            .collect(),
+        Some(_) => Err(bad()),
+    }
 }
 
 /// Checks every field and content part of a chat request, and its size against `cfg.limits`
@@ -120,20 +150,28 @@ pub fn plan(req: ChatCompletionRequest, cfg: &HttpConfig, context_length: usize)
         (Some(n), _) => (Some(n), "max_completion_tokens"),
         (None, n) => (n, param_name(Field::MaxTokens)),
     };
-    let ask = TextAsk { temperature: req.temperature, top_p: req.top_p, seed: req.seed, max_tokens };
+    let (constraint, constraint_param) = structured::chat_constraint(req.response_format, req.structured_outputs)?;
+    let ask = TextAsk {
+        temperature: req.temperature,
+        top_p: req.top_p,
+        seed: req.seed,
+        max_tokens,
+        stop: stop_sequences(req.stop)?,
+        logprobs: req.logprobs,
+        top_logprobs: req.top_logprobs,
+        frequency_penalty: req.frequency_penalty,
+        presence_penalty: req.presence_penalty,
+        repetition_penalty: req.repetition_penalty,
+        constraint,
+    };
     let params = ask.validate(context_length).map_err(|e| match e.field {
         Field::MaxTokens => ApiError::field(max_tokens_param, e.reason),
         _ => e.into(),
     })?;
-    if let Some(n) = req.n.filter(|n| *n != 1) {
-        return Err(ApiError::unsupported("n", format!("only 1 choice per request is supported; got {n}")));
-    }
-    if req.stop.as_ref().is_some_and(|s| !s.is_null()) {
-        return Err(ApiError::unsupported("stop", "stop sequences are not supported"));
-    }
-    if req.logprobs == Some(true) {
-        return Err(ApiError::unsupported("logprobs", "log probabilities are not supported"));
-    }
+    let n = match req.n.unwrap_or(1) {
+        n @ 1..=MAX_TEXT_ANSWERS_I64 => n as usize,
+        n => return Err(ApiError::field("n", format!("must be between 1 and {MAX_TEXT_ANSWERS}; got {n}"))),
+    };
     let limits = &cfg.limits;
     ApiError::check_count("messages", req.messages.len(), limits.max_messages, "messages", "--max-messages")?;
     let mut system: Option<Vec<String>> = None;
@@ -182,6 +220,8 @@ pub fn plan(req: ChatCompletionRequest, cfg: &HttpConfig, context_length: usize)
     Ok(ChatPlan {
         conversation: Conversation { system, messages },
         params,
+        n,
+        constraint_param,
         stream: req.stream.unwrap_or(false),
         include_usage: req.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
     })
@@ -215,29 +255,38 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     // The context bounds max_tokens; while the model loads, the 503 below answers first.
     let context_length = state.engine.info().map_or(usize::MAX, |i| i.context_length);
-    let ChatPlan { conversation, params, stream, include_usage } = plan(req, &state.cfg, context_length)?;
+    let ChatPlan { conversation, params, n, constraint_param, stream, include_usage } =
+        plan(req, &state.cfg, context_length)?;
     let info = state.model_info()?;
-    let request = prepare::chat(&state, conversation, params).await?;
-    let ids = Ids { id: super::random_id("chatcmpl-"), created: unix_now(), model: info.id };
+    let tokenizer = state.prompter()?.tokenizer().clone();
+    let logprobs = params.logprobs.is_some();
+    let mut request = (prepare::chat(&state, conversation, params).await)
+        .map_err(|e| e.renamed(param_name(Field::ResponseFormat), constraint_param))?;
+    request.n = n;
+    let ids = Ids { id: super::random_id("chatcmpl-"), created: unix_now(), model: info.id, tokenizer, logprobs };
     if stream {
         let slot = state.stream_slot()?;
         let (prompt_tokens, events) = state.engine.chat_stream(request).await?;
-        let events = sse::hold(chunk_events(events, ids, prompt_tokens, include_usage), slot);
+        let events = sse::hold(chunk_events(events, ids, n, prompt_tokens, include_usage), slot);
         return Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response());
     }
     let out = state.engine.chat(request).await?;
+    let usage = Usage::new(out.prompt_tokens, out.completion_tokens(), out.cached_tokens);
+    let choices = (out.answers.into_iter().enumerate())
+        .map(|(index, a)| ChatChoice {
+            index,
+            logprobs: ids.logprobs(&a.logprobs),
+            message: AssistantMessage { role: "assistant".into(), content: a.text, refusal: None },
+            finish_reason: finish_reason(a.finish_reason.unwrap_or(janus::FinishReason::Cancelled)).into(),
+        })
+        .collect();
     Ok(Json(ChatCompletion {
         id: ids.id,
         object: "chat.completion".into(),
         created: ids.created,
         model: ids.model,
-        choices: vec![ChatChoice {
-            index: 0,
-            message: AssistantMessage { role: "assistant".into(), content: out.text, refusal: None },
-            finish_reason: finish_reason(out.finish_reason).into(),
-            logprobs: None,
-        }],
-        usage: Usage::new(out.prompt_tokens, out.completion_tokens, out.cached_tokens),
+        choices,
+        usage,
     })
     .into_response())
 }
@@ -246,6 +295,9 @@ struct Ids {
     id: String,
     created: u64,
     model: String,
+    tokenizer: Arc<JanusTokenizer>,
+    /// Whether the request asked for log-probabilities.
+    logprobs: bool,
 }
 
 impl Ids {
@@ -263,9 +315,14 @@ impl Ids {
         )
     }
 
-    fn chunk(&self, delta: ChunkDelta, finish: Option<&str>) -> Event {
-        let choice = ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_string), logprobs: None };
+    fn chunk(&self, index: usize, delta: ChunkDelta, finish: Option<&str>, logprobs: Option<ChoiceLogprobs>) -> Event {
+        let choice = ChunkChoice { index, delta, finish_reason: finish.map(str::to_string), logprobs };
         self.event(vec![choice], None)
+    }
+
+    /// OpenAI's `logprobs` of some tokens, when the request asked for them.
+    fn logprobs(&self, tokens: &[TokenLogprobs]) -> Option<ChoiceLogprobs> {
+        self.logprobs.then(|| logprobs::choice_logprobs(&self.tokenizer, tokens))
     }
 
     fn usage_chunk(&self, usage: Usage) -> Event {
@@ -273,32 +330,46 @@ impl Ids {
     }
 }
 
-/// Engine events → `chat.completion.chunk` events: the role first, then the text as it comes,
-/// the finish reason, the usage (if asked) and `[DONE]`. The SSE stream owns the event stream,
-/// so a client that goes away cancels the answer.
+/// Engine events → `chat.completion.chunk` events: each answer's role first, then its text (and
+/// log-probabilities) as it comes and its finish reason; once all `n` are done, the usage (if
+/// asked) and `[DONE]`. The SSE stream owns the event stream, so a client that goes away cancels
+/// the answers.
 fn chunk_events(
     events: impl Stream<Item = ChatEvent> + Send + 'static,
     ids: Ids,
+    n: usize,
     prompt_tokens: usize,
     include_usage: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let first = ids.chunk(ChunkDelta { role: Some("assistant".into()), content: Some(String::new()) }, None);
+    let role = || ChunkDelta { role: Some("assistant".into()), content: Some(String::new()) };
+    let first: Vec<Event> = (0..n).map(|i| ids.chunk(i, role(), None, None)).collect();
+    let (mut left, mut completion, mut cached) = (n, 0, 0);
     let rest = events.flat_map(move |ev| {
         let events = match ev {
             ChatEvent::Started { .. } => vec![],
-            ChatEvent::Delta(d) if d.is_empty() => vec![],
-            ChatEvent::Delta(d) => vec![ids.chunk(ChunkDelta { role: None, content: Some(d) }, None)],
-            ChatEvent::Done { completion_tokens, cached_tokens, finish_reason: r } => {
-                let mut ev = vec![ids.chunk(ChunkDelta::default(), Some(finish_reason(r)))];
-                if include_usage {
-                    ev.push(ids.usage_chunk(Usage::new(prompt_tokens, completion_tokens, cached_tokens)));
+            ChatEvent::Delta { text, logprobs, .. } if text.is_empty() && logprobs.is_empty() => vec![],
+            ChatEvent::Delta { index, text, logprobs } => {
+                let delta = ChunkDelta { role: None, content: Some(text) };
+                vec![ids.chunk(index, delta, None, ids.logprobs(&logprobs))]
+            }
+            ChatEvent::Done { index, completion_tokens, cached_tokens, finish_reason: r } => {
+                let mut ev = vec![ids.chunk(index, ChunkDelta::default(), Some(finish_reason(r)), None)];
+                left -= 1;
+                completion += completion_tokens;
+                if index == 0 {
+                    cached = cached_tokens;
                 }
-                ev.push(Event::default().data("[DONE]"));
+                if left == 0 {
+                    if include_usage {
+                        ev.push(ids.usage_chunk(Usage::new(prompt_tokens, completion, cached)));
+                    }
+                    ev.push(Event::default().data("[DONE]"));
+                }
                 ev
             }
             ChatEvent::Failed(e) => vec![sse::error(None, e.into())],
         };
         futures_util::stream::iter(events.into_iter().map(Ok))
     });
-    futures_util::stream::once(async move { Ok(first) }).chain(rest)
+    futures_util::stream::iter(first.into_iter().map(Ok)).chain(rest)
 }

@@ -24,6 +24,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_FILE_TTL_SECS: u64 = 3600;
 /// `--max-files`.
 pub const DEFAULT_MAX_FILES: usize = 256;
+/// `--response-store-size`: responses kept for `previous_response_id`.
+pub const DEFAULT_RESPONSE_STORE_SIZE: usize = 1024;
 /// `--max-streams`.
 pub const DEFAULT_MAX_STREAMS: usize = 64;
 /// `--max-concurrent-requests` (TGI's default).
@@ -88,6 +90,9 @@ pub struct HttpConfig {
     pub prepare_workers: usize,
     /// Bytes of images decoded or waiting as the model's input, at most; beyond that, 429.
     pub image_memory_bytes: u64,
+    /// Most responses kept for `previous_response_id` (the least recently used go first; 0 keeps
+    /// none).
+    pub response_store_size: usize,
 }
 
 impl Default for HttpConfig {
@@ -106,6 +111,7 @@ impl Default for HttpConfig {
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             prepare_workers: crate::admission::default_prepare_workers(),
             image_memory_bytes: DEFAULT_IMAGE_MEMORY_BYTES,
+            response_store_size: DEFAULT_RESPONSE_STORE_SIZE,
         }
     }
 }

@@ -102,10 +102,12 @@ pub async fn describe(
     let image = PendingImage { source: ImageSource::Upload(image), param: "image".into() };
     let conversation = Conversation::new(vec![Message::user(vec![Part::Image(image), Part::Text(question)])]);
     let request = prepare::chat(&state, conversation, params).await?;
-    let out = state.engine.chat(request).await?;
+    let mut out = state.engine.chat(request).await?;
+    let usage = Usage::new(out.prompt_tokens, out.completion_tokens(), out.cached_tokens);
+    let answer = out.answers.pop().unwrap_or_default();
     Ok(Json(DescribeResponse {
-        text: out.text,
-        finish_reason: finish_reason(out.finish_reason).into(),
-        usage: Usage::new(out.prompt_tokens, out.completion_tokens, out.cached_tokens),
+        text: answer.text,
+        finish_reason: finish_reason(answer.finish_reason.unwrap_or(janus::FinishReason::Cancelled)).into(),
+        usage,
     }))
 }

@@ -81,6 +81,15 @@ impl ApiError {
         self
     }
 
+    /// The same error, naming `to` where it named `from` (a field another API calls otherwise).
+    pub fn renamed(mut self, from: &str, to: &str) -> Self {
+        if self.param.as_deref() == Some(from) && from != to {
+            self.param = Some(to.to_string());
+            self.message = self.message.replacen(&format!("`{from}`"), &format!("`{to}`"), 1);
+        }
+        self
+    }
+
     /// 400 for a field outside its limits; the message should name the limit.
     pub fn field(param: &str, message: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::BAD_REQUEST, INVALID, "invalid_value", format!("`{param}`: {message}")).with_param(param)

@@ -16,6 +16,8 @@
 //! | `images.rs` | `/v1/images/generations` (JSON and SSE) |
 //! | `describe.rs` | `/v1/images/describe` (multipart) |
 //! | `chat.rs` | `/v1/chat/completions` (JSON and SSE): messages and content parts → a conversation |
+//! | `responses.rs` | `/v1/responses` (JSON and SSE): a Responses request → a chat plan; `responses_types.rs` its bodies and events |
+//! | `response_store.rs` | the bounded in-memory store of responses behind `previous_response_id` |
 //! | `slots.rs` | the layer that gives every model request a slot (`--max-concurrent-requests`) until its last byte |
 //! | `prepare.rs` | requests made ready for the engine on the admission stage's workers: tokenized, images decoded within the image memory |
 //! | `image_input.rs` | images in requests: data URLs, http(s) URLs (with `remote.rs`), uploads → their bytes |
@@ -34,14 +36,19 @@ pub mod error;
 mod files;
 pub mod image_input;
 pub mod images;
+mod logprobs;
 mod observe;
 mod openapi;
 pub mod prepare;
 mod probes;
 pub mod remote;
+mod response_store;
+pub mod responses;
+pub mod responses_types;
 mod serve;
 mod slots;
 pub mod sse;
+mod structured;
 pub mod types;
 mod web;
 
@@ -75,6 +82,8 @@ pub struct State {
     /// Request slots, preparation workers and the image memory budget.
     pub admission: Admission,
     pub files: files::FileStore,
+    /// Responses kept for `previous_response_id` (`--response-store-size`).
+    pub responses: response_store::ResponseStore,
     /// Set when shutdown starts: `/ready` answers 503.
     pub draining: AtomicBool,
     /// One permit per open streamed response (`--max-streams`).
@@ -89,7 +98,8 @@ impl State {
         let streams = Arc::new(Semaphore::new(cfg.max_streams.max(1)));
         let admission = Admission::new(cfg.max_concurrent_requests, cfg.prepare_workers, cfg.image_memory_bytes);
         let engine = EngineClient::new(engine);
-        Arc::new(Self { engine, cfg, admission, files, draining: AtomicBool::new(false), streams })
+        let responses = response_store::ResponseStore::new(cfg.response_store_size);
+        Arc::new(Self { engine, cfg, admission, files, responses, draining: AtomicBool::new(false), streams })
     }
 
     pub fn is_draining(&self) -> bool {
@@ -156,6 +166,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/images/generations", post(images::generate))
         .route("/v1/images/describe", post(describe::describe))
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/responses", post(responses::create))
         .route_layer(middleware::from_fn_with_state(state.clone(), slots::hold_slot));
     let protected = Router::new()
         .merge(model)

@@ -7,8 +7,9 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorResponse};
+use super::responses_types::*;
 use super::types::*;
-use super::{chat, describe, files, images, probes};
+use super::{chat, describe, files, images, probes, responses};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +24,7 @@ use super::{chat, describe, files, images, probes};
         images::generate,
         describe::describe,
         chat::completions,
+        responses::create,
         files::content,
         probes::models,
         probes::model,
@@ -38,12 +40,16 @@ use super::{chat, describe, files, images, probes};
         DescribeForm, DescribeResponse,
         ChatCompletionRequest, StreamOptions, ChatRole, ChatMessage, MessageContent, ContentPart, ImageUrl,
         ChatCompletion, ChatChoice, AssistantMessage, ChatCompletionChunk, ChunkChoice, ChunkDelta, Usage,
+        ResponsesRequest, ResponseTextParam, ResponseInput, InputMessage, InputContent, InputPart,
+        ResponseObject, IncompleteDetails, ResponseError, ResponseTextConfig, OutputMessage, OutputText,
+        ResponseUsage, ResponseInputTokensDetails, OutputTokensDetails, ResponseEvent,
         ModelList, ModelCard, HealthResponse, ReadyResponse,
     )),
     modifiers(&ApiKey, &Limits),
     tags(
         (name = "images", description = "Text-to-image, and image description"),
         (name = "chat", description = "Chat with images (understanding)"),
+        (name = "responses", description = "OpenAI's Responses API: text answers to text and images"),
         (name = "models", description = "The loaded model"),
         (name = "probes", description = "Health, readiness, metrics, this document"),
     )

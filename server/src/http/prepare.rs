@@ -7,6 +7,7 @@
 //! holds no worker.
 
 use janus::input::preprocess::ImageProbe;
+use janus::text::constraint::Constraint;
 use janus::{Conversation, ImageRequest, PreparedImage, PromptTokens, Prompter, TextParams, TextRequest};
 
 use super::config::RequestLimits;
@@ -43,7 +44,7 @@ impl Preparer<'_> {
     /// The rest of [`Preparer::chat`] once the conversation is tokenized: its images prepared one
     /// at a time.
     pub fn with_images(&self, conv: Conversation<PendingImage>, t: Tokenized) -> Result<ChatRequest, ApiError> {
-        let Tokenized { tokens, max_new, params } = t;
+        let Tokenized { tokens, max_new, params, constraint } = t;
         let mut hold = Reservation::none();
         let mut images = Vec::with_capacity(tokens.image_starts.len());
         for pending in conv.into_images() {
@@ -52,7 +53,7 @@ impl Preparer<'_> {
             images.push(image);
         }
         let prompt = tokens.with_images(images)?;
-        Ok(ChatRequest { text: TextRequest { prompt, params, max_new }, hold })
+        Ok(ChatRequest { text: TextRequest { prompt, params, max_new, constraint }, hold, n: 1 })
     }
 
     /// One image: its bytes, its size checked from its header, the memory its decoding takes
@@ -74,18 +75,21 @@ impl Preparer<'_> {
     }
 }
 
-/// A conversation tokenized, with the room its answer has.
+/// A conversation tokenized, with the room its answer has and its constraint compiled.
 pub struct Tokenized {
     pub tokens: PromptTokens,
     pub max_new: usize,
     pub params: TextParams,
+    pub constraint: Option<Constraint>,
 }
 
 impl Tokenized {
-    /// Tokenizes `conv` and checks that the answer fits (no image is read).
+    /// Tokenizes `conv`, checks that the answer fits and compiles its constraint (no image is
+    /// read).
     pub fn new(prompter: &Prompter, conv: &Conversation<PendingImage>, params: TextParams) -> Result<Self, ApiError> {
         let (tokens, max_new) = prompter.text_tokens(conv, &params)?;
-        Ok(Self { tokens, max_new, params })
+        let constraint = prompter.constraint(&params)?;
+        Ok(Self { tokens, max_new, params, constraint })
     }
 }
 

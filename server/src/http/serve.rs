@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::config::{
     DEFAULT_BATCH_WAIT_MS, DEFAULT_FILE_TTL_SECS, DEFAULT_HOST, DEFAULT_IMAGE_MEMORY_BYTES, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_FILES, DEFAULT_MAX_STREAMS, DEFAULT_PORT, DEFAULT_QUEUE_CAPACITY,
-    DEFAULT_SHUTDOWN_GRACE_SECS,
+    DEFAULT_RESPONSE_STORE_SIZE, DEFAULT_SHUTDOWN_GRACE_SECS,
 };
 use super::{app, HttpConfig, RequestLimits, State};
 use crate::engine::{Engine, EngineClient, EngineOptions, EngineStatus, ModelEngine};
@@ -143,6 +143,11 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_files: usize,
 
+    /// Most responses kept in memory for `previous_response_id` (`POST /v1/responses` with
+    /// `store` not false); beyond that the least recently used go first; 0 keeps none.
+    #[arg(long, env = "JANUS_RESPONSE_STORE_SIZE", default_value_t = DEFAULT_RESPONSE_STORE_SIZE)]
+    pub response_store_size: usize,
+
     /// Base of the image URLs handed out, e.g. `https://janus.example.com` behind a proxy
     /// (default: `http://` + the request's Host header).
     #[arg(long, env = "JANUS_PUBLIC_URL")]
@@ -188,6 +193,7 @@ impl ServeArgs {
             max_concurrent_requests: self.max_concurrent_requests,
             prepare_workers: self.prepare_workers.unwrap_or_else(crate::admission::default_prepare_workers),
             image_memory_bytes: self.image_memory_bytes,
+            response_store_size: self.response_store_size,
         }
     }
 

@@ -193,20 +193,40 @@ pub struct ChatCompletionRequest {
     #[schema(default = false)]
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
-    /// Only 1.
-    #[schema(minimum = 1, maximum = 1, default = 1)]
+    /// Answers, 1..=8, decoded together: answer i samples from its own seed stream (seed, i).
+    #[schema(minimum = 1, maximum = 8, default = 1)]
     pub n: Option<i64>,
-    /// Stop sequences are not supported: only `null` is accepted.
+    /// A string or up to 4 strings (1..=256 characters each): the answer ends before the first
+    /// occurrence, which is not included (`finish_reason: "stop"`).
     #[schema(value_type = Option<Object>)]
     pub stop: Option<serde_json::Value>,
-    /// Only `false`.
+    /// Return each token's log-probability: the model's log-softmax before penalties,
+    /// structured-output masks, temperature and top-p.
     pub logprobs: Option<bool>,
+    /// With `logprobs`, the 0..=20 most likely tokens at each position.
+    #[schema(minimum = 0, maximum = 20)]
+    pub top_logprobs: Option<i64>,
+    /// -2..=2: subtracted from a token's logit once per earlier use in the answer.
+    #[schema(minimum = -2.0, maximum = 2.0, default = 0.0)]
+    pub frequency_penalty: Option<f32>,
+    /// -2..=2: subtracted from a token's logit if the answer has used it.
+    #[schema(minimum = -2.0, maximum = 2.0, default = 0.0)]
+    pub presence_penalty: Option<f32>,
+    /// Extension (transformers', vLLM's): above 0, at most 10, neutral 1; the logits of tokens in
+    /// the prompt or the answer are divided by it (multiplied when negative).
+    #[schema(default = 1.0)]
+    pub repetition_penalty: Option<f32>,
+    /// `{"type": "text"}`, `{"type": "json_object"}`, or `{"type": "json_schema", "json_schema":
+    /// {"name", "schema", "strict"}}`: the answer is decoded under that constraint, so it parses
+    /// (and validates against the schema).
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<serde_json::Value>,
+    /// Extension (vLLM's): exactly one of `{"choice": [...]}`, `{"regex": "..."}`, `{"grammar":
+    /// "..."}` (Lark), `{"json": {schema}}` or `{"json_object": true}`.
+    #[schema(value_type = Option<Object>)]
+    pub structured_outputs: Option<serde_json::Value>,
     /// Accepted and ignored.
     pub user: Option<String>,
-    /// Accepted and ignored.
-    pub frequency_penalty: Option<f32>,
-    /// Accepted and ignored.
-    pub presence_penalty: Option<f32>,
     /// Accepted and ignored.
     pub store: Option<bool>,
     /// Accepted and ignored.
@@ -327,8 +347,35 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     /// `stop` or `length`.
     pub finish_reason: String,
-    #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<serde_json::Value>,
+    /// With `logprobs: true`.
+    pub logprobs: Option<ChoiceLogprobs>,
+}
+
+/// A choice's log-probabilities, one entry per token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChoiceLogprobs {
+    pub content: Vec<TokenLogprob>,
+    /// Always null.
+    pub refusal: Option<Vec<TokenLogprob>>,
+}
+
+/// One token's log-probability (its `-inf` reported as -9999, as OpenAI does).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenLogprob {
+    /// The token's text (a token that is part of a character shows U+FFFD).
+    pub token: String,
+    pub logprob: f32,
+    /// The token's UTF-8 bytes.
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at this position, most likely first.
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -358,8 +405,8 @@ pub struct ChunkChoice {
     pub index: usize,
     pub delta: ChunkDelta,
     pub finish_reason: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<serde_json::Value>,
+    /// The log-probabilities of this chunk's tokens, with `logprobs: true`.
+    pub logprobs: Option<ChoiceLogprobs>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]

@@ -218,21 +218,25 @@ impl Engine for Fake {
                 });
             }
             Mode::Normal => {
-                let max = req.text.max_new;
+                let (max, n) = (req.text.max_new, req.n);
                 tokio::spawn(async move {
                     let _ = tx.send(ChatEvent::Started { prompt_tokens }).await;
-                    let reply = format!("{n_images} image(s). You said: {last_text}");
-                    let words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
-                    let total = words.len();
-                    let mut sent = 0;
-                    for w in words.into_iter().take(max) {
-                        if tx.send(ChatEvent::Delta(w)).await.is_err() {
-                            return;
+                    for index in 0..n {
+                        let reply = format!("{n_images} image(s). You said: {last_text}");
+                        let words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
+                        let total = words.len();
+                        let mut sent = 0;
+                        for w in words.into_iter().take(max) {
+                            let delta = ChatEvent::Delta { index, text: w, logprobs: Vec::new() };
+                            if tx.send(delta).await.is_err() {
+                                return;
+                            }
+                            sent += 1;
                         }
-                        sent += 1;
+                        let finish_reason = if sent < total { FinishReason::Length } else { FinishReason::Stop };
+                        let done = ChatEvent::Done { index, completion_tokens: sent, cached_tokens: 0, finish_reason };
+                        let _ = tx.send(done).await;
                     }
-                    let finish_reason = if sent < total { FinishReason::Length } else { FinishReason::Stop };
-                    let _ = tx.send(ChatEvent::Done { completion_tokens: sent, cached_tokens: 0, finish_reason }).await;
                 });
             }
         }

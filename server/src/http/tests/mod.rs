@@ -4,6 +4,7 @@ mod chat;
 mod fake;
 mod images;
 mod limits;
+mod responses;
 mod service;
 
 use std::sync::Arc;
