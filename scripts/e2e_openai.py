@@ -10,6 +10,7 @@ import io
 import json
 import struct
 import sys
+import warnings
 import zlib
 
 import openai
@@ -68,6 +69,86 @@ def images_same_seed_same_bytes():
     a = client.images.generate(model=MODEL, prompt="a lighthouse", n=1, extra_body={"seed": 11})
     b = client.images.generate(model=MODEL, prompt="a lighthouse", n=1, extra_body={"seed": 11})
     assert a.data[0].b64_json == b.data[0].b64_json
+
+
+def images_sizes_and_formats():
+    r = client.images.generate(model=MODEL, prompt="a red fox", size="1024x1024", extra_body={"seed": 3})
+    data = base64.b64decode(r.data[0].b64_json)
+    assert png_size(data) == (1024, 1024), png_size(data)
+    r = client.images.generate(model=MODEL, prompt="a red fox", size="512x512", output_format="jpeg",
+                               output_compression=80, extra_body={"seed": 3})
+    data = base64.b64decode(r.data[0].b64_json)
+    assert data[:3] == b"\xff\xd8\xff" and r.output_format == "jpeg", data[:4]
+    try:
+        client.images.generate(model=MODEL, prompt="x", size="1024x1536")
+    except openai.BadRequestError as e:
+        assert "1024x1024" in str(e)
+        return
+    raise AssertionError("a non-square size was accepted")
+
+
+def rgba_png(w, h, pixel):
+    raw = b"".join(b"\x00" + b"".join(bytes(pixel(x, y)) for x in range(w)) for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def rgba_pixels(data):
+    """The RGBA rows of a PNG written by rgba_png or by the server (8-bit RGB/RGBA, filter 0 only)."""
+    w, h = struct.unpack(">II", data[16:24])
+    colour = data[25]
+    pos, idat = 8, b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        if data[pos + 4:pos + 8] == b"IDAT":
+            idat += data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+    raw, bpp = zlib.decompress(idat), 4 if colour == 6 else 3
+    rows, prev = [], bytearray(w * bpp)
+    for y in range(h):
+        line = raw[y * (w * bpp + 1):(y + 1) * (w * bpp + 1)]
+        f, cur = line[0], bytearray(line[1:])
+        for i in range(len(cur)):
+            a = cur[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if f == 1: cur[i] = (cur[i] + a) & 255
+            elif f == 2: cur[i] = (cur[i] + b) & 255
+            elif f == 3: cur[i] = (cur[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                cur[i] = (cur[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(cur))
+        prev = cur
+    return w, h, bpp, rows
+
+
+def images_edit_with_mask():
+    img = rgba_png(64, 32, lambda x, y: (x * 4, y * 8, 90, 255))
+    mask = rgba_png(64, 32, lambda x, y: (0, 0, 0, 0 if x >= 32 else 255))
+    r = client.images.edit(model=MODEL, image=("a.png", img), mask=("m.png", mask), prompt="a red hat",
+                           extra_body={"seed": 4})
+    out = base64.b64decode(r.data[0].b64_json)
+    w, h, bpp, rows = rgba_pixels(out)
+    assert (w, h) == (64, 32), (w, h)
+    for y in range(h):
+        for x in range(32):  # outside the mask: the input's pixels exactly
+            assert tuple(rows[y][x * bpp:x * bpp + 3]) == (x * 4, y * 8, 90), (x, y)
+
+
+def images_edit_without_mask_and_variation():
+    img = rgba_png(40, 40, lambda x, y: (200, x * 6, y * 6, 255))
+    r = client.images.edit(model=MODEL, image=("a.png", img), prompt="make it night", size="512x512")
+    assert r.data[0].revised_prompt.startswith("make it night. "), r.data[0].revised_prompt
+    assert png_size(base64.b64decode(r.data[0].b64_json)) == (512, 512)
+    with warnings.catch_warnings():  # the client marks variations (dall-e-2's) deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        v = client.images.create_variation(model=MODEL, image=("a.png", img), n=2, extra_body={"seed": 1})
+    assert len(v.data) == 2 and v.data[0].revised_prompt and v.data[0].b64_json != v.data[1].b64_json
 
 
 def images_bad_n():
@@ -276,6 +357,9 @@ def wrong_key():
 check("images.generate b64_json, n=2: decodable PNGs", images_b64)
 check("images.generate: same seed, same bytes", images_same_seed_same_bytes)
 check("images.generate: n=100 is a 400", images_bad_n)
+check("images.generate size 1024x1024 and 512x512 jpeg; non-square is a 400", images_sizes_and_formats)
+check("images.edit with a mask: the input kept outside it", images_edit_with_mask)
+check("images.edit without a mask (a redraw) and images.create_variation: revised_prompt", images_edit_without_mask_and_variation)
 check("chat.completions with a data-URL image", chat_plain)
 check("chat.completions streamed equals not streamed", chat_stream_matches_plain)
 check("chat.completions stop: ends before the sequence, streamed too", chat_stop)

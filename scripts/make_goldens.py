@@ -19,6 +19,14 @@ Everything is made locally and deterministically:
       assets/golden/und.json + und.safetensors   image understanding (preprocess, vision, greedy text)
       assets/golden/t2i_grid.json + t2i_grid.safetensors   text-to-image (greedy CFG) + VQ decode
                                                  on janus-pro-tiny-grid-hf
+      assets/golden/vq_encode.json + vq_encode.safetensors   VQ encoder (JanusVQVAE encoder +
+                                                 quant_conv) and the original quantizer rule, on
+                                                 janus-pro-tiny-hf (the same weights as the other
+                                                 tiny variants)
+      assets/golden/vq_encode_grid.json + vq_encode_grid.safetensors   the same on janus-pro-tiny-grid-hf
+
+`--only-vq-encode` writes just the vq_encode goldens from the tiny checkpoints already on disk
+(nothing else is regenerated).
 
 Run through scripts/make-goldens.sh (pins the exact package versions).
 """
@@ -991,6 +999,120 @@ def und_goldens(model, processor, images: dict, tok_info) -> tuple[dict, dict, d
 
 
 # ----------------------------------------------------------------------------------------------
+# VQ encoder goldens (image -> z -> codebook indices)
+# ----------------------------------------------------------------------------------------------
+
+VQ_ENCODE_IMAGES = ["square.png", "wide.png"]
+VQ_ENCODE_VARIANTS = [("vq_encode", "janus-pro-tiny-hf"), ("vq_encode_grid", "janus-pro-tiny-grid-hf")]
+
+
+def vq_encode_pixels(path: Path, size: int) -> np.ndarray:
+    """The encoder input, as the Rust side makes it: RGB, the whole image resized (no crop, no
+    pad, aspect not kept) to size x size with PIL bicubic (skipped when already that size), then
+    x / 127.5 - 1 in f32; [1, 3, S, S]."""
+    im = Image.open(path).convert("RGB")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BICUBIC)
+    a = np.asarray(im).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    return np.ascontiguousarray(a.transpose(2, 0, 1)[None])
+
+
+def vq_encode_goldens(model, img_dir: Path) -> tuple[dict, dict]:
+    """transformers' JanusVQVAE encoder + quant_conv on fixed images, then the ORIGINAL quantizer
+    rule (deepseek-ai/Janus VectorQuantizer, codebook_l2_norm=True): z and the codebook rows
+    F.normalize'd, squared distances (in f64, from the f32 z), argmin (first on ties).
+    transformers' own encode() skips the normalisation; its indices are kept for comparison only."""
+    vq = model.model.vqmodel
+    grid = vq.config.num_patches
+    f = 2 ** (len(vq.config.channel_multiplier) - 1)
+    size = grid * f
+    cb = vq.quantize.embedding.weight.detach()
+    cbn = torch.nn.functional.normalize(cb.double(), p=2, dim=-1, eps=1e-12)
+    tensors, cases = {}, []
+    for name in VQ_ENCODE_IMAGES:
+        stem = Path(name).stem
+        src = Image.open(img_dir / name)
+        px = torch.from_numpy(vq_encode_pixels(img_dir / name, size))
+        with torch.no_grad():
+            z = vq.quant_conv(vq.encoder(px))  # [1, e, g, g] f32
+            hf_idx = vq.encode(px).image_tokens.reshape(-1).tolist()
+        assert z.shape == (1, cb.shape[1], grid, grid), z.shape
+        rows = z.permute(0, 2, 3, 1).reshape(-1, cb.shape[1]).double()
+        zn = torch.nn.functional.normalize(rows, p=2, dim=-1, eps=1e-12)
+        d = ((zn[:, None, :] - cbn[None, :, :]) ** 2).sum(-1)  # [g*g, K]
+        idx = torch.argmin(d, dim=1)
+        top2 = torch.topk(d, 2, dim=1, largest=False).values
+        gaps = (top2[:, 1] - top2[:, 0]).tolist()
+        # the raw rule (no normalisation), in f64, to show that the normalisation matters
+        raw = torch.argmin(((rows[:, None, :] - cb.double()[None]) ** 2).sum(-1), dim=1).tolist()
+        tensors[f"{stem}.pixels"] = px.contiguous()
+        tensors[f"{stem}.z"] = z.contiguous().clone()
+        cases.append(
+            {
+                "image": name,
+                "source_size": list(src.size),
+                "indices": idx.tolist(),
+                "best_two_gap": gaps,
+                "min_best_two_gap": min(gaps),
+                "unnormalized_indices": raw,
+                "transformers_encode_indices": hf_idx,
+                "positions_where_normalization_changes_the_index": int(sum(a != b for a, b in zip(idx.tolist(), raw))),
+                "unique_indices": len(set(idx.tolist())),
+                "z_range": [float(z.min()), float(z.max())],
+            }
+        )
+    meta = {
+        "grid_size": grid,
+        "image_size": size,
+        "downsample": f,
+        "codebook_size": cb.shape[0],
+        "embed_dim": cb.shape[1],
+        "codebook_row_norms_range": [float(cb.norm(dim=1).min()), float(cb.norm(dim=1).max())],
+        "resize": "RGB; the whole image resized to image_size x image_size (aspect not kept, no crop or pad) with "
+                  "PIL Image.resize BICUBIC, skipped when already that size",
+        "normalize": "pixel = f32(u8) / 127.5 - 1 (f32), CHW; the pixels are stored as <image>.pixels",
+        "z": "<image>.z = quant_conv(encoder(pixels)) of transformers' JanusVQVAE, f32",
+        "rule": "original VectorQuantizer (codebook_l2_norm=True): F.normalize(z) and F.normalize(codebook) "
+                "(eps 1e-12), squared Euclidean distances in f64, argmin (first on ties); best_two_gap = "
+                "second-smallest minus smallest distance per position (raster order)",
+        "cases": cases,
+    }
+    return meta, tensors
+
+
+def write_vq_encode_goldens(tiny: Path, golden: Path, versions: dict) -> None:
+    for out_name, variant in VQ_ENCODE_VARIANTS:
+        model = JanusForConditionalGeneration.from_pretrained(str(tiny / variant), dtype=torch.float32)
+        model.eval()
+        meta, tensors = vq_encode_goldens(model, tiny / "images")
+        js = {
+            "generator": "scripts/make_goldens.py",
+            "model_dir": f"assets/tiny/{variant}",
+            "versions": versions,
+            "dtype": "float32",
+            "device": "cpu",
+        }
+        js.update(meta)
+        write_json(golden / f"{out_name}.json", js)
+        save_file(dict(sorted(tensors.items())), str(golden / f"{out_name}.safetensors"), metadata={"format": "pt"})
+        for c in meta["cases"]:
+            log(f"{out_name} {c['image']}: min gap {c['min_best_two_gap']:.3g}, unique {c['unique_indices']}, "
+                f"normalisation changes {c['positions_where_normalization_changes_the_index']} of {len(c['indices'])}")
+
+
+def versions_now() -> dict:
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "safetensors": safetensors.__version__,
+        "numpy": np.__version__,
+        "pillow": Image.__version__,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------------
 
@@ -1040,12 +1162,18 @@ def main() -> None:
     ap.add_argument("--geneval", type=Path, default=repo.parent / "shared" / "geneval" / "evaluation_metadata.jsonl",
                     help="GenEval prompts used as part of the tokenizer training corpus")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--only-vq-encode", action="store_true",
+                    help="write only the vq_encode goldens, from the tiny checkpoints already in --assets")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     assets: Path = args.assets
     tiny, golden = assets / "tiny", assets / "golden"
+    if args.only_vq_encode:
+        write_vq_encode_goldens(tiny, golden, versions_now())
+        log("done")
+        return
     d_hf = tiny / "janus-pro-tiny-hf"
     d_orig = tiny / "janus-pro-tiny"
     d_shard = tiny / "janus-pro-tiny-sharded"
@@ -1266,6 +1394,7 @@ def main() -> None:
     grid_json.update(grid_meta)
     write_json(golden / "t2i_grid.json", grid_json)
     save_file(dict(sorted(grid_t.items())), str(golden / "t2i_grid.safetensors"), metadata={"format": "pt"})
+    write_vq_encode_goldens(tiny, golden, common["versions"])
 
     log("t2i min margin per prompt:", t2i_stats["margins"], "unique tokens:", t2i_stats["unique_tokens"])
     log("vq unsaturated fraction:", t2i_stats["vq_unsaturated_fraction"], "range", t2i_stats["vq_decoded_range"],

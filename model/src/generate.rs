@@ -13,8 +13,11 @@
 //! fed back from there, so a step ends without waiting for the device; the tokens reach the host
 //! when asked for ([`T2iBatch::tokens`]).
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
 
+use crate::edit::ForcedTokens;
 use crate::error::{Error, Result};
 use crate::model::Janus;
 use crate::modules::llm::{last_position, LlmCache};
@@ -28,6 +31,8 @@ pub struct ImageJob {
     pub params: SamplingParams,
     /// This image's RNG seed.
     pub seed: u64,
+    /// For an edit: the tokens kept from the input image (the others are drawn).
+    pub forced: Option<Arc<ForcedTokens>>,
 }
 
 /// What one step computed, for callers that inspect it (tests, partial previews).
@@ -44,6 +49,8 @@ pub struct T2iBatch<'m> {
     sampler: BatchSampler,
     /// Tokens copied to the host so far, per image.
     tokens: Vec<Vec<u32>>,
+    /// Per image, the tokens an edit keeps (`None`: every token drawn).
+    forced: Vec<Option<Arc<ForcedTokens>>>,
     /// The later steps' picks, `[N]` each, still on the device.
     pending: Vec<Tensor>,
     steps: usize,
@@ -75,7 +82,12 @@ impl Janus {
         params.validate()?;
         self.prompter().check_t2i_prompt(prompt_ids.len())?;
         Ok((0..n)
-            .map(|i| ImageJob { prompt_ids: prompt_ids.clone(), params, seed: image_seed(seed, i as u64) })
+            .map(|i| ImageJob {
+                prompt_ids: prompt_ids.clone(),
+                params,
+                seed: image_seed(seed, i as u64),
+                forced: None,
+            })
             .collect())
     }
 
@@ -132,6 +144,7 @@ impl<'m> T2iBatch<'m> {
             model,
             sampler: BatchSampler::new(jobs.iter().map(|j| (j.params, j.seed)), vocab, dev)?,
             tokens: vec![Vec::with_capacity(total); jobs.len()],
+            forced: jobs.iter().map(|j| j.forced.clone()).collect(),
             pending: Vec::new(),
             steps: 0,
             cache,
@@ -259,7 +272,8 @@ impl<'m> T2iBatch<'m> {
         pick: impl FnOnce(&mut BatchSampler, &Tensor) -> Result<Tensor>,
     ) -> Result<StepOutput> {
         let logits = self.model.gen_logits(&hidden)?;
-        let picked = pick(&mut self.sampler, &logits)?;
+        let drawn = pick(&mut self.sampler, &logits)?;
+        let picked = self.kept(drawn)?;
         self.pending.push(picked.clone());
         self.steps += 1;
         if !self.is_done() {
@@ -268,6 +282,22 @@ impl<'m> T2iBatch<'m> {
             self.next = Some(self.model.embed_image_tokens(&ids)?.unsqueeze(1)?);
         }
         Ok(StepOutput { hidden, logits })
+    }
+
+    /// The picks with every token an edit keeps at this step put back (the draw is made all the
+    /// same, so an image's random stream does not depend on its mask).
+    fn kept(&self, picked: Tensor) -> Result<Tensor> {
+        let kept: Vec<Option<u32>> = self.forced.iter().map(|f| f.as_ref().and_then(|f| f.kept(self.steps))).collect();
+        if kept.iter().all(Option::is_none) {
+            return Ok(picked);
+        }
+        let mut ids = picked.to_vec1::<u32>()?;
+        for (id, k) in ids.iter_mut().zip(kept) {
+            if let Some(k) = k {
+                *id = k;
+            }
+        }
+        Ok(Tensor::new(ids, picked.device())?)
     }
 
     /// Keeps only the images at `keep` (at least one; in that order), e.g. when a client goes away.
@@ -282,6 +312,7 @@ impl<'m> T2iBatch<'m> {
         }
         let mut tokens: Vec<Option<Vec<u32>>> = std::mem::take(&mut self.tokens).into_iter().map(Some).collect();
         self.tokens = keep.iter().map(|&i| tokens[i].take().unwrap_or_default()).collect();
+        self.forced = keep.iter().map(|&i| self.forced.get(i).cloned().flatten()).collect();
         Ok(())
     }
 }

@@ -20,6 +20,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod device;
+pub mod edit;
 pub mod error;
 pub mod generate;
 pub mod input;

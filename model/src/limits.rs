@@ -70,3 +70,6 @@ pub const MAX_TEXT_ANSWERS: usize = 8;
 pub const MAX_OPENAI_PENALTY: f32 = 2.0;
 /// `repetition_penalty` lies in (0, this] (1 is neutral, as transformers').
 pub const MAX_REPETITION_PENALTY: f32 = 10.0;
+/// Most tokens of the description a variation, or an edit without a mask, is drawn from (the
+/// model's own answer to [`DEFAULT_QUESTION`], greedy).
+pub const CAPTION_MAX_TOKENS: usize = 120;

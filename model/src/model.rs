@@ -20,6 +20,7 @@ use crate::modules::linears::Linears;
 use crate::modules::llm::Llama;
 use crate::modules::vision::VisionEncoder;
 use crate::modules::vq::{VqConfig, VqDecoder};
+use crate::modules::vq_encoder::{VqEncoder, VqEncoderConfig};
 use crate::text::prefix_cache::PrefixCache;
 use crate::text::prompt::Prompter;
 
@@ -33,30 +34,42 @@ pub struct LoadOptions {
     pub vq_dtype: DType,
     /// Storage of the language model's and `gen_head`'s linear layers.
     pub quant: Quant,
-    /// Which of the two jobs to load for (the other one's modules are left on disk).
+    /// Which jobs to load for (the other jobs' modules are left on disk).
     pub parts: Parts,
 }
 
-/// The jobs a loaded model can do. A one-job process leaves the other job's modules on disk:
-/// SigLIP, its aligner and `lm_head` (0.5 B parameters) for generation, the VQ decoder for
-/// understanding.
+/// The jobs a loaded model can do. A one-job process leaves the other jobs' modules on disk:
+/// SigLIP, its aligner and `lm_head` (0.5 B parameters) and the VQ encoder for generation, the
+/// VQ decoder and encoder for understanding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Parts {
+    /// Everything, the VQ encoder included when the checkpoint has one (a quantized checkpoint
+    /// written before the encoder was loaded has none; then only encoding is unavailable).
     #[default]
     All,
-    /// Text-to-image only (no vision encoder).
+    /// Text-to-image only (no vision encoder, no VQ encoder).
     Generation,
-    /// Image understanding only (no VQ decoder).
+    /// Image understanding only (no VQ decoder, no VQ encoder).
     Understanding,
+    /// Images to tokens and back (`janus encode`, edits): generation plus the VQ encoder, which
+    /// the checkpoint must have; no vision encoder.
+    Edit,
 }
 
 impl Parts {
+    /// Text-to-image: the generation head and the VQ decoder.
     pub fn generation(self) -> bool {
         self != Parts::Understanding
     }
 
+    /// Image understanding: SigLIP, its aligner and `lm_head`.
     pub fn understanding(self) -> bool {
-        self != Parts::Generation
+        matches!(self, Parts::All | Parts::Understanding)
+    }
+
+    /// Images to codebook indices: the VQ encoder.
+    pub fn vq_encoder(self) -> bool {
+        matches!(self, Parts::All | Parts::Edit)
     }
 }
 
@@ -85,6 +98,7 @@ pub struct Janus {
     pub(crate) gen_embed: GenEmbed,
     pub(crate) gen_head: GenHead,
     vq: Option<VqDecoder>,
+    vq_encoder: Option<VqEncoder>,
     vision: Option<VisionEncoder>,
     pub preprocess: PreprocessConfig,
     /// Tokenization and image preprocessing, shareable with threads that prepare requests.
@@ -163,6 +177,11 @@ impl Janus {
             );
         }
         let vq = opts.parts.generation().then(|| VqDecoder::load(vq_vb.pp("gen_vision_model"), &vq_cfg)).transpose()?;
+        let vq_encoder = if opts.parts.vq_encoder() {
+            Self::load_vq_encoder(&ckpt, &vq_vb, opts.parts, image_size, cfg.image_grid.grid_size)?
+        } else {
+            None
+        };
         let vision = opts
             .parts
             .understanding()
@@ -189,6 +208,7 @@ impl Janus {
             gen_embed,
             gen_head,
             vq,
+            vq_encoder,
             vision,
             preprocess,
             prompter,
@@ -198,6 +218,39 @@ impl Janus {
             quant,
             prefix_cache: PrefixCache::new(DEFAULT_PREFIX_CACHE_POSITIONS),
         })
+    }
+
+    /// The VQ encoder, when the checkpoint has one; [`Parts::Edit`] requires it. Its token grid
+    /// for a generated-size image must be the generation grid, so that encoded tokens decode
+    /// (and generate) like generated ones.
+    fn load_vq_encoder(
+        ckpt: &Checkpoint,
+        vb: &candle_nn::VarBuilder,
+        parts: Parts,
+        image_size: usize,
+        grid: usize,
+    ) -> Result<Option<VqEncoder>> {
+        let Some(enc_cfg) = VqEncoderConfig::from_checkpoint(ckpt)? else {
+            if parts == Parts::Edit {
+                return Err(Error::Weights(
+                    "the checkpoint has no VQ encoder (gen_vision_model.encoder.conv_in.weight is missing)".into(),
+                ));
+            }
+            tracing::debug!("the checkpoint has no VQ encoder; images cannot be encoded into tokens");
+            return Ok(None);
+        };
+        if image_size != grid * enc_cfg.downsample() {
+            let msg = format!(
+                "the VQ encoder downsamples by {} but the decoder upsamples the {grid}×{grid} grid to {image_size} pixels",
+                enc_cfg.downsample()
+            );
+            if parts == Parts::Edit {
+                return Err(Error::Weights(msg));
+            }
+            tracing::warn!("{msg}; the VQ encoder is not loaded");
+            return Ok(None);
+        }
+        Ok(Some(VqEncoder::load(vb.pp("gen_vision_model"), &enc_cfg)?))
     }
 
     /// Resolves `model` (directory or hub id), picks the device (`auto`, `cpu`, `cuda[:N]`) and
@@ -223,6 +276,17 @@ impl Janus {
 
     fn vq(&self) -> Result<&VqDecoder> {
         self.vq.as_ref().ok_or(Error::PartNotLoaded("VQ decoder (it was loaded for image understanding only)"))
+    }
+
+    fn vq_encoder(&self) -> Result<&VqEncoder> {
+        self.vq_encoder.as_ref().ok_or(Error::PartNotLoaded(
+            "VQ encoder (it is loaded with Parts::All or Parts::Edit, from a checkpoint that has it)",
+        ))
+    }
+
+    /// The VQ encoder's structure, when it is loaded.
+    pub fn vq_encoder_config(&self) -> Option<&VqEncoderConfig> {
+        self.vq_encoder.as_ref().map(|e| e.config())
     }
 
     /// What prepares requests for this model (tokenization, image preprocessing, lengths); a
@@ -309,5 +373,57 @@ impl Janus {
     /// tests.
     pub fn decode_raw(&self, tokens: &Tensor) -> Result<Tensor> {
         Ok(self.vq()?.decode_tokens(tokens, self.grid_size())?.to_dtype(DType::F32)?)
+    }
+
+    /// RGB images → their token grids (`grid_size()²` codebook indices each, raster order): the
+    /// ids [`Janus::decode_images`], `janus decode-tokens` and generation use. Each image is
+    /// converted to RGB (alpha dropped) and resized as a whole, without cropping or padding
+    /// (the aspect ratio is not kept, so every pixel maps back), to the generated-image square
+    /// [`Janus::image_size`] with Pillow's bicubic filter; then normalised to [-1, 1] as
+    /// x / 127.5 − 1 ([`Janus::encoder_pixels`]) and encoded one image at a time.
+    pub fn encode_image_tokens(&self, images: &[image::DynamicImage]) -> Result<Vec<Vec<u32>>> {
+        let enc = self.vq_encoder()?;
+        let mut out = Vec::with_capacity(images.len());
+        for img in images {
+            out.extend(enc.encode(&self.encoder_pixels(std::slice::from_ref(img))?)?);
+        }
+        Ok(out)
+    }
+
+    /// What [`Janus::encode_image_tokens`] feeds the encoder: `[N, 3, S, S]` f32 on the model's
+    /// device, S = [`Janus::image_size`].
+    pub fn encoder_pixels(&self, images: &[image::DynamicImage]) -> Result<Tensor> {
+        let pixels = (images.iter())
+            .map(|img| match img {
+                image::DynamicImage::ImageRgb8(rgb) => crate::edit::encoder_pixels(rgb, self.image_size),
+                other => crate::edit::encoder_pixels(&other.to_rgb8(), self.image_size),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&pixels, 0)?.to_device(&self.device)?)
+    }
+
+    /// Pixels `[N, 3, S, S]` (or one image, `[3, S, S]`) in [-1, 1], S = [`Janus::image_size`],
+    /// on any device → token grids (`grid_size()²` codebook indices each), raster order.
+    pub fn encode_pixels(&self, pixels: &Tensor) -> Result<Vec<Vec<u32>>> {
+        let pixels = self.encoder_input(pixels)?;
+        self.vq_encoder()?.encode(&pixels)
+    }
+
+    /// The encoder's latents `z` `[N, embed_dim, grid, grid]` (f32, after `quant_conv`, before
+    /// quantization) for pixels as [`Janus::encode_pixels`] takes them, for parity tests.
+    pub fn encode_raw(&self, pixels: &Tensor) -> Result<Tensor> {
+        let pixels = self.encoder_input(pixels)?;
+        Ok(self.vq_encoder()?.forward(&pixels)?.to_dtype(DType::F32)?)
+    }
+
+    /// Checks the pixels' shape; a batch of one on the model's device.
+    fn encoder_input(&self, pixels: &Tensor) -> Result<Tensor> {
+        let s = self.image_size;
+        let pixels = match pixels.dims() {
+            &[3, h, w] if (h, w) == (s, s) => pixels.unsqueeze(0)?,
+            &[_, 3, h, w] if (h, w) == (s, s) => pixels.clone(),
+            d => return Err(Error::InvalidInput(format!("the VQ encoder takes [N, 3, {s}, {s}] pixels, not {d:?}"))),
+        };
+        Ok(pixels.to_device(&self.device)?)
     }
 }

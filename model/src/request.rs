@@ -12,8 +12,11 @@ use crate::text::constraint::ConstraintSpec;
 /// A text answer's parameters, validated ([`TextAsk::validate`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextParams {
-    /// Most tokens to generate; `None`: the reference's 512, or what fits in the context.
+    /// Most tokens to generate; `None`: `default_max_new_tokens`, or what fits in the context.
     pub max_new_tokens: Option<usize>,
+    /// What `max_new_tokens: None` stands for, where the context has room (the reference's 512;
+    /// a caption's [`CAPTION_MAX_TOKENS`]).
+    pub default_max_new_tokens: usize,
     /// Temperature 0 (the default) is greedy, as in the reference.
     pub sampling: SamplingParams,
     pub seed: u64,
@@ -32,6 +35,7 @@ impl Default for TextParams {
     fn default() -> Self {
         Self {
             max_new_tokens: None,
+            default_max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
             sampling: SamplingParams { temperature: DEFAULT_TEXT_TEMPERATURE, ..Default::default() },
             seed: 0,
             stop: Vec::new(),
@@ -198,7 +202,17 @@ impl TextAsk {
         };
         penalties.validate()?;
         let constraint = self.constraint;
-        Ok(TextParams { max_new_tokens, sampling, seed, stop: self.stop, logprobs, penalties, constraint })
+        let default_max_new_tokens = DEFAULT_MAX_NEW_TOKENS;
+        Ok(TextParams {
+            max_new_tokens,
+            default_max_new_tokens,
+            sampling,
+            seed,
+            stop: self.stop,
+            logprobs,
+            penalties,
+            constraint,
+        })
     }
 }
 

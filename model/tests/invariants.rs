@@ -9,7 +9,7 @@ use janus::modules::llm::LlmCache;
 use janus::{ImageJob, Janus, SamplingParams, T2iBatch};
 
 fn job(model: &Janus, prompt: &str, params: SamplingParams, seed: u64) -> ImageJob {
-    ImageJob { prompt_ids: model.tokenizer.t2i_prompt_ids(prompt).unwrap(), params, seed }
+    ImageJob { prompt_ids: model.tokenizer.t2i_prompt_ids(prompt).unwrap(), params, seed, forced: None }
 }
 
 /// Steps a batch to the end, returning the tokens and every step's hidden states.

@@ -38,7 +38,7 @@ fn check_prompt(model: &Janus, g: &Golden, pi: usize, variant: &str) {
     let saved: Vec<usize> = ids(&g.json["saved_steps"]).into_iter().map(|s| s as usize).collect();
     assert!(!saved.is_empty(), "{variant}: the golden saves no steps");
 
-    let jobs = vec![ImageJob { prompt_ids: cond, params: greedy(), seed: 0 }];
+    let jobs = vec![ImageJob { prompt_ids: cond, params: greedy(), seed: 0, forced: None }];
     let mut batch = T2iBatch::new(model, jobs).unwrap();
     let (mut step, mut checked) = (0, 0);
     while !batch.is_done() {

@@ -6,7 +6,7 @@
 //!
 //! | target | what it drives |
 //! | --- | --- |
-//! | `images_generations` | `ApiJson` parsing of `ImageGenerationRequest`, `images::plan`, `images::check_size`, the prompt's tokens (`ImagesRequest::new`) |
+//! | `images_generations` | `ApiJson` parsing of `ImageGenerationRequest`, `images::plan`, `images::output`, the prompt's tokens (`ImagesRequest::new`) |
 //! | `chat_completions` | `ApiJson` parsing of `ChatCompletionRequest`, `chat::plan` (with `TextAsk::validate` and the request limits), `Preparer::chat` (template, tokens, lengths, data-URL images read, decoded within an image memory budget and preprocessed) |
 //! | `describe_multipart` | axum's `Multipart` extractor on the raw body, `describe::describe_form`, `TextAsk::validate`, `Preparer::chat` with the upload |
 //! | `data_url` | `image_input::ImageSource::parse` and `image_input::decode_base64` |
@@ -95,7 +95,7 @@ pub fn images_generations(data: &[u8]) {
     let Some(req) = check(parse_json::<ImageGenerationRequest>(data)) else { return };
     for cfg in [HttpConfig::default(), HttpConfig { max_batch_images: 3, ..HttpConfig::default() }] {
         if let Some(plan) = check(images::plan(&req, &cfg)) {
-            check(images::check_size(req.size.as_deref(), IMAGE_SIZE));
+            check(images::output(&req, IMAGE_SIZE));
             check(ImagesRequest::new(prompter(), plan.request).map_err(ApiError::from));
         }
     }

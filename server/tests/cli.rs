@@ -78,6 +78,57 @@ fn generates_pngs_of_native_size_and_decodes_tokens_back() {
 }
 
 #[test]
+fn encodes_images_into_tokens_that_decode_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny/images");
+    let tokens = tmp.path().join("tokens.json");
+    let stderr = run_ok(
+        janus()
+            .args(["encode", "--model", &tiny()])
+            .arg("--image")
+            .arg(images.join("square.png"))
+            .arg("--image")
+            .arg(images.join("wide.png"))
+            .arg("--tokens-out")
+            .arg(&tokens),
+    );
+    assert!(stderr.contains("2 token grid(s)"), "{stderr}");
+    let toks: Vec<Vec<u32>> = serde_json::from_str(&std::fs::read_to_string(&tokens).unwrap()).unwrap();
+    assert_eq!(toks.len(), 2);
+    assert!(toks.iter().all(|t| t.len() == 64 && t.iter().all(|&x| x < 128)), "{toks:?}");
+    assert_ne!(toks[0], toks[1]);
+
+    let dir = tmp.path().join("decoded");
+    run_ok(janus().args(["decode-tokens", "--model", &tiny()]).arg("--tokens").arg(&tokens).arg("--out").arg(&dir));
+    for name in ["0000.png", "0001.png"] {
+        let img = image::load_from_memory(&std::fs::read(dir.join(name)).unwrap()).unwrap();
+        assert_eq!((img.width(), img.height()), (32, 32), "{name}");
+    }
+
+    // Env vars work as flags, and the same image gives the same tokens.
+    let again = tmp.path().join("again.json");
+    run_ok(
+        janus()
+            .arg("encode")
+            .env("JANUS_MODEL", tiny())
+            .env("JANUS_IMAGE", images.join("square.png"))
+            .env("JANUS_TOKENS_OUT", &again),
+    );
+    let one: Vec<Vec<u32>> = serde_json::from_str(&std::fs::read_to_string(&again).unwrap()).unwrap();
+    assert_eq!(one, vec![toks[0].clone()]);
+
+    let e = run_err(
+        janus()
+            .args(["encode", "--model", &tiny()])
+            .arg("--image")
+            .arg(tmp.path().join("missing.png"))
+            .arg("--tokens-out")
+            .arg(&again),
+    );
+    assert!(e.contains("missing.png"), "{e}");
+}
+
+#[test]
 fn bad_input_gives_one_line_and_nonzero_exit() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("x.png");

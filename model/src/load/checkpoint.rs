@@ -401,6 +401,9 @@ fn to_transformers_name(orig: &str) -> Stored {
         return Stored::One(format!("model.generation_head.vision_head.{rest}"));
     }
     if let Some(rest) = orig.strip_prefix("gen_vision_model.") {
+        // Decoder and encoder alike; `attn`, `downsample.conv`, `upsample.conv`, `nin_shortcut`,
+        // `norm_out`, `conv_in/out`, `quant_conv`, `post_quant_conv` and `quantize.embedding`
+        // keep their names.
         let rest = rest
             .replacen("decoder.conv_blocks.", "decoder.up.", 1)
             .replacen("encoder.conv_blocks.", "encoder.down.", 1)
@@ -443,6 +446,33 @@ mod tests {
             one("gen_vision_model.decoder.conv_blocks.0.attn.2.proj_out.bias"),
             "model.vqmodel.decoder.up.0.attn.2.proj_out.bias"
         );
+        // The VQ encoder: `conv_blocks` → `down`, `res` → `block`, `mid.0/1/2` → `block_1/attn_1/block_2`;
+        // `attn`, `downsample.conv`, `nin_shortcut`, `quant_conv` and `quantize.embedding` as they are.
+        assert_eq!(
+            one("gen_vision_model.encoder.conv_blocks.2.res.0.nin_shortcut.weight"),
+            "model.vqmodel.encoder.down.2.block.0.nin_shortcut.weight"
+        );
+        assert_eq!(
+            one("gen_vision_model.encoder.conv_blocks.4.attn.1.proj_out.bias"),
+            "model.vqmodel.encoder.down.4.attn.1.proj_out.bias"
+        );
+        assert_eq!(
+            one("gen_vision_model.encoder.conv_blocks.0.downsample.conv.weight"),
+            "model.vqmodel.encoder.down.0.downsample.conv.weight"
+        );
+        assert_eq!(
+            one("gen_vision_model.encoder.mid.0.norm1.weight"),
+            "model.vqmodel.encoder.mid.block_1.norm1.weight"
+        );
+        assert_eq!(one("gen_vision_model.encoder.mid.1.q.bias"), "model.vqmodel.encoder.mid.attn_1.q.bias");
+        assert_eq!(
+            one("gen_vision_model.encoder.mid.2.conv2.weight"),
+            "model.vqmodel.encoder.mid.block_2.conv2.weight"
+        );
+        assert_eq!(one("gen_vision_model.encoder.conv_in.weight"), "model.vqmodel.encoder.conv_in.weight");
+        assert_eq!(one("gen_vision_model.encoder.norm_out.bias"), "model.vqmodel.encoder.norm_out.bias");
+        assert_eq!(one("gen_vision_model.quant_conv.weight"), "model.vqmodel.quant_conv.weight");
+        assert_eq!(one("gen_vision_model.quantize.embedding.weight"), "model.vqmodel.quantize.embedding.weight");
         assert_eq!(
             one("vision_model.vision_tower.blocks.5.attn.qkv.weight"),
             "model.vision_model.encoder.layers.5.self_attn.q_proj.weight+model.vision_model.encoder.layers.5.self_attn.k_proj.weight+model.vision_model.encoder.layers.5.self_attn.v_proj.weight"

@@ -8,7 +8,8 @@
 //! | `llm.rs` | the LLaMA language model and its KV caches |
 //! | `vision.rs` | the SigLIP encoder and its aligner (understanding) |
 //! | `gen.rs` | the generation embedding, aligner and head |
-//! | `vq.rs` | the VQ-16 decoder |
+//! | `vq.rs` | the VQ-16 decoder, and the blocks it shares with the encoder |
+//! | `vq_encoder.rs` | the VQ-16 encoder and quantizer (image → codebook indices) |
 
 pub mod gen;
 pub mod linear;
@@ -17,3 +18,4 @@ pub mod llm;
 pub mod quant;
 pub mod vision;
 pub mod vq;
+pub mod vq_encoder;

@@ -1,4 +1,6 @@
-//! The VQ image detokenizer: LlamaGen VQ-16 (`gen_vision_model`), decoder side.
+//! The VQ image detokenizer: LlamaGen VQ-16 (`gen_vision_model`), decoder side, and the blocks
+//! it shares with the encoder ([`crate::modules::vq_encoder`]): convolutions, GroupNorm + swish,
+//! residual and attention blocks.
 //!
 //! Reference: deepseek-ai/Janus `janus/models/vq_model.py` (`VQModel.decode_code`, `Decoder`,
 //! `ResnetBlock`, `AttnBlock`, `Upsample`, `VectorQuantizer.get_codebook_entry`), and
@@ -90,7 +92,7 @@ impl VqConfig {
 
 /// A "same" convolution with bias (every convolution of the decoder is one): on the CPU in f32
 /// through [`same_conv2d`], elsewhere through candle's conv2d.
-struct Conv2d(candle_nn::Conv2d);
+pub(super) struct Conv2d(candle_nn::Conv2d);
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -101,26 +103,26 @@ impl Module for Conv2d {
     }
 }
 
-fn conv(cin: usize, cout: usize, k: usize, vb: VarBuilder) -> Result<Conv2d> {
+pub(super) fn conv(cin: usize, cout: usize, k: usize, vb: VarBuilder) -> Result<Conv2d> {
     let cfg = Conv2dConfig { padding: k / 2, ..Default::default() };
     Ok(Conv2d(conv2d(cin, cout, k, cfg, vb)?))
 }
 
 /// GroupNorm(32, eps 1e-6), optionally followed by swish (SiLU), as the decoder always pairs
 /// them: on the CPU in f32 as one fused kernel, elsewhere through candle's ops.
-struct Norm {
+pub(super) struct Norm {
     gn: GroupNorm,
     weight: Tensor,
     bias: Tensor,
 }
 
 impl Norm {
-    fn load(vb: VarBuilder, c: usize) -> Result<Self> {
+    pub(super) fn load(vb: VarBuilder, c: usize) -> Result<Self> {
         let (weight, bias) = (vb.get(c, "weight")?, vb.get(c, "bias")?);
         Ok(Self { gn: GroupNorm::new(weight.clone(), bias.clone(), c, GROUPS, EPS)?, weight, bias })
     }
 
-    fn forward(&self, x: &Tensor, swish: bool) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor, swish: bool) -> Result<Tensor> {
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             return Ok(group_norm(x, &self.weight, &self.bias, GROUPS, EPS, swish)?);
         }
@@ -129,7 +131,7 @@ impl Norm {
     }
 }
 
-struct ResnetBlock {
+pub(super) struct ResnetBlock {
     norm1: Norm,
     conv1: Conv2d,
     norm2: Norm,
@@ -138,7 +140,7 @@ struct ResnetBlock {
 }
 
 impl ResnetBlock {
-    fn load(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
+    pub(super) fn load(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
         Ok(Self {
             norm1: Norm::load(vb.pp("norm1"), cin)?,
             conv1: conv(cin, cout, 3, vb.pp("conv1"))?,
@@ -148,7 +150,7 @@ impl ResnetBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward(x, true)?)?;
         let h = self.conv2.forward(&self.norm2.forward(&h, true)?)?;
         let shortcut = match &self.nin_shortcut {
@@ -160,7 +162,7 @@ impl ResnetBlock {
 }
 
 /// Single-head spatial self-attention with 1×1 convolutions.
-struct AttnBlock {
+pub(super) struct AttnBlock {
     norm: Norm,
     q: Conv2d,
     k: Conv2d,
@@ -169,7 +171,7 @@ struct AttnBlock {
 }
 
 impl AttnBlock {
-    fn load(vb: VarBuilder, c: usize) -> Result<Self> {
+    pub(super) fn load(vb: VarBuilder, c: usize) -> Result<Self> {
         Ok(Self {
             norm: Norm::load(vb.pp("norm"), c)?,
             q: conv(c, c, 1, vb.pp("q"))?,
@@ -179,7 +181,7 @@ impl AttnBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let n = self.norm.forward(x, false)?;
         let q = self.q.forward(&n)?.reshape((b, c, h * w))?.transpose(1, 2)?; // [b, hw, c]
@@ -192,9 +194,41 @@ impl AttnBlock {
     }
 }
 
-struct Level {
+/// The residual blocks of one level (`res.{j}`), each followed by its attention block
+/// (`attn.{j}`) where there is one: how every level of the encoder and of the decoder runs.
+pub(super) struct Blocks {
     res: Vec<ResnetBlock>,
     attn: Vec<AttnBlock>,
+}
+
+impl Blocks {
+    /// `res` holds the (in, out) channels of each residual block; the attention blocks work on
+    /// the last block's output channels (`c` when there is no residual block).
+    pub(super) fn load(vb: &VarBuilder, res: &[(usize, usize)], attn: usize, c: usize) -> Result<Self> {
+        let out_c = res.last().map(|r| r.1).unwrap_or(c);
+        Ok(Self {
+            res: res
+                .iter()
+                .enumerate()
+                .map(|(j, &(cin, cout))| ResnetBlock::load(vb.pp(format!("res.{j}")), cin, cout))
+                .collect::<Result<_>>()?,
+            attn: (0..attn).map(|j| AttnBlock::load(vb.pp(format!("attn.{j}")), out_c)).collect::<Result<_>>()?,
+        })
+    }
+
+    pub(super) fn forward(&self, mut h: Tensor) -> Result<Tensor> {
+        for (j, res) in self.res.iter().enumerate() {
+            h = res.forward(&h)?;
+            if let Some(a) = self.attn.get(j) {
+                h = a.forward(&h)?;
+            }
+        }
+        Ok(h)
+    }
+}
+
+struct Level {
+    blocks: Blocks,
     upsample: Option<Conv2d>,
 }
 
@@ -226,17 +260,10 @@ impl VqDecoder {
             .enumerate()
             .map(|(k, l)| {
                 let lb = d.pp(format!("conv_blocks.{k}"));
-                let res = l
-                    .res
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &(cin, cout))| ResnetBlock::load(lb.pp(format!("res.{j}")), cin, cout))
-                    .collect::<Result<Vec<_>>>()?;
+                let blocks = Blocks::load(&lb, &l.res, l.attn, m)?;
                 let out_c = l.res.last().map(|r| r.1).unwrap_or(m);
-                let attn =
-                    (0..l.attn).map(|j| AttnBlock::load(lb.pp(format!("attn.{j}")), out_c)).collect::<Result<_>>()?;
                 let upsample = if l.upsample { Some(conv(out_c, out_c, 3, lb.pp("upsample.conv"))?) } else { None };
-                Ok(Level { res, attn, upsample })
+                Ok(Level { blocks, upsample })
             })
             .collect::<Result<Vec<_>>>()?;
         let last_c = cfg.levels.last().and_then(|l| l.res.last()).map(|r| r.1).unwrap_or(m);
@@ -285,12 +312,7 @@ impl VqDecoder {
         h = self.mid.1.forward(&h)?;
         h = self.mid.2.forward(&h)?;
         for level in &self.levels {
-            for (j, res) in level.res.iter().enumerate() {
-                h = res.forward(&h)?;
-                if let Some(a) = level.attn.get(j) {
-                    h = a.forward(&h)?;
-                }
-            }
+            h = level.blocks.forward(h)?;
             if let Some(up) = &level.upsample {
                 let (_, _, hh, ww) = h.dims4()?;
                 h = up.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;

@@ -21,7 +21,6 @@ use image::DynamicImage;
 use crate::error::{Error, Field, Invalid, Result};
 use crate::input::preprocess::{ImageProbe, PreprocessConfig};
 use crate::input::tokenizer::JanusTokenizer;
-use crate::limits::DEFAULT_MAX_NEW_TOKENS;
 use crate::load::config::JanusConfig;
 use crate::load::hub::ModelFiles;
 use crate::request::TextParams;
@@ -178,7 +177,7 @@ impl Prompter {
             Some(n) if n > room => Err(Error::PromptTooLong { tokens: prompt_tokens, max: max_ctx.saturating_sub(n) }),
             Some(n) => Ok(n),
             None if room == 0 => Err(Error::PromptTooLong { tokens: prompt_tokens, max: max_ctx - 1 }),
-            None => Ok(room.min(DEFAULT_MAX_NEW_TOKENS)),
+            None => Ok(room.min(params.default_max_new_tokens)),
         }
     }
 
@@ -341,6 +340,7 @@ mod tests {
 
     use super::*;
     use crate::input::tokenizer::IMAGE_PLACEHOLDER;
+    use crate::limits::DEFAULT_MAX_NEW_TOKENS;
     use crate::text::conversation::{Message, Part, Role};
 
     fn prompter() -> Prompter {

@@ -5,6 +5,7 @@
 //! | `mod.rs` | [`Cli`], [`Command`], logging, dispatch; a field error worded with its flag |
 //! | `generate.rs` | `janus generate` |
 //! | `decode.rs` | `janus decode-tokens` |
+//! | `encode.rs` | `janus encode` |
 //! | `describe.rs` | `janus describe` |
 //! | `quantize.rs` | `janus quantize` |
 //! | `output.rs` | PNG and token files out |
@@ -14,6 +15,7 @@
 
 mod decode;
 mod describe;
+mod encode;
 mod generate;
 mod output;
 mod quantize;
@@ -24,6 +26,7 @@ use janus::{Field, Invalid};
 
 pub use decode::DecodeArgs;
 pub use describe::DescribeArgs;
+pub use encode::EncodeArgs;
 pub use generate::GenerateArgs;
 pub use quantize::QuantizeArgs;
 
@@ -51,6 +54,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Turn image tokens (as written by `generate --tokens-out`) back into PNGs.
     DecodeTokens(DecodeArgs),
+    /// Turn images into image tokens (the VQ encoder), in the file `decode-tokens` reads.
+    Encode(EncodeArgs),
     /// Describe an image, or answer a question about it (image understanding).
     Describe(DescribeArgs),
     /// Time text-to-image generation (prefill, per-step latency, VQ decode, memory).
@@ -93,6 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(a),
         Command::DecodeTokens(a) => decode::run(a),
+        Command::Encode(a) => encode::run(a),
         Command::Describe(a) => describe::run(a),
         Command::Bench(a) => crate::bench::run(a),
         Command::Serve(a) => crate::http::run(a),

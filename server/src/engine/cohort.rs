@@ -4,8 +4,10 @@
 //! than one chunk.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use image::RgbImage;
+use janus::edit::ForcedTokens;
 use janus::{ImageJob, Janus, T2iBatch};
 use tokio::sync::mpsc;
 
@@ -32,8 +34,18 @@ impl Member {
         req: ImagesRequest,
         tx: mpsc::Sender<ImageEvent>,
     ) -> Result<(Self, Vec<ImageJob>), (mpsc::Sender<ImageEvent>, EngineError)> {
-        let ImagesRequest { request: req, prompt_ids } = req;
-        match guarded(|| model.image_jobs(prompt_ids, req.n, req.seed, req.params)) {
+        let ImagesRequest { request: req, prompt_ids, edit } = req;
+        let jobs = || {
+            let mut jobs = model.image_jobs(prompt_ids, req.n, req.seed, req.params)?;
+            if let Some(edit) = edit {
+                // The input's tokens, kept wherever the mask leaves them.
+                let tokens = model.encode_pixels(&edit.pixels.unsqueeze(0)?)?.pop().unwrap_or_default();
+                let forced = Arc::new(ForcedTokens::new(tokens, edit.editable)?);
+                jobs.iter_mut().for_each(|j| j.forced = Some(forced.clone()));
+            }
+            Ok(jobs)
+        };
+        match guarded(jobs) {
             Ok(jobs) => {
                 let total = model.num_image_tokens();
                 let p = req.partial_images;

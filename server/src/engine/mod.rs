@@ -42,18 +42,28 @@ use crate::admission::Reservation;
 pub use janus::ImageRequest;
 
 /// An image request ready for the engine: validated, its prompt tokenized and checked
-/// (`janus::Prompter::t2i_prompt_ids`).
-#[derive(Debug, Clone, PartialEq)]
+/// (`janus::Prompter::t2i_prompt_ids`); for an edit, the image to keep where it is not editable.
+#[derive(Debug, Clone)]
 pub struct ImagesRequest {
     pub request: ImageRequest,
     pub prompt_ids: Vec<u32>,
+    pub edit: Option<EditInput>,
+}
+
+/// What an edit keeps: the input image as the VQ encoder's input (`[3, S, S]` in [-1, 1],
+/// `janus::edit::encoder_pixels`), and per token of the grid whether it is drawn
+/// (`janus::edit::editable_grid`). The engine encodes the image and forces the kept tokens.
+#[derive(Debug, Clone)]
+pub struct EditInput {
+    pub pixels: janus::Tensor,
+    pub editable: Vec<bool>,
 }
 
 impl ImagesRequest {
     /// `request` with its prompt tokenized and checked by `prompter`.
     pub fn new(prompter: &Prompter, request: ImageRequest) -> janus::Result<Self> {
         let prompt_ids = prompter.t2i_prompt_ids(&request.prompt)?;
-        Ok(Self { request, prompt_ids })
+        Ok(Self { request, prompt_ids, edit: None })
     }
 }
 

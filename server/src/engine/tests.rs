@@ -132,7 +132,7 @@ fn bad_requests_fail_alone_and_the_engine_keeps_serving() {
     let long = ImageRequest { prompt: "word ".repeat(300), ..image_req("x", 1, 0, 0).request };
     assert!(matches!(ImagesRequest::new(&prompter(), long.clone()), Err(janus::Error::PromptTooLong { .. })));
     // Tokens that skipped preparation are checked again: the request fails alone.
-    let mut rx = e.submit_images(ImagesRequest { request: long, prompt_ids: vec![1; 300] }).unwrap();
+    let mut rx = e.submit_images(ImagesRequest { request: long, prompt_ids: vec![1; 300], edit: None }).unwrap();
     match rx.blocking_recv() {
         Some(ImageEvent::Failed(EngineError::PromptTooLong { tokens, max })) => assert!(tokens > max),
         other => panic!("expected a prompt-too-long failure, got {other:?}"),

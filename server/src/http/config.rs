@@ -26,6 +26,9 @@ pub const DEFAULT_FILE_TTL_SECS: u64 = 3600;
 pub const DEFAULT_MAX_FILES: usize = 256;
 /// `--response-store-size`: responses kept for `previous_response_id`.
 pub const DEFAULT_RESPONSE_STORE_SIZE: usize = 1024;
+/// The square sides `size` may ask for besides the model's own (OpenAI's square sizes); the
+/// images are resized to them, not generated at them.
+pub const OUTPUT_SIDES: [u32; 3] = [256, 512, 1024];
 /// `--max-streams`.
 pub const DEFAULT_MAX_STREAMS: usize = 64;
 /// `--max-concurrent-requests` (TGI's default).

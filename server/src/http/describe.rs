@@ -1,17 +1,19 @@
 //! `POST /v1/images/describe`: a multipart upload (`image`, optional `question` and
 //! `max_tokens`) → the model's answer about the image (for `curl -F image=@photo.jpg`).
 
+use axum::body::Bytes;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::Json;
-use janus::limits::DEFAULT_QUESTION;
+use janus::limits::{CAPTION_MAX_TOKENS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_QUESTION};
 use janus::{Conversation, Message, Part, TextAsk};
 
 use super::error::{CommonErrors, ErrorResponse};
 use super::image_input::ImageSource;
 use super::prepare::{self, PendingImage};
 use super::types::{finish_reason, DescribeForm, DescribeResponse, Usage};
-use super::{ApiError, AppState};
+use super::{blocking, ApiError, AppState};
+use crate::engine::AnswerOutput;
 
 fn form_error(e: MultipartError, limit: usize) -> ApiError {
     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -97,17 +99,63 @@ pub async fn describe(
         describe_form(form, state.cfg.max_body_bytes).await?;
     let (chars, max_chars) = (question.chars().count(), state.cfg.limits.max_message_chars);
     ApiError::check_count("question", chars, max_chars, "characters", "--max-message-chars")?;
-    let info = state.model_info()?;
-    let params = TextAsk { max_tokens: max_tokens_given, ..TextAsk::default() }.validate(info.context_length)?;
-    let image = PendingImage { source: ImageSource::Upload(image), param: "image".into() };
-    let conversation = Conversation::new(vec![Message::user(vec![Part::Image(image), Part::Text(question)])]);
-    let request = prepare::chat(&state, conversation, params).await?;
-    let mut out = state.engine.chat(request).await?;
-    let usage = Usage::new(out.prompt_tokens, out.completion_tokens(), out.cached_tokens);
-    let answer = out.answers.pop().unwrap_or_default();
+    let (answer, usage) = answer(&state, image, question, max_tokens_given, DEFAULT_MAX_NEW_TOKENS).await?;
     Ok(Json(DescribeResponse {
         text: answer.text,
         finish_reason: finish_reason(answer.finish_reason.unwrap_or(janus::FinishReason::Cancelled)).into(),
         usage,
     }))
+}
+
+/// The model's greedy answer to `question` about an uploaded image: at most `max_tokens`, or
+/// when not given at most `default_max_tokens` where the context has room.
+async fn answer(
+    state: &AppState,
+    image: Bytes,
+    question: String,
+    max_tokens: Option<i64>,
+    default_max_tokens: usize,
+) -> Result<(AnswerOutput, Usage), ApiError> {
+    let info = state.model_info()?;
+    let mut params = TextAsk { max_tokens, ..TextAsk::default() }.validate(info.context_length)?;
+    params.default_max_new_tokens = default_max_tokens;
+    let image = PendingImage { source: ImageSource::Upload(image), param: "image".into() };
+    let conversation = Conversation::new(vec![Message::user(vec![Part::Image(image), Part::Text(question)])]);
+    let request = prepare::chat(state, conversation, params).await?;
+    let mut out = state.engine.chat(request).await?;
+    let usage = Usage::new(out.prompt_tokens, out.completion_tokens(), out.cached_tokens);
+    Ok((out.answers.pop().unwrap_or_default(), usage))
+}
+
+/// A text-to-image prompt from what the image shows, in the model's own words (its greedy answer
+/// to [`DEFAULT_QUESTION`], at most [`CAPTION_MAX_TOKENS`] tokens, on one line), after
+/// `instruction` when one is given: what variations and edits without a mask are drawn from. The
+/// description loses words from its end until the prompt fits the model's context with the
+/// image; an empty one stands as "an image".
+pub async fn caption_prompt(state: &AppState, image: Bytes, instruction: Option<String>) -> Result<String, ApiError> {
+    let (answer, _) = answer(state, image, DEFAULT_QUESTION.into(), None, CAPTION_MAX_TOKENS).await?;
+    let mut words: Vec<String> = answer.text.split_whitespace().map(str::to_string).collect();
+    if words.is_empty() {
+        words.push("an image".into());
+    }
+    let prompter = state.prompter()?;
+    blocking(move || {
+        let prompt = |k: usize| match &instruction {
+            Some(i) => format!("{i}. {}", words[..k].join(" ")),
+            None => words[..k].join(" "),
+        };
+        let fits = |k: usize| prompter.t2i_prompt_ids(&prompt(k)).is_ok();
+        // The most words that fit (at least one: a prompt that cannot fit is refused later).
+        let (mut lo, mut hi) = (1, words.len());
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        prompt(lo)
+    })
+    .await
 }

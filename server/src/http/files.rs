@@ -15,6 +15,7 @@ use super::{ApiError, AppState};
 
 struct Entry {
     bytes: Bytes,
+    content_type: &'static str,
     expires: Instant,
 }
 
@@ -36,8 +37,8 @@ impl FileStore {
         Self { max_files: max_files.max(1), ttl, inner: Mutex::new(Inner::default()) }
     }
 
-    /// Stores PNG bytes and returns the new id.
-    pub fn insert(&self, png: Vec<u8>) -> String {
+    /// Stores an encoded image and returns the new id.
+    pub fn insert(&self, bytes: Vec<u8>, content_type: &'static str) -> String {
         let id = super::random_id("img-");
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -47,17 +48,17 @@ impl FileStore {
                 inner.entries.remove(&old);
             }
         }
-        inner.entries.insert(id.clone(), Entry { bytes: Bytes::from(png), expires: now + self.ttl });
+        inner.entries.insert(id.clone(), Entry { bytes: Bytes::from(bytes), content_type, expires: now + self.ttl });
         inner.order.push_back(id.clone());
         id
     }
 
-    /// The bytes and the time left, unless unknown or expired.
-    pub fn get(&self, id: &str) -> Option<(Bytes, Duration)> {
+    /// The bytes, their content type and the time left, unless unknown or expired.
+    pub fn get(&self, id: &str) -> Option<(Bytes, &'static str, Duration)> {
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         Self::purge(&mut inner, now);
-        inner.entries.get(id).map(|e| (e.bytes.clone(), e.expires - now))
+        inner.entries.get(id).map(|e| (e.bytes.clone(), e.content_type, e.expires - now))
     }
 
     pub fn ttl(&self) -> Duration {
@@ -90,12 +91,13 @@ impl FileStore {
     tag = "images",
     params(("id" = String, Path, description = "The id from an image URL")),
     responses(
-        (status = 200, description = "The PNG", content_type = "image/png", body = Vec<u8>),
+        (status = 200, description = "The image (PNG, JPEG or WebP, as its request's `output_format`)",
+            content_type = "image/png", body = Vec<u8>),
         (status = 404, description = "Unknown or expired id", body = super::error::ErrorResponse),
     )
 )]
 pub async fn content(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let Some((bytes, left)) = state.files.get(&id) else {
+    let Some((bytes, content_type, left)) = state.files.get(&id) else {
         return Err(ApiError::not_found(format!(
             "no file `{id}`: unknown, or expired (images are kept {} s)",
             state.files.ttl().as_secs()
@@ -103,7 +105,7 @@ pub async fn content(State(state): State<AppState>, Path(id): Path<String>) -> R
     };
     let mut resp = Response::new(Body::from(bytes));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_str(&format!("private, max-age={}", left.as_secs())).expect("ascii"),

@@ -15,6 +15,7 @@ use janus::limits::MAX_IMAGES_PER_REQUEST;
 use janus::{ImageAsk, ImageRequest};
 
 use super::error::{ApiJson, CommonErrors, ErrorResponse};
+use super::image_output::ImageOutput;
 use super::types::{
     ImageCompletedEvent, ImageData, ImageGenerationRequest, ImagePartialEvent, ImageUsage, ImagesResponse,
     InputTokensDetails,
@@ -32,16 +33,7 @@ pub struct Plan {
 
 /// Checks every field of an image request against its limit (the handler's first step).
 pub fn plan(req: &ImageGenerationRequest, cfg: &HttpConfig) -> Result<Plan, ApiError> {
-    let url = match req.response_format.as_deref() {
-        None | Some("b64_json") => false,
-        Some("url") => true,
-        Some(other) => {
-            return Err(ApiError::field("response_format", format!("must be `b64_json` or `url`; got `{other}`")))
-        }
-    };
-    if let Some(f) = req.output_format.as_deref().filter(|f| *f != "png") {
-        return Err(ApiError::unsupported("output_format", format!("only `png` is produced; got `{f}`")));
-    }
+    let url = wants_url(req.response_format.as_deref())?;
     let stream = req.stream.unwrap_or(false);
     let ask = ImageAsk {
         prompt: req.prompt.clone(),
@@ -54,25 +46,33 @@ pub fn plan(req: &ImageGenerationRequest, cfg: &HttpConfig) -> Result<Plan, ApiE
         greedy: false,
         partial_images: req.partial_images,
     };
-    let max_n = MAX_IMAGES_PER_REQUEST.min(cfg.max_batch_images);
-    let source = (max_n < MAX_IMAGES_PER_REQUEST).then_some("this server's --max-batch-images");
-    let mut request = ask.validate_limited(max_n, source)?;
+    let mut request = validate(ask, cfg)?;
     if !stream {
         request.partial_images = 0;
     }
     Ok(Plan { request, stream, url })
 }
 
-/// `size` against the loaded model's native size.
-pub fn check_size(size: Option<&str>, image_size: usize) -> Result<String, ApiError> {
-    let native = format!("{image_size}x{image_size}");
-    match size {
-        None | Some("auto") => Ok(native),
-        Some(s) if s == native => Ok(native),
-        Some(s) => {
-            Err(ApiError::field("size", format!("must be `auto` or `{native}` (the model's native size); got `{s}`")))
-        }
+/// `response_format`: `b64_json` (the default) or `url` (true).
+pub fn wants_url(response_format: Option<&str>) -> Result<bool, ApiError> {
+    match response_format {
+        None | Some("b64_json") => Ok(false),
+        Some("url") => Ok(true),
+        Some(other) => Err(ApiError::field("response_format", format!("must be `b64_json` or `url`; got `{other}`"))),
     }
+}
+
+/// An image request's fields against their limits, `n` against this server's batch too.
+pub fn validate(ask: ImageAsk, cfg: &HttpConfig) -> Result<ImageRequest, ApiError> {
+    let max_n = MAX_IMAGES_PER_REQUEST.min(cfg.max_batch_images);
+    let source = (max_n < MAX_IMAGES_PER_REQUEST).then_some("this server's --max-batch-images");
+    Ok(ask.validate_limited(max_n, source)?)
+}
+
+/// The request's `size`, `output_format` and `output_compression` against the model's native
+/// side.
+pub fn output(req: &ImageGenerationRequest, image_size: usize) -> Result<ImageOutput, ApiError> {
+    ImageOutput::parse(req.size.as_deref(), req.output_format.as_deref(), req.output_compression, image_size)
 }
 
 /// Generate images from a prompt (OpenAI's Images API). With `stream: true`, server-sent events:
@@ -89,7 +89,8 @@ pub fn check_size(size: Option<&str>, image_size: usize) -> Result<String, ApiEr
         (status = 200, description = "The images (JSON), or with `stream: true` an event stream of \
             `image_generation.partial_image` (ImagePartialEvent) and `image_generation.completed` \
             (ImageCompletedEvent) events", body = ImagesResponse,
-            headers(("x-seed" = u64, description = "The seed used"))),
+            headers(("x-seed" = u64, description = "The seed used"),
+                ("x-native-size" = String, description = "The size the model draws (`384x384`); other sizes are resized from it"))),
         (status = 400, description = "A field is invalid (named in `param`), or the prompt does not \
             fit in the context", body = ErrorResponse),
         (status = 429, description = "Queue full, or --max-streams streams or --max-concurrent-requests \
@@ -104,26 +105,43 @@ pub async fn generate(
 ) -> Result<Response, ApiError> {
     let Plan { request, stream, url } = plan(&req, &state.cfg)?;
     let info = state.model_info()?;
-    let size = check_size(req.size.as_deref(), info.image_size)?;
+    let output = output(&req, info.image_size)?;
     let (n, seed) = (request.n, request.seed);
     tracing::info!(n, seed, stream, "images");
     let request = prepare::images(&state, request).await?;
-    let mut resp = if stream {
+    if stream {
         let slot = state.stream_slot()?;
         let events = state.engine.generate_images_stream(request)?;
-        let ctx = StreamCtx { n, seed, size, created: unix_now() };
-        Sse::new(sse::hold(image_events(events, ctx), slot)).keep_alive(KeepAlive::default()).into_response()
-    } else {
-        let out = state.engine.generate_images(request).await?;
-        let base = url.then(|| base_url(&state.cfg, &headers));
-        respond_images(&state, out, seed, size, base).await?
-    };
-    resp.headers_mut().insert("x-seed", HeaderValue::from(seed));
-    Ok(resp)
+        let ctx = StreamCtx { n, seed, output, created: unix_now() };
+        let resp = Sse::new(sse::hold(image_events(events, ctx), slot)).keep_alive(KeepAlive::default());
+        return Ok(with_image_headers(resp.into_response(), seed, &output));
+    }
+    let out = state.engine.generate_images(request).await?;
+    let base = url.then(|| base_url(&state.cfg, &headers));
+    let answer = Answer { seed, output, base_url: base, revised_prompt: None };
+    Ok(with_image_headers(respond_images(&state, out, answer).await?, seed, &output))
+}
+
+/// `x-seed` and `x-native-size` on an images response.
+pub fn with_image_headers(mut resp: Response, seed: u64, output: &ImageOutput) -> Response {
+    let h = resp.headers_mut();
+    h.insert("x-seed", HeaderValue::from(seed));
+    h.insert("x-native-size", HeaderValue::from_str(&output.native_size()).expect("ascii"));
+    resp
+}
+
+/// How to answer with finished images.
+pub struct Answer {
+    pub seed: u64,
+    pub output: ImageOutput,
+    /// Where `url` images point (`None`: `b64_json`).
+    pub base_url: Option<String>,
+    /// The prompt actually drawn, when it is not the request's (edits without a mask, variations).
+    pub revised_prompt: Option<String>,
 }
 
 /// Where `/v1/files/...` URLs point: `--public-url`, else `http://{Host}`.
-fn base_url(cfg: &HttpConfig, headers: &HeaderMap) -> String {
+pub fn base_url(cfg: &HttpConfig, headers: &HeaderMap) -> String {
     if let Some(u) = &cfg.public_url {
         return u.trim_end_matches('/').to_string();
     }
@@ -134,33 +152,31 @@ fn base_url(cfg: &HttpConfig, headers: &HeaderMap) -> String {
 }
 
 /// Encodes the images off the runtime into one JSON body.
-async fn respond_images(
-    state: &AppState,
-    out: ImagesOutput,
-    seed: u64,
-    size: String,
-    base_url: Option<String>,
-) -> Result<Response, ApiError> {
+pub async fn respond_images(state: &AppState, out: ImagesOutput, answer: Answer) -> Result<Response, ApiError> {
     let ImagesOutput { images, prompt_tokens, image_tokens } = out;
-    let pngs = blocking(move || images.iter().map(janus::input::image::png_bytes).collect::<Result<Vec<_>, _>>())
-        .await?
-        .map_err(|e| ApiError::internal(format!("PNG encoding failed: {e}")))?;
+    let Answer { seed, output, base_url, revised_prompt } = answer;
+    let size = output.size_for(images.first().map_or((output.native, output.native), RgbImage::dimensions));
+    let encoded = blocking(move || images.iter().map(|i| output.encode(i)).collect::<Result<Vec<_>, _>>()).await??;
+    let content_type = output.format.content_type();
     let data: Vec<(Option<Vec<u8>>, Option<String>)> = match &base_url {
-        Some(base) => pngs
-            .into_iter()
-            .map(|png| (None, Some(format!("{base}/v1/files/{}/content", state.files.insert(png)))))
+        Some(base) => (encoded.into_iter())
+            .map(|bytes| (None, Some(format!("{base}/v1/files/{}/content", state.files.insert(bytes, content_type)))))
             .collect(),
-        None => pngs.into_iter().map(|png| (Some(png), None)).collect(),
+        None => encoded.into_iter().map(|bytes| (Some(bytes), None)).collect(),
     };
     let body = blocking(move || {
         let data = data
             .into_iter()
-            .map(|(png, url)| ImageData { b64_json: png.map(|p| base64::prelude::BASE64_STANDARD.encode(p)), url })
+            .map(|(bytes, url)| ImageData {
+                b64_json: bytes.map(|p| base64::prelude::BASE64_STANDARD.encode(p)),
+                url,
+                revised_prompt: revised_prompt.clone(),
+            })
             .collect();
         let resp = ImagesResponse {
             created: unix_now(),
             data,
-            output_format: "png".into(),
+            output_format: output.format.name().into(),
             size,
             usage: usage(prompt_tokens, image_tokens),
             seed,
@@ -183,16 +199,14 @@ fn usage(prompt_tokens: usize, image_tokens: usize) -> ImageUsage {
     }
 }
 
-async fn png_base64(image: RgbImage) -> Result<String, ApiError> {
-    blocking(move || janus::input::image::png_bytes(&image).map(|p| base64::prelude::BASE64_STANDARD.encode(p)))
-        .await?
-        .map_err(|e| ApiError::internal(format!("PNG encoding failed: {e}")))
+async fn encoded_base64(image: RgbImage, output: ImageOutput) -> Result<String, ApiError> {
+    blocking(move || output.encode(&image).map(|p| base64::prelude::BASE64_STANDARD.encode(p))).await?
 }
 
 struct StreamCtx {
     n: usize,
     seed: u64,
-    size: String,
+    output: ImageOutput,
     created: u64,
 }
 
@@ -219,7 +233,8 @@ fn image_events(
         loop {
             let ev = st.events.next().await?;
             let (events, more) = match ev {
-                ImageEvent::Partial { index, partial_index, image } => match png_base64(image).await {
+                ImageEvent::Partial { index, partial_index, image } => match encoded_base64(image, st.ctx.output).await
+                {
                     Ok(b64) => {
                         let ev = ImagePartialEvent {
                             kind: "image_generation.partial_image".into(),
@@ -227,16 +242,16 @@ fn image_events(
                             partial_image_index: partial_index,
                             b64_json: b64,
                             created_at: st.ctx.created,
-                            size: st.ctx.size.clone(),
+                            size: st.ctx.output.size(),
                             quality: "auto".into(),
                             background: "opaque".into(),
-                            output_format: "png".into(),
+                            output_format: st.ctx.output.format.name().into(),
                         };
                         (vec![sse::json(Some("image_generation.partial_image"), &ev)], true)
                     }
                     Err(e) => (vec![error_event(e)], false),
                 },
-                ImageEvent::Image { index, image } => match png_base64(image).await {
+                ImageEvent::Image { index, image } => match encoded_base64(image, st.ctx.output).await {
                     Ok(b64) => {
                         st.completed.push((index, b64));
                         continue;
@@ -254,10 +269,10 @@ fn image_events(
                                 index,
                                 b64_json: b64,
                                 created_at: st.ctx.created,
-                                size: st.ctx.size.clone(),
+                                size: st.ctx.output.size(),
                                 quality: "auto".into(),
                                 background: "opaque".into(),
-                                output_format: "png".into(),
+                                output_format: st.ctx.output.format.name().into(),
                                 usage: usage(prompt_tokens, per_image),
                                 seed: st.ctx.seed,
                             };

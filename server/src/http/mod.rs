@@ -14,7 +14,11 @@
 //! | `error.rs` | [`ApiError`]: the one mapping from failures to statuses, OpenAI's envelope; the JSON extractor |
 //! | `types.rs` | OpenAI request/response bodies |
 //! | `images.rs` | `/v1/images/generations` (JSON and SSE) |
-//! | `describe.rs` | `/v1/images/describe` (multipart) |
+//! | `describe.rs` | `/v1/images/describe` (multipart); `caption`: the model's description of an image |
+//! | `edits.rs` | `/v1/images/edits` (multipart): masked edits with the VQ encoder's tokens kept, or a redraw without a mask |
+//! | `variations.rs` | `/v1/images/variations` (multipart): drawn from the model's description of the image |
+//! | `image_form.rs` | the multipart forms of edits and variations |
+//! | `image_output.rs` | `size` (resized from the native image) and `output_format` (PNG, JPEG, WebP) of returned images |
 //! | `chat.rs` | `/v1/chat/completions` (JSON and SSE): messages and content parts → a conversation |
 //! | `responses.rs` | `/v1/responses` (JSON and SSE): a Responses request → a chat plan; `responses_types.rs` its bodies and events |
 //! | `response_store.rs` | the bounded in-memory store of responses behind `previous_response_id` |
@@ -32,9 +36,12 @@
 pub mod chat;
 mod config;
 pub mod describe;
+pub mod edits;
 pub mod error;
 mod files;
+mod image_form;
 pub mod image_input;
+pub mod image_output;
 pub mod images;
 mod logprobs;
 mod observe;
@@ -50,6 +57,7 @@ mod slots;
 pub mod sse;
 mod structured;
 pub mod types;
+pub mod variations;
 mod web;
 
 #[cfg(test)]
@@ -165,6 +173,8 @@ pub fn app(state: AppState) -> Router {
     let model = Router::new()
         .route("/v1/images/generations", post(images::generate))
         .route("/v1/images/describe", post(describe::describe))
+        .route("/v1/images/edits", post(edits::edit))
+        .route("/v1/images/variations", post(variations::create))
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/responses", post(responses::create))
         .route_layer(middleware::from_fn_with_state(state.clone(), slots::hold_slot));

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 use super::error::{ErrorBody, ErrorResponse};
 use super::responses_types::*;
 use super::types::*;
-use super::{chat, describe, files, images, probes, responses};
+use super::{chat, describe, edits, files, images, probes, responses, variations};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,8 @@ use super::{chat, describe, files, images, probes, responses};
     paths(
         images::generate,
         describe::describe,
+        edits::edit,
+        variations::create,
         chat::completions,
         responses::create,
         files::content,
@@ -37,7 +39,7 @@ use super::{chat, describe, files, images, probes, responses};
         ErrorResponse, ErrorBody,
         ImageGenerationRequest, ImagesResponse, ImageData, ImageUsage, InputTokensDetails,
         ImagePartialEvent, ImageCompletedEvent,
-        DescribeForm, DescribeResponse,
+        DescribeForm, DescribeResponse, ImageEditForm, ImageVariationForm,
         ChatCompletionRequest, StreamOptions, ChatRole, ChatMessage, MessageContent, ContentPart, ImageUrl,
         ChatCompletion, ChatChoice, AssistantMessage, ChatCompletionChunk, ChunkChoice, ChunkDelta, Usage,
         ResponsesRequest, ResponseTextParam, ResponseInput, InputMessage, InputContent, InputPart,

@@ -60,18 +60,24 @@ impl Preparer<'_> {
     /// reserved (a 429 when the budget is full), decoded, preprocessed; what is returned holds
     /// only the memory of the prepared pixels.
     pub fn image(&self, pending: PendingImage) -> Result<(PreparedImage, Reservation), ApiError> {
-        let PendingImage { source, param } = pending;
-        let bytes = source.bytes(&param, self.max_fetch_bytes)?;
-        let probe = ImageProbe::read(&bytes).map_err(|e| ApiError::image(&param, e))?;
-        probe.check_size(self.limits.max_image_pixels).map_err(|e| ApiError::image(&param, e))?;
-        let mut held = (self.memory.try_reserve(self.prompter.image_peak_bytes(&probe)))
-            .map_err(|e| ApiError::admission(&param, e))?;
-        let decoded = probe.decode(&bytes).map_err(|e| ApiError::image(&param, e))?;
-        drop(bytes);
+        let (decoded, mut held) = self.decode(pending)?;
         let image = self.prompter.image(&decoded)?;
         drop(decoded);
         held.shrink_to(self.prompter.prepared_image_bytes());
         Ok((image, held))
+    }
+
+    /// An image decoded: its bytes, its size checked from its header, the memory its decoding and
+    /// preparing take reserved (a 429 when the budget is full); the reservation goes with it.
+    pub fn decode(&self, pending: PendingImage) -> Result<(image::DynamicImage, Reservation), ApiError> {
+        let PendingImage { source, param } = pending;
+        let bytes = source.bytes(&param, self.max_fetch_bytes)?;
+        let probe = ImageProbe::read(&bytes).map_err(|e| ApiError::image(&param, e))?;
+        probe.check_size(self.limits.max_image_pixels).map_err(|e| ApiError::image(&param, e))?;
+        let held = (self.memory.try_reserve(self.prompter.image_peak_bytes(&probe)))
+            .map_err(|e| ApiError::admission(&param, e))?;
+        let decoded = probe.decode(&bytes).map_err(|e| ApiError::image(&param, e))?;
+        Ok((decoded, held))
     }
 }
 

@@ -20,8 +20,9 @@ pub struct ImageGenerationRequest {
     /// Images to generate, 1..=16 (and at most `--max-batch-images`).
     #[schema(minimum = 1, maximum = 16, default = 1)]
     pub n: Option<i64>,
-    /// `auto` or `{S}x{S}` with S the model's native size (`384x384` for Janus-Pro).
-    #[schema(example = "384x384", default = "auto")]
+    /// `auto` (the model's native size, `384x384` for Janus-Pro), the native size, or `256x256`,
+    /// `512x512`, `1024x1024`: resized from the native image (Lanczos3), not generated at that size.
+    #[schema(example = "1024x1024", default = "auto")]
     pub size: Option<String>,
     /// `b64_json` (default) or `url` (a link to `/v1/files/{id}/content` on this server, kept
     /// for `--file-ttl-secs`).
@@ -57,10 +58,11 @@ pub struct ImageGenerationRequest {
     pub background: Option<String>,
     /// Accepted and ignored.
     pub moderation: Option<String>,
-    /// Accepted and ignored (PNG is lossless).
+    /// 0..=100: the JPEG quality (default 100); ignored for PNG and WebP (lossless).
+    #[schema(minimum = 0, maximum = 100, default = 100)]
     pub output_compression: Option<i64>,
-    /// Only `png` is produced; anything else is refused.
-    #[schema(example = "png")]
+    /// `png` (default), `jpeg` or `webp` (lossless).
+    #[schema(example = "png", default = "png")]
     pub output_format: Option<String>,
 }
 
@@ -70,9 +72,9 @@ pub struct ImagesResponse {
     /// Unix seconds.
     pub created: u64,
     pub data: Vec<ImageData>,
-    /// Always `png`.
+    /// `png`, `jpeg` or `webp`.
     pub output_format: String,
-    /// e.g. `384x384`.
+    /// e.g. `384x384`, or the size asked for.
     pub size: String,
     pub usage: ImageUsage,
     /// The seed used (extension).
@@ -86,6 +88,9 @@ pub struct ImageData {
     pub b64_json: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The prompt actually drawn, where it is not the request's (variations, edits without a mask).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revised_prompt: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -154,6 +159,66 @@ pub struct DescribeForm {
     /// Most tokens to generate (default 512, or what fits in the context).
     #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
+}
+
+/// `POST /v1/images/edits` form (multipart/form-data).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents the form for OpenAPI; the handler reads the parts directly
+pub struct ImageEditForm {
+    /// The image to edit: PNG, JPEG, WebP or GIF (first frame); several `image[]` may be sent, the
+    /// first is edited.
+    #[schema(value_type = String, format = Binary)]
+    pub image: Vec<u8>,
+    /// A PNG of the image's size whose fully transparent pixels mark what to change. Without it the
+    /// image is described and redrawn from the description and the prompt (`revised_prompt`).
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub mask: Option<Vec<u8>>,
+    /// What to draw in the masked area (or the instruction for a redraw).
+    pub prompt: String,
+    /// Images, 1..=16 (and at most `--max-batch-images`).
+    pub n: Option<i64>,
+    /// `auto` (the image's own size), `384x384`, `256x256`, `512x512` or `1024x1024`.
+    pub size: Option<String>,
+    /// `b64_json` (default) or `url`.
+    pub response_format: Option<String>,
+    /// `png` (default), `jpeg` or `webp`.
+    pub output_format: Option<String>,
+    /// The JPEG quality, 0..=100.
+    pub output_compression: Option<i64>,
+    /// Extension: the random seed.
+    pub seed: Option<u64>,
+    /// Extension: classifier-free guidance weight (default 5).
+    pub guidance_scale: Option<f32>,
+    /// Extension: sampling temperature (default 1).
+    pub temperature: Option<f32>,
+    /// `transparent` is refused; `opaque` and `auto` accepted. `model`, `user`, `quality`,
+    /// `input_fidelity` and `moderation` are accepted and ignored.
+    pub background: Option<String>,
+}
+
+/// `POST /v1/images/variations` form (multipart/form-data).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents the form for OpenAPI; the handler reads the parts directly
+pub struct ImageVariationForm {
+    /// PNG, JPEG, WebP or GIF (first frame).
+    #[schema(value_type = String, format = Binary)]
+    pub image: Vec<u8>,
+    /// Images, 1..=16 (and at most `--max-batch-images`).
+    pub n: Option<i64>,
+    /// `auto` (`384x384`), `256x256`, `512x512` or `1024x1024`.
+    pub size: Option<String>,
+    /// `b64_json` (default) or `url`.
+    pub response_format: Option<String>,
+    /// `png` (default), `jpeg` or `webp`.
+    pub output_format: Option<String>,
+    /// The JPEG quality, 0..=100.
+    pub output_compression: Option<i64>,
+    /// Extension: the random seed.
+    pub seed: Option<u64>,
+    /// Extension: classifier-free guidance weight (default 5).
+    pub guidance_scale: Option<f32>,
+    /// Extension: sampling temperature (default 1).
+    pub temperature: Option<f32>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

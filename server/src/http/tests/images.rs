@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::fake::{Fake, Mode};
@@ -11,6 +12,34 @@ use crate::engine::EngineError;
 use tower::ServiceExt;
 
 const GEN: &str = "/v1/images/generations";
+
+/// The sizes clients send by default (512x512, 1024x1024) are the native image resized, in the
+/// format asked for, through `url` too; the native size is in a header.
+#[tokio::test]
+async fn resizes_to_the_square_sizes_clients_send_and_encodes_jpeg_and_webp() {
+    let h = default_harness();
+    for (size, format, side, mime) in [
+        ("1024x1024", "jpeg", 1024, "image/jpeg"),
+        ("512x512", "webp", 512, "image/webp"),
+        ("256x256", "png", 256, "image/png"),
+    ] {
+        let body = json!({"prompt": "a cat", "size": size, "output_format": format, "output_compression": 70});
+        let r = send(&h.app, post_json(GEN, &body)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.headers["x-native-size"], "384x384");
+        let v = r.json();
+        assert_eq!((v["size"].as_str(), v["output_format"].as_str()), (Some(size), Some(format)));
+        let bytes = base64::prelude::BASE64_STANDARD.decode(v["data"][0]["b64_json"].as_str().unwrap()).unwrap();
+        assert_eq!(image::guess_format(&bytes).unwrap().to_mime_type(), mime);
+        let img = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((img.width(), img.height()), (side, side));
+    }
+    let body = json!({"prompt": "a cat", "size": "512x512", "output_format": "jpeg", "response_format": "url"});
+    let v = send(&h.app, post_json(GEN, &body)).await.json();
+    let path = v["data"][0]["url"].as_str().unwrap().split_once("/v1/").unwrap().1.to_string();
+    let r = send(&h.app, get(&format!("/v1/{path}"))).await;
+    assert_eq!(r.headers["content-type"], "image/jpeg");
+}
 
 #[tokio::test]
 async fn generates_b64_pngs_of_native_size_with_seed_and_usage() {
@@ -83,11 +112,16 @@ async fn refuses_bad_fields_naming_the_field_and_the_limit() {
         (json!({"prompt": "x".repeat(32_001)}), "prompt", "32000"),
         (json!({"prompt": "x", "n": 0}), "n", "between 1 and 4"),
         (json!({"prompt": "x", "n": 5}), "n", "--max-batch-images"),
-        (json!({"prompt": "x", "size": "1024x1024"}), "size", "`auto` or `384x384`"),
+        (json!({"prompt": "x", "size": "1024x1536"}), "size", "`256x256`, `384x384`, `512x512`, `1024x1024`"),
         (json!({"prompt": "x", "size": "big"}), "size", "got `big`"),
         (json!({"prompt": "x", "response_format": "jpeg"}), "response_format", "`b64_json` or `url`"),
         (json!({"prompt": "x", "partial_images": 4}), "partial_images", "between 0 and 3"),
-        (json!({"prompt": "x", "output_format": "webp"}), "output_format", "only `png`"),
+        (json!({"prompt": "x", "output_format": "gif"}), "output_format", "`png`, `jpeg` or `webp`"),
+        (
+            json!({"prompt": "x", "output_format": "jpeg", "output_compression": 101}),
+            "output_compression",
+            "between 0 and 100",
+        ),
         (json!({"prompt": "x", "guidance_scale": -1.0}), "guidance_scale", "between 0 and 100"),
         (json!({"prompt": "x", "temperature": 11}), "temperature", "between 0 and 10"),
         (json!({"prompt": "x", "top_k": 0}), "top_k", "at least 1"),

@@ -1,6 +1,7 @@
 //! Handler tests against a fake engine, through the router with `oneshot` (no port).
 
 mod chat;
+mod edits;
 mod fake;
 mod images;
 mod limits;
@@ -136,6 +137,11 @@ pub fn b64_png(s: &str) -> image::RgbImage {
 
 /// A multipart/form-data body from (name, filename, bytes) parts.
 pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Request<Body> {
+    multipart_to("/v1/images/describe", parts)
+}
+
+/// A multipart/form-data POST to `path`: (name, file name for files, bytes).
+pub fn multipart_to(path: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Request<Body> {
     let boundary = "XjanusBOUNDARYx";
     let mut body = Vec::new();
     for (name, filename, bytes) in parts {
@@ -153,7 +159,7 @@ pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Request<Body> {
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    Request::post("/v1/images/describe")
+    Request::post(path)
         .header("content-type", format!("multipart/form-data; boundary={boundary}"))
         .body(Body::from(body))
         .unwrap()
