@@ -49,15 +49,49 @@ browser.setDefaultTimeout(WAIT);
 
 const foreign = []; // requests to anything but the server (the page must work offline)
 const pageErrors = [];
-const apiBodies = []; // [path, body] of every API request the page made
+const apiBodies = []; // [path, body] of every API request the page made (a form's body: its content type)
 function watch(page) {
   page.on('pageerror', (e) => pageErrors.push(String(e)));
   page.on('request', (r) => {
     const url = r.url();
     if (url.startsWith('data:') || url.startsWith('blob:')) return;
     if (!url.startsWith(BASE)) foreign.push(url);
-    if (url.includes('/v1/')) apiBodies.push([new URL(url).pathname, r.postDataJSON()]);
+    if (!url.includes('/v1/')) return;
+    const type = r.headers()['content-type'] || '';
+    apiBodies.push([new URL(url).pathname, type.startsWith('multipart/') ? type : r.postDataJSON()]);
   });
+}
+
+// Chromium does not show the tools the files in a multipart body, so the page's fetch is watched
+// for FormData bodies: window.__e2eForms holds each one's entries ({name, value} or {name,
+// filename, type, b64}), in order.
+await browser.addInitScript(() => {
+  const forms = (window.__e2eForms = []);
+  const b64 = (blob) => new Promise((resolve) => {
+    const r = new FileReader();
+    r.onload = () => resolve(String(r.result).split(',')[1] || '');
+    r.readAsDataURL(blob);
+  });
+  const fetch = window.fetch;
+  window.fetch = function (input, init) {
+    if (init && init.body instanceof FormData) {
+      forms.push(Promise.all([...init.body.entries()].map(async ([name, v]) => (typeof v === 'string'
+        ? { name, value: v }
+        : { name, filename: v.name, type: v.type, b64: await b64(v) }))));
+    }
+    return fetch.apply(this, arguments);
+  };
+});
+
+/** The last FormData the page sent: name → text, or {filename, type, data: Buffer}; `_names` in order. */
+async function lastForm(p) {
+  const entries = await p.evaluate(() => window.__e2eForms[window.__e2eForms.length - 1]);
+  const fields = { _names: [] };
+  for (const e of entries) {
+    fields._names.push(e.name);
+    fields[e.name] = 'value' in e ? e.value : { filename: e.filename, type: e.type, data: Buffer.from(e.b64, 'base64') };
+  }
+  return fields;
 }
 const page = browser.pages()[0] || (await browser.newPage());
 watch(page);
@@ -245,6 +279,218 @@ test('describe: an image dropped on the box starts a new conversation', async ()
   await answers(page, 1);
 });
 
+// ------------------------------------------------------------------ Edit
+
+/** Paints a stroke on the mask with the mouse, from (x0, y) to (x1, y) as fractions of the canvas. */
+async function paintStroke(p, { x0, x1, y }) {
+  await p.locator('#edit-canvas').scrollIntoViewIfNeeded();
+  const box = await p.locator('#edit-canvas').boundingBox();
+  await p.mouse.move(box.x + box.width * x0, box.y + box.height * y);
+  await p.mouse.down();
+  await p.mouse.move(box.x + box.width * x1, box.y + box.height * y, { steps: 8 });
+  await p.mouse.up();
+}
+
+/** Waits until the edited image has loaded and the form is idle; returns the image's size. */
+async function editResult(p) {
+  await p.waitForFunction(() => {
+    const img = document.querySelector('#edit-after.done img.final');
+    return img && img.complete && img.naturalWidth > 0
+      && document.querySelector('#edit-submit').getAttribute('aria-disabled') !== 'true';
+  }, null, { timeout: WAIT });
+  return p.$eval('#edit-after img.final', (i) => [i.naturalWidth, i.naturalHeight]);
+}
+
+/** Sends the edit form; returns the request's fields and the response's JSON and headers. */
+async function submitEdit(p, press = () => p.click('#edit-submit')) {
+  const before = apiBodies.length;
+  const [resp] = await Promise.all([p.waitForResponse((r) => r.url().endsWith('/v1/images/edits')), press()]);
+  const found = apiBodies.slice(before).find(([path]) => path === '/v1/images/edits');
+  assert(found && found[1].startsWith('multipart/form-data; boundary='), `the edit is not multipart: ${found && found[1]}`);
+  const form = await lastForm(p);
+  return { form, status: resp.status(), headers: resp.headers(), body: await resp.json() };
+}
+
+/** The painted mask (PNG bytes) against the canvas, and the result against the original, in the page. */
+function checkMask(p, maskPng) {
+  return p.evaluate(async (b64) => {
+    const pixels = async (source) => {
+      const bmp = await createImageBitmap(source, { premultiplyAlpha: 'none', colorSpaceConversion: 'none' });
+      const c = new OffscreenCanvas(bmp.width, bmp.height);
+      const ctx = c.getContext('2d');
+      ctx.drawImage(bmp, 0, 0);
+      return { w: bmp.width, h: bmp.height, d: ctx.getImageData(0, 0, bmp.width, bmp.height).data };
+    };
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const mask = await pixels(new Blob([bytes], { type: 'image/png' }));
+    const orig = await pixels(document.querySelector('#edit-before'));
+    const result = await pixels(document.querySelector('#edit-after img.final'));
+    const canvas = document.querySelector('#edit-canvas');
+    const paint = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    const alpha = (x, y) => mask.d[(y * mask.w + x) * 4 + 3];
+    const out = { mask: [mask.w, mask.h], orig: [orig.w, orig.h], result: [result.w, result.h],
+      clear: 0, opaque: 0, partial: 0, notAsPainted: 0, keptOutside: 0, changedOutside: 0 };
+    for (let i = 0; i < mask.w * mask.h; i++) {
+      const a = mask.d[i * 4 + 3];
+      if (a === 0) out.clear++; else if (a === 255) out.opaque++; else out.partial++;
+      if ((a === 0) !== (paint[i * 4 + 3] >= 128)) out.notAsPainted++;
+      if (a !== 0 && result.w === orig.w && result.h === orig.h) {
+        if ([0, 1, 2].every((c) => orig.d[i * 4 + c] === result.d[i * 4 + c])) out.keptOutside++;
+        else out.changedOutside++;
+      }
+    }
+    const mid = Math.floor(mask.h / 2);
+    out.onStroke = alpha(Math.round(mask.w * 0.3), mid);
+    out.farFromStroke = [alpha(0, 0), alpha(mask.w - 1, 0), alpha(0, mask.h - 1), alpha(mask.w - 1, mask.h - 1), alpha(mask.w - 3, mid)];
+    return out;
+  }, maskPng.toString('base64'));
+}
+
+/** A JPEG with an EXIF orientation (APP1 after SOI): 6 shows it turned a quarter clockwise. */
+function withOrientation(jpeg, orientation) {
+  const tiff = Buffer.alloc(26);
+  tiff.write('MM', 0, 'latin1');
+  tiff.writeUInt16BE(42, 2);
+  tiff.writeUInt32BE(8, 4); // IFD0
+  tiff.writeUInt16BE(1, 8); // one entry: Orientation, SHORT, 1 value
+  tiff.writeUInt16BE(0x0112, 10);
+  tiff.writeUInt16BE(3, 12);
+  tiff.writeUInt32BE(1, 14);
+  tiff.writeUInt16BE(orientation, 18);
+  tiff.writeUInt32BE(0, 22); // no next IFD
+  const payload = Buffer.concat([Buffer.from('Exif\0\0', 'latin1'), tiff]);
+  const head = Buffer.alloc(4);
+  head.writeUInt16BE(0xffe1, 0);
+  head.writeUInt16BE(payload.length + 2, 2);
+  return Buffer.concat([jpeg.subarray(0, 2), head, payload, jpeg.subarray(2)]);
+}
+
+test('edit: without an image, or without a prompt, a readable error and nothing sent', async () => {
+  await page.click('#tab-edit');
+  assert(await page.isVisible('#view-edit'), 'the Edit view shows');
+  assert((await page.evaluate(() => location.hash)) === '#edit', 'the hash names the tab');
+  const before = apiBodies.length;
+  await page.click('#edit-submit');
+  const msg = await errorText(page, 'edit-error');
+  assert(msg.startsWith('Choose an image first'), `error: ${msg}`);
+  await page.setInputFiles('#edit-file', IMAGE);
+  await page.waitForSelector('#edit-pair:not([hidden])');
+  const name = await page.textContent('#edit-file-name');
+  assert(name.startsWith('wide.png · 60×24'), `file line: ${name}`);
+  assert(await page.$eval('#edit-error', (e) => e.hidden), 'a good image clears the error');
+  const [cw, ch] = await page.$eval('#edit-canvas', (c) => [c.width, c.height]);
+  assert(cw === 60 && ch === 24, `the mask canvas has the image's size; got ${cw}×${ch}`);
+  // The canvas lies exactly over the image.
+  const [a, b] = await page.evaluate(() => ['#edit-canvas', '#edit-before'].map((s) => {
+    const r = document.querySelector(s).getBoundingClientRect();
+    return [r.x, r.y, r.width, r.height].map(Math.round).join(',');
+  }));
+  assert(a === b, `canvas at ${a}, image at ${b}`);
+  assert((await page.textContent('#edit-mask-hint')).includes('redrawn'), 'the hint says what painting nothing means');
+  await page.fill('#edit-prompt', '  ');
+  await page.click('#edit-submit');
+  await page.waitForFunction(() => document.querySelector('#edit-error').textContent.startsWith('Write a prompt first'));
+  assert((await page.getAttribute('#edit-prompt', 'aria-invalid')) === 'true', 'the prompt is marked invalid');
+  assert(await page.evaluate(() => document.activeElement.id === 'edit-prompt'), 'focus goes to the prompt');
+  assert(apiBodies.length === before, 'no request was sent');
+});
+
+test('edit: paint a stroke, generate: image, mask and prompt go as multipart; outside the mask the result is the original', async () => {
+  await page.fill('#edit-seed', '11');
+  await page.fill('#edit-prompt', 'a small red boat');
+  await paintStroke(page, { x0: 0.15, x1: 0.45, y: 0.5 });
+  const painted = Number(await page.getAttribute('#edit-mask-hint', 'data-painted'));
+  assert(painted > 0, 'the stroke painted pixels');
+  assert((await page.textContent('#edit-mask-hint')).includes('% of the image is painted'), 'the hint counts them');
+  const { form, status, headers, body } = await submitEdit(page);
+  assert(status === 200, `status ${status}: ${JSON.stringify(body).slice(0, 200)}`);
+  assert(headers['x-seed'] === '11', `x-seed ${headers['x-seed']}`);
+  assert(!body.data[0].revised_prompt, 'a masked edit keeps the prompt');
+  const names = form._names.slice().sort().join(',');
+  assert(names === 'image,mask,n,prompt,response_format,seed', `fields: ${names}`);
+  assert(form.prompt === 'a small red boat' && form.n === '1' && form.response_format === 'b64_json' && form.seed === '11',
+    JSON.stringify({ ...form, image: undefined, mask: undefined }));
+  assert(form.image.filename === 'wide.png' && form.image.data.equals(readFileSync(IMAGE)), 'the original file is sent as it is');
+  assert(form.mask.type === 'image/png' && form.mask.data.subarray(0, 8).equals(PNG_MAGIC), `mask type ${form.mask.type}`);
+  assert((await editResult(page)).join('x') === '60x24', 'the result has the image size');
+  const m = await checkMask(page, form.mask.data);
+  assert(m.mask.join('x') === '60x24', `mask size ${m.mask.join('x')}`);
+  assert(m.partial === 0, `${m.partial} mask pixels are neither transparent nor opaque`);
+  assert(m.clear === painted && m.clear + m.opaque === 60 * 24, `transparent ${m.clear}, painted ${painted}`);
+  assert(m.notAsPainted === 0, `${m.notAsPainted} mask pixels differ from the painted ones`);
+  assert(m.onStroke === 0, 'the mask is transparent on the stroke');
+  assert(m.farFromStroke.every((a) => a === 255), `the mask is opaque away from it: ${m.farFromStroke}`);
+  assert(m.changedOutside === 0 && m.keptOutside === m.opaque, `${m.changedOutside} pixels outside the mask changed`);
+  assert((await page.textContent('#edit-after-cap')).includes('seed 11'), 'the caption names the seed');
+  assert(await page.$eval('#edit-revised', (e) => e.hidden), 'no revised prompt');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#edit-after a')]);
+  assert(download.suggestedFilename() === 'janus-edit-11.png', `file name ${download.suggestedFilename()}`);
+  assert(readFileSync(await download.path()).subarray(0, 8).equals(PNG_MAGIC), 'the download is a PNG');
+  await page.mouse.move(0, 0);
+  await page.screenshot({ path: join(SHOTS, 'playground-edit.png') });
+});
+
+test('edit: erase and clear the mask; with nothing painted no mask is sent and the revised prompt shows', async () => {
+  const painted = Number(await page.getAttribute('#edit-mask-hint', 'data-painted'));
+  await page.click('#edit-erase');
+  assert((await page.getAttribute('#edit-erase', 'aria-pressed')) === 'true', 'Erase is pressed');
+  await paintStroke(page, { x0: 0.3, x1: 0.32, y: 0.5 });
+  const left = Number(await page.getAttribute('#edit-mask-hint', 'data-painted'));
+  assert(left < painted, `erasing took pixels away (${painted} → ${left})`);
+  await page.click('#edit-erase');
+  await page.click('#edit-clear');
+  assert((await page.getAttribute('#edit-mask-hint', 'data-painted')) === '0', 'Clear mask clears it');
+  assert((await page.textContent('#edit-mask-hint')).startsWith('Nothing painted'), 'the hint says so');
+  await page.fill('#edit-seed', '');
+  await page.fill('#edit-prompt', 'at night');
+  await page.focus('#edit-prompt');
+  const { form, status, headers, body } = await submitEdit(page, () => page.keyboard.press('Enter'));
+  assert(status === 200, `status ${status}`);
+  const names = form._names.slice().sort().join(',');
+  assert(names === 'image,n,prompt,response_format', `fields: ${names}`);
+  const revised = body.data[0].revised_prompt;
+  assert(revised && revised.length > 0, 'the server revised the prompt');
+  await editResult(page);
+  await page.waitForSelector('#edit-revised:not([hidden])');
+  assert((await page.textContent('#edit-revised')) === `Redrawn from: ${revised}`, 'the revised prompt is shown');
+  assert((await page.textContent('#edit-after-cap')).includes(`seed ${headers['x-seed']}`), 'the caption names the random seed');
+});
+
+test('edit: a server error is shown in plain words and the last result stays', async () => {
+  await paintStroke(page, { x0: 0.6, x1: 0.8, y: 0.3 });
+  await page.fill('#edit-prompt', 'boat '.repeat(400));
+  const { status } = await submitEdit(page);
+  assert(status === 400, `status ${status}`);
+  await page.waitForFunction(() => document.querySelector('#edit-submit').getAttribute('aria-disabled') !== 'true');
+  const msg = await errorText(page, 'edit-error');
+  assert(/^The prompt is \d+ tokens/.test(msg), `error: ${msg}`);
+  assert(await page.isVisible('#edit-after.done img.final'), 'the last result stays');
+  assert(await page.isVisible('#edit-revised'), 'with its revised prompt');
+});
+
+test('edit: a JPEG turned by its EXIF orientation is sent upright, as shown, with a mask of that size', async () => {
+  const jpeg = withOrientation(readFileSync('assets/tiny/images/tall.jpg'), 6); // 24×40, shown 40×24
+  await page.setInputFiles('#edit-file', { name: 'turned.jpg', mimeType: 'image/jpeg', buffer: jpeg });
+  await page.waitForFunction(() => document.querySelector('#edit-file-name').textContent.startsWith('turned.jpg'));
+  const name = await page.textContent('#edit-file-name');
+  assert(name.includes('40×24') && name.includes('sent upright'), `file line: ${name}`);
+  assert(await page.$eval('#edit-error', (e) => e.hidden), 'the error is gone');
+  assert(await page.$eval('#edit-after-frame', (f) => !f.querySelector('img')), 'a new image clears the last result');
+  assert((await page.getAttribute('#edit-mask-hint', 'data-painted')) === '0', 'and its mask');
+  await page.fill('#edit-prompt', 'a hat');
+  await paintStroke(page, { x0: 0.2, x1: 0.5, y: 0.5 });
+  const { form, status } = await submitEdit(page);
+  assert(status === 200, `status ${status}`);
+  assert(form.image.filename === 'turned.png' && form.image.type === 'image/png', `image ${form.image.filename} ${form.image.type}`);
+  assert((await editResult(page)).join('x') === '40x24', 'the result is upright');
+  const m = await checkMask(page, form.mask.data);
+  assert(m.mask.join('x') === '40x24' && m.notAsPainted === 0 && m.changedOutside === 0, JSON.stringify(m));
+  // Edit the result further: it becomes the image, with an empty mask.
+  await page.click('#edit-reuse');
+  await page.waitForFunction(() => document.querySelector('#edit-file-name').textContent.startsWith('janus-edit-'));
+  assert(await page.$eval('#edit-after-frame', (f) => !f.querySelector('img')), 'the result moved to the left');
+});
+
 test('keyboard: arrow keys switch tabs, Tab reaches the form, focus is visible', async () => {
   await page.focus('#tab-describe');
   await page.keyboard.press('ArrowLeft');
@@ -254,13 +500,47 @@ test('keyboard: arrow keys switch tabs, Tab reaches the form, focus is visible',
   const [id, outline] = await page.evaluate(() => [document.activeElement.id, getComputedStyle(document.activeElement).outlineStyle]);
   assert(id === 'prompt', `Tab went to ${id}`);
   assert(outline !== 'none', 'the focused field has a visible outline');
-  for (const id of ['prompt', 'n', 'seed', 'guidance', 'temperature', 'question', 'max-tokens', 'json-answer', 'file', 'key-input']) {
+  for (const id of ['prompt', 'n', 'seed', 'guidance', 'temperature', 'question', 'max-tokens', 'json-answer', 'file', 'key-input',
+    'edit-file', 'edit-brush', 'edit-prompt', 'edit-seed']) {
     const labelled = await page.evaluate((id) => document.getElementById(id).labels.length > 0, id);
     assert(labelled, `#${id} has a label`);
   }
+  // Buttons are named by their text; the canvas by its aria-label.
+  for (const id of ['edit-erase', 'edit-clear', 'edit-seed-random', 'edit-submit', 'edit-reuse']) {
+    const name = await page.evaluate((id) => document.getElementById(id).textContent.trim(), id);
+    assert(name.length > 0, `#${id} has a name`);
+  }
+  assert((await page.getAttribute('#edit-canvas', 'aria-label')).startsWith('Mask'), 'the canvas is named');
+  assert((await page.textContent('#edit-brush-value')) === '32 px', 'the brush size is shown');
+
+  // The arrow keys reach Edit (and wrap around); Tab goes on to its picker, then its controls.
+  await page.focus('#tab-describe');
+  await page.keyboard.press('ArrowRight');
+  assert(await page.isVisible('#view-edit'), 'ArrowRight from Describe selects Edit');
+  assert(await page.evaluate(() => document.activeElement.id === 'tab-edit'), 'focus follows the tab');
+  await page.keyboard.press('ArrowRight');
+  assert(await page.isVisible('#view-generate'), 'ArrowRight from Edit wraps to Generate');
+  await page.keyboard.press('End');
+  assert(await page.isVisible('#view-edit') && (await page.evaluate(() => document.activeElement.id === 'tab-edit')), 'End selects Edit');
+  await page.keyboard.press('Tab');
+  const [picker, ring] = await page.evaluate(() => [document.activeElement.id, getComputedStyle(document.querySelector('#edit-drop')).outlineStyle]);
+  assert(picker === 'edit-file', `Tab went to ${picker}`);
+  assert(ring !== 'none', 'the picker shows focus');
+  await page.keyboard.press('Tab');
+  assert(await page.evaluate(() => document.activeElement.id === 'edit-brush'), 'then the brush size');
+  await page.keyboard.press('ArrowRight');
+  assert((await page.textContent('#edit-brush-value')) === '34 px', 'arrow keys change the brush size');
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Space');
+  assert((await page.getAttribute('#edit-erase', 'aria-pressed')) === 'true', 'Space toggles Erase');
+  await page.keyboard.press('Space');
+  assert((await page.getAttribute('#edit-erase', 'aria-pressed')) === 'false', 'and back');
+  await page.keyboard.press('Tab');
+  assert(await page.evaluate(() => document.activeElement.id === 'edit-clear'), 'then Clear mask');
 });
 
 test('screenshots: Generate at desktop width, and on a phone-sized screen without sideways scrolling', async () => {
+  await page.click('#tab-generate');
   await generateViaForm(page, { prompt: 'a lighthouse on a cliff at dusk, oil painting', n: 4, seed: 42 });
   await finalImages(page, 4);
   await page.focus('#gen-submit');
@@ -278,6 +558,27 @@ test('screenshots: Generate at desktop width, and on a phone-sized screen withou
   const cols = await phone.$eval('#grid', (g) => getComputedStyle(g).gridTemplateColumns.split(' ').length);
   assert(cols === 2, `phone grid has ${cols} columns`);
   await phone.screenshot({ path: join(SHOTS, 'playground-phone.png'), fullPage: true });
+
+  // Edit on the phone: before and after one above the other, painted with a finger.
+  await phone.click('#tab-edit');
+  await phone.setInputFiles('#edit-file', IMAGE);
+  await phone.waitForSelector('#edit-pair:not([hidden])');
+  const cdp = await browser.newCDPSession(phone);
+  await cdp.send('Emulation.setTouchEmulationEnabled', { enabled: true, maxTouchPoints: 1 });
+  await phone.locator('#edit-canvas').scrollIntoViewIfNeeded();
+  const box = await phone.locator('#edit-canvas').boundingBox();
+  const at = (fx) => [{ x: box.x + box.width * fx, y: box.y + box.height / 2 }];
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: at(0.2) });
+  for (const fx of [0.3, 0.4, 0.5]) await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: at(fx) });
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+  await phone.waitForFunction(() => Number(document.querySelector('#edit-mask-hint').dataset.painted) > 0);
+  await phone.fill('#edit-prompt', 'a kite');
+  await phone.click('#edit-submit');
+  await editResult(phone);
+  const [editScrollW, editClientW] = await phone.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
+  assert(editScrollW <= editClientW, `Edit scrolls sideways on a phone (${editScrollW} > ${editClientW})`);
+  const [beforeBox, afterBox] = await phone.$$eval('#edit-pair .frame', (fs) => fs.map((f) => f.getBoundingClientRect().toJSON()));
+  assert(afterBox.top >= beforeBox.bottom, 'before and after are stacked on a phone');
   await phone.close();
 });
 

@@ -1,6 +1,7 @@
 // Janus playground: a small page over janus serve's public API (no framework, no network
 // besides this server). Generate streams /v1/images/generations; Describe streams
-// /v1/chat/completions with the whole conversation and the image each turn.
+// /v1/chat/completions with the whole conversation and the image each turn; Edit sends the image
+// and a painted mask to /v1/images/edits as a multipart form.
 'use strict';
 
 const KEY_STORAGE = 'janus.apiKey';
@@ -79,11 +80,15 @@ async function errorFrom(resp) {
   return new ApiError(message, { status: resp.status, param });
 }
 
-/** POSTs JSON with the key; on 401 asks for the key and tries again. Returns an ok Response. */
+/**
+ * POSTs `body` with the key: JSON, or a FormData as multipart/form-data (the browser sets its
+ * boundary). On 401 asks for the key and tries again. Returns an ok Response.
+ */
 async function post(path, body, signal) {
-  const payload = JSON.stringify(body);
+  const form = body instanceof FormData;
+  const payload = form ? body : JSON.stringify(body);
   for (;;) {
-    const headers = { 'content-type': 'application/json', accept: 'text/event-stream, application/json' };
+    const headers = form ? { accept: 'application/json' } : { 'content-type': 'application/json', accept: 'text/event-stream, application/json' };
     const key = apiKey();
     if (key) headers.authorization = `Bearer ${key}`;
     let resp;
@@ -160,7 +165,7 @@ function showError(box, message) {
 /** Field names in the API → the labels on this page. */
 const LABELS = {
   prompt: 'Prompt', n: 'Images', seed: 'Seed', guidance_scale: 'Guidance', temperature: 'Temperature',
-  max_tokens: 'Max tokens', max_completion_tokens: 'Max tokens',
+  max_tokens: 'Max tokens', max_completion_tokens: 'Max tokens', image: 'Image', mask: 'Mask',
 };
 const FIELD_IDS = { prompt: 'prompt', n: 'n', seed: 'seed', guidance_scale: 'guidance', temperature: 'temperature', max_tokens: 'max-tokens' };
 
@@ -211,7 +216,7 @@ function seconds(ms) {
 
 // ------------------------------------------------------------------ tabs
 
-const TABS = ['generate', 'describe'];
+const TABS = ['generate', 'describe', 'edit'];
 
 function selectTab(name, { focus = false, push = true } = {}) {
   if (!TABS.includes(name)) name = 'generate';
@@ -272,6 +277,25 @@ async function pollReady() {
 
 const gen = { controller: null, urls: [] };
 
+/** The seed field `id`: {seed} (undefined when empty: a random one), or {error, field}. */
+function readSeed(id) {
+  const text = $(id).value.trim();
+  if (!text) return { seed: undefined };
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text))) {
+    return { error: 'Seed: use a whole number (0 to 9007199254740991), or leave it empty for a random one.', field: id };
+  }
+  return { seed: Number(text) };
+}
+
+/** A "Random" button fills its seed field. */
+function randomSeedButton(button, field) {
+  button.addEventListener('click', () => {
+    const a = new Uint32Array(1);
+    crypto.getRandomValues(a);
+    field.value = String(a[0]);
+  });
+}
+
 function readGenerate() {
   const prompt = $('prompt').value;
   if (!prompt.trim()) return { error: 'Write a prompt first: describe the picture you want.', field: 'prompt' };
@@ -279,13 +303,9 @@ function readGenerate() {
   const n = Number(nText);
   if (!Number.isInteger(n) || n < 1 || n > 16) return { error: 'Images: choose a whole number from 1 to 16.', field: 'n' };
   const body = { prompt, n, stream: true, partial_images: PARTIALS };
-  const seedText = $('seed').value.trim();
-  if (seedText) {
-    if (!/^\d+$/.test(seedText) || !Number.isSafeInteger(Number(seedText))) {
-      return { error: 'Seed: use a whole number (0 to 9007199254740991), or leave it empty for a random one.', field: 'seed' };
-    }
-    body.seed = Number(seedText);
-  }
+  const seed = readSeed('seed');
+  if (seed.error) return seed;
+  if (seed.seed !== undefined) body.seed = seed.seed;
   const g = $('guidance').value.trim();
   if (g) {
     const v = Number(g);
@@ -463,11 +483,7 @@ function setupGenerate() {
     if (gen.controller) gen.controller.abort();
     $('gen-submit').focus();
   });
-  $('seed-random').addEventListener('click', () => {
-    const a = new Uint32Array(1);
-    crypto.getRandomValues(a);
-    $('seed').value = String(a[0]);
-  });
+  randomSeedButton($('seed-random'), $('seed'));
 }
 
 // ------------------------------------------------------------------ Describe
@@ -630,11 +646,13 @@ async function ask() {
   }
 }
 
-function setupDescribe() {
-  const drop = $('drop');
-  enterSubmits($('question'));
-  $('file').addEventListener('change', (e) => {
-    setImage(e.target.files[0]);
+/**
+ * An image picker: the file input, drops on the box, and images pasted while `view` shows each
+ * call `onFile` with the file.
+ */
+function imagePicker(input, drop, view, onFile) {
+  input.addEventListener('change', (e) => {
+    onFile(e.target.files[0]);
     e.target.value = '';
   });
   for (const type of ['dragenter', 'dragover']) {
@@ -648,19 +666,24 @@ function setupDescribe() {
     e.preventDefault();
     drop.classList.remove('over');
     const file = [...(e.dataTransfer && e.dataTransfer.files || [])][0];
-    if (file) setImage(file);
+    if (file) onFile(file);
   });
-  // A file dropped anywhere else on the page should not navigate away from it.
-  window.addEventListener('dragover', (e) => e.preventDefault());
-  window.addEventListener('drop', (e) => e.preventDefault());
   document.addEventListener('paste', (e) => {
-    if ($('view-describe').hidden) return;
+    if (view.hidden) return;
     const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((it) => it.type.startsWith('image/'));
     if (item) {
       e.preventDefault();
-      setImage(item.getAsFile());
+      onFile(item.getAsFile());
     }
   });
+}
+
+function setupDescribe() {
+  enterSubmits($('question'));
+  imagePicker($('file'), $('drop'), $('view-describe'), setImage);
+  // A file dropped anywhere else on the page should not navigate away from it.
+  window.addEventListener('dragover', (e) => e.preventDefault());
+  window.addEventListener('drop', (e) => e.preventDefault());
   $('ask-form').addEventListener('submit', (e) => {
     e.preventDefault();
     ask();
@@ -677,12 +700,442 @@ function setupDescribe() {
   });
 }
 
+// ------------------------------------------------------------------ Edit
+
+// The mask is painted on a canvas of the image's own pixel size, scaled over the image. Each
+// pixel is painted or not (strokes are made crisp when they end), and what is painted is what
+// changes: the mask sent has alpha 0 there and 255 elsewhere (OpenAI's convention).
+const edit = {
+  file: null, // what is sent as `image`
+  name: '',
+  beforeUrl: null,
+  resultUrl: null,
+  resultBlob: null,
+  resultSeed: null,
+  painted: 0, // painted pixels
+  erase: false,
+  stroke: null, // {id, x, y} while a pointer paints
+  controller: null,
+};
+const EDIT_FIELD_IDS = { prompt: 'edit-prompt', seed: 'edit-seed', image: 'edit-file' };
+const PAINT_ALPHA = 128; // a pixel at least this opaque on the canvas counts as painted
+
+/** The EXIF orientation (1 to 8) of JPEG bytes; 1 when there is none. */
+function jpegOrientation(buf) {
+  const v = new DataView(buf);
+  if (v.byteLength < 4 || v.getUint16(0) !== 0xffd8) return 1;
+  let at = 2;
+  while (at + 4 <= v.byteLength) {
+    const marker = v.getUint16(at);
+    const len = v.getUint16(at + 2);
+    if ((marker & 0xff00) !== 0xff00 || marker === 0xffda) return 1; // not a marker, or image data
+    if (marker === 0xffe1 && at + 10 <= v.byteLength && v.getUint32(at + 4) === 0x45786966) { // "Exif"
+      const tiff = at + 10;
+      if (tiff + 8 > v.byteLength) return 1;
+      const little = v.getUint16(tiff) === 0x4949;
+      const u16 = (o) => v.getUint16(o, little);
+      const ifd = tiff + v.getUint32(tiff + 4, little);
+      if (ifd + 2 > v.byteLength) return 1;
+      const count = u16(ifd);
+      for (let i = 0; i < count; i++) {
+        const entry = ifd + 2 + i * 12;
+        if (entry + 12 > v.byteLength) return 1;
+        if (u16(entry) === 0x0112) {
+          const o = u16(entry + 8);
+          return o >= 1 && o <= 8 ? o : 1;
+        }
+      }
+      return 1;
+    }
+    at += 2 + len;
+  }
+  return 1;
+}
+
+function loadImage(url) {
+  const img = new Image();
+  img.src = url;
+  return img.decode().then(() => img);
+}
+
+function canvasBlob(canvas) {
+  return new Promise((resolve, reject) => {
+    canvas.toBlob((b) => (b ? resolve(b) : reject(new ApiError('Could not make a PNG in this browser.'))), 'image/png');
+  });
+}
+
+async function setEditImage(file) {
+  const box = $('edit-error');
+  if (!file) return;
+  if (file.type && !file.type.startsWith('image/')) {
+    showError(box, `“${file.name}” is not an image. Choose a PNG, JPEG, WebP or GIF file.`);
+    return;
+  }
+  const name = file.name || 'pasted image';
+  const url = URL.createObjectURL(file);
+  let img;
+  try {
+    img = await loadImage(url);
+  } catch {
+    URL.revokeObjectURL(url);
+    showError(box, `Could not read “${name}” as an image. Choose a PNG, JPEG, WebP or GIF file.`);
+    return;
+  }
+  if (edit.controller) edit.controller.abort();
+  const w = img.naturalWidth;
+  const h = img.naturalHeight;
+  let send = file;
+  let note = '';
+  // The browser shows a JPEG turned by its EXIF orientation and the server reads the pixels as
+  // stored: send what is shown (as PNG), so that the mask lies where it was painted.
+  if (/jpe?g$/i.test(file.type || name) && jpegOrientation(await file.slice(0, 1 << 16).arrayBuffer()) !== 1) {
+    const c = document.createElement('canvas');
+    c.width = w;
+    c.height = h;
+    c.getContext('2d').drawImage(img, 0, 0);
+    send = new File([await canvasBlob(c)], name.replace(/\.[^.]*$/, '') + '.png', { type: 'image/png' });
+    note = ' · sent upright as PNG';
+  }
+  if (edit.beforeUrl) URL.revokeObjectURL(edit.beforeUrl);
+  edit.beforeUrl = url;
+  edit.file = send;
+  edit.name = send.name || 'image.png';
+  const before = $('edit-before');
+  before.src = url;
+  before.alt = `The image to edit: ${name}`;
+  pixelateIfSmall(before);
+  const canvas = $('edit-canvas');
+  canvas.width = w;
+  canvas.height = h;
+  canvas.classList.toggle('pixelated', w < 256);
+  // Both frames take the image's shape, within limits; the painting area is the image's box.
+  const ratio = w / h;
+  const frameRatio = Math.min(Math.max(ratio, 3 / 4), 16 / 9);
+  $('edit-pair').style.setProperty('--box', String(frameRatio));
+  $('edit-paint').style.width = `${Math.min(1, ratio / frameRatio) * 100}%`;
+  $('edit-paint').style.aspectRatio = `${w} / ${h}`;
+  $('edit-pair').hidden = false;
+  $('edit-empty').hidden = true;
+  $('edit-drop').classList.add('has-image');
+  $('edit-drop-text').replaceChildren('Drop or click to use another image');
+  const kb = Math.max(1, Math.round(file.size / 1024));
+  $('edit-file-name').textContent = `${name} · ${w}×${h} · ${kb} KB${note}`;
+  showError(box, '');
+  clearResult();
+  clearMask();
+}
+
+function clearResult() {
+  if (edit.resultUrl) URL.revokeObjectURL(edit.resultUrl);
+  edit.resultUrl = null;
+  edit.resultBlob = null;
+  const p = document.createElement('p');
+  p.className = 'placeholder';
+  p.textContent = 'The edited image appears here.';
+  $('edit-after-frame').replaceChildren(p);
+  $('edit-after').classList.remove('pending', 'done', 'failed');
+  $('edit-after-cap').textContent = 'After';
+  $('edit-revised').hidden = true;
+  $('edit-more').hidden = true;
+}
+
+function maskHint() {
+  const canvas = $('edit-canvas');
+  const hint = $('edit-mask-hint');
+  if (!edit.file) return;
+  if (!edit.painted) {
+    hint.textContent = 'Nothing painted: the whole image will be redrawn from a description of it and your prompt.';
+  } else {
+    const share = (100 * edit.painted) / (canvas.width * canvas.height);
+    const pct = share < 1 ? '< 1' : String(Math.round(share));
+    hint.textContent = `${pct}% of the image is painted and will change; the rest stays exactly as it is.`;
+  }
+  hint.dataset.painted = String(edit.painted);
+}
+
+/** The mask canvas's context (read after every stroke). */
+function maskCtx() {
+  return $('edit-canvas').getContext('2d', { willReadFrequently: true });
+}
+
+function clearMask() {
+  const canvas = $('edit-canvas');
+  maskCtx().clearRect(0, 0, canvas.width, canvas.height);
+  edit.painted = 0;
+  maskHint();
+}
+
+/** Makes every canvas pixel painted or not (strokes are antialiased) and counts the painted ones. */
+function settleMask() {
+  const canvas = $('edit-canvas');
+  const ctx = maskCtx();
+  const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  const d = img.data;
+  const [r, g, b] = paintColor();
+  let painted = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    const on = d[i + 3] >= PAINT_ALPHA;
+    d[i] = on ? r : 0;
+    d[i + 1] = on ? g : 0;
+    d[i + 2] = on ? b : 0;
+    d[i + 3] = on ? 255 : 0;
+    painted += on;
+  }
+  ctx.putImageData(img, 0, 0);
+  edit.painted = painted;
+  maskHint();
+}
+
+let paintRgb = null;
+function paintColor() {
+  if (!paintRgb) {
+    const c = document.createElement('canvas').getContext('2d');
+    c.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--accent').trim() || '#4f46e5';
+    const hex = c.fillStyle; // normalized to #rrggbb
+    paintRgb = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  }
+  return paintRgb;
+}
+
+/** The mask PNG (alpha 0 where painted, 255 elsewhere), or null when nothing is painted. */
+async function maskBlob() {
+  if (!edit.painted) return null;
+  const canvas = $('edit-canvas');
+  const { width: w, height: h } = canvas;
+  const src = maskCtx().getImageData(0, 0, w, h).data;
+  const out = new ImageData(w, h);
+  for (let i = 3; i < src.length; i += 4) out.data[i] = src[i] >= PAINT_ALPHA ? 0 : 255;
+  const c = document.createElement('canvas');
+  c.width = w;
+  c.height = h;
+  c.getContext('2d').putImageData(out, 0, 0);
+  return canvasBlob(c);
+}
+
+/** The brush's radius in image pixels: the slider gives its diameter on screen. */
+function brushRadius() {
+  const canvas = $('edit-canvas');
+  const shown = canvas.getBoundingClientRect().width || canvas.width;
+  return Math.max(0.75, (Number($('edit-brush').value) / 2) * (canvas.width / shown));
+}
+
+function canvasPoint(e) {
+  const canvas = $('edit-canvas');
+  const r = canvas.getBoundingClientRect();
+  return { x: ((e.clientX - r.left) / r.width) * canvas.width, y: ((e.clientY - r.top) / r.height) * canvas.height };
+}
+
+function paintTo(p, from) {
+  const ctx = maskCtx();
+  const radius = brushRadius();
+  const [r, g, b] = paintColor();
+  ctx.globalCompositeOperation = edit.erase ? 'destination-out' : 'source-over';
+  ctx.fillStyle = ctx.strokeStyle = `rgb(${r}, ${g}, ${b})`;
+  ctx.lineCap = 'round';
+  ctx.lineJoin = 'round';
+  ctx.lineWidth = radius * 2;
+  ctx.beginPath();
+  if (from) {
+    ctx.moveTo(from.x, from.y);
+    ctx.lineTo(p.x, p.y);
+    ctx.stroke();
+  } else {
+    ctx.arc(p.x, p.y, radius, 0, Math.PI * 2);
+    ctx.fill();
+  }
+  ctx.globalCompositeOperation = 'source-over';
+}
+
+function moveRing(e) {
+  const ring = $('edit-ring');
+  if (e.pointerType === 'touch') {
+    ring.hidden = true;
+    return;
+  }
+  const r = $('edit-paint').getBoundingClientRect();
+  const size = Number($('edit-brush').value);
+  ring.style.width = ring.style.height = `${size}px`;
+  ring.style.transform = `translate(${e.clientX - r.left - size / 2}px, ${e.clientY - r.top - size / 2}px)`;
+  ring.classList.toggle('erase', edit.erase);
+  ring.hidden = false;
+}
+
+function setupPainting() {
+  const canvas = $('edit-canvas');
+  canvas.addEventListener('pointerdown', (e) => {
+    if (e.button !== 0 || edit.stroke || !edit.file) return;
+    e.preventDefault();
+    canvas.setPointerCapture(e.pointerId);
+    const p = canvasPoint(e);
+    paintTo(p, null);
+    edit.stroke = { id: e.pointerId, last: p };
+  });
+  canvas.addEventListener('pointermove', (e) => {
+    moveRing(e);
+    const s = edit.stroke;
+    if (!s || s.id !== e.pointerId) return;
+    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
+    for (const ev of events.length ? events : [e]) {
+      const p = canvasPoint(ev);
+      paintTo(p, s.last);
+      s.last = p;
+    }
+  });
+  const end = (e) => {
+    if (!edit.stroke || edit.stroke.id !== e.pointerId) return;
+    edit.stroke = null;
+    settleMask();
+  };
+  canvas.addEventListener('pointerup', end);
+  canvas.addEventListener('pointercancel', end);
+  canvas.addEventListener('pointerleave', () => { $('edit-ring').hidden = true; });
+  const brush = $('edit-brush');
+  brush.addEventListener('input', () => { $('edit-brush-value').textContent = `${brush.value} px`; });
+  $('edit-erase').addEventListener('click', () => {
+    edit.erase = !edit.erase;
+    $('edit-erase').setAttribute('aria-pressed', String(edit.erase));
+  });
+  $('edit-clear').addEventListener('click', clearMask);
+}
+
+function busyEdit(on) {
+  $('edit-submit').setAttribute('aria-disabled', String(on));
+  $('edit-submit').textContent = on ? 'Generating…' : 'Generate';
+  $('edit-stop').hidden = !on;
+  $('edit-after').setAttribute('aria-busy', String(on));
+}
+
+async function editImage() {
+  const form = $('edit-form');
+  const box = $('edit-error');
+  if (edit.controller) return;
+  if (!edit.file) {
+    showError(box, 'Choose an image first: drop one on the box, click it, or paste one.');
+    $('edit-file').focus();
+    return;
+  }
+  const prompt = $('edit-prompt').value;
+  if (!prompt.trim()) {
+    showError(box, edit.painted
+      ? 'Write a prompt first: describe what the painted part should show.'
+      : 'Write a prompt first: describe the change you want.');
+    markInvalid(form, 'edit-prompt');
+    return;
+  }
+  const seed = readSeed('edit-seed');
+  if (seed.error) {
+    showError(box, seed.error);
+    markInvalid(form, seed.field);
+    return;
+  }
+  showError(box, '');
+  markInvalid(form, null);
+  const controller = new AbortController();
+  edit.controller = controller;
+  busyEdit(true);
+  const after = $('edit-after');
+  const frame = $('edit-after-frame');
+  const kept = [...frame.childNodes];
+  const keptCap = $('edit-after-cap').textContent;
+  const keptClass = after.className;
+  const redraw = !edit.painted;
+  after.classList.remove('done', 'failed');
+  after.classList.add('pending');
+  $('edit-after-cap').textContent = redraw ? 'After · describing and redrawing…' : 'After · drawing…';
+  const started = performance.now();
+  try {
+    const data = new FormData();
+    data.append('image', edit.file, edit.name);
+    const mask = await maskBlob();
+    if (mask) data.append('mask', mask, 'mask.png');
+    data.append('prompt', prompt);
+    if (seed.seed !== undefined) data.append('seed', String(seed.seed));
+    data.append('n', '1');
+    data.append('response_format', 'b64_json');
+    const resp = await post('v1/images/edits', data, controller.signal);
+    const body = await resp.json().catch(() => { throw new ApiError('The server sent something that is not JSON.'); });
+    const item = body && body.data && body.data[0];
+    if (!item || !item.b64_json) throw new ApiError('The server answered without an image.');
+    const used = body.seed ?? resp.headers.get('x-seed') ?? seed.seed;
+    const blob = b64ToBlob(item.b64_json);
+    if (edit.resultUrl) URL.revokeObjectURL(edit.resultUrl);
+    edit.resultUrl = URL.createObjectURL(blob);
+    edit.resultBlob = blob;
+    edit.resultSeed = used;
+    const img = document.createElement('img');
+    img.src = edit.resultUrl;
+    img.className = 'final';
+    img.alt = `The edited image for “${prompt.trim().slice(0, 80)}”`;
+    pixelateIfSmall(img);
+    const link = document.createElement('a');
+    link.href = edit.resultUrl;
+    link.download = `janus-edit-${used ?? 'image'}.png`;
+    link.className = 'download';
+    link.title = 'Download PNG';
+    link.setAttribute('aria-label', 'Download the edited image as PNG');
+    link.append(img);
+    frame.replaceChildren(link);
+    after.classList.remove('pending');
+    after.classList.add('done');
+    const took = seconds(performance.now() - started);
+    $('edit-after-cap').textContent = `After · seed ${used} · ${took} · click to save PNG`;
+    $('edit-after-cap').dataset.seed = String(used);
+    const revised = $('edit-revised');
+    if (item.revised_prompt) {
+      revised.replaceChildren();
+      const strong = document.createElement('strong');
+      strong.textContent = 'Redrawn from: ';
+      revised.append(strong, item.revised_prompt);
+      revised.title = 'Nothing was painted, so the server described the image and drew it again from this prompt';
+      revised.hidden = false;
+    } else {
+      revised.hidden = true;
+    }
+    $('edit-more').hidden = false;
+  } catch (e) {
+    frame.replaceChildren(...kept);
+    after.className = keptClass;
+    $('edit-after-cap').textContent = keptCap;
+    if (e.name !== 'AbortError') {
+      const err = e instanceof ApiError ? e : new ApiError(e.message || String(e));
+      showError(box, plainMessage(err));
+      markInvalid(form, EDIT_FIELD_IDS[err.param]);
+    }
+  } finally {
+    if (edit.controller === controller) {
+      edit.controller = null;
+      busyEdit(false);
+    }
+  }
+}
+
+function setupEdit() {
+  imagePicker($('edit-file'), $('edit-drop'), $('view-edit'), setEditImage);
+  setupPainting();
+  enterSubmits($('edit-prompt'));
+  randomSeedButton($('edit-seed-random'), $('edit-seed'));
+  $('edit-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    editImage();
+  });
+  $('edit-stop').addEventListener('click', () => {
+    if (edit.controller) edit.controller.abort();
+    $('edit-submit').focus();
+  });
+  $('edit-reuse').addEventListener('click', () => {
+    if (!edit.resultBlob) return;
+    const file = new File([edit.resultBlob], `janus-edit-${edit.resultSeed ?? 'image'}.png`, { type: 'image/png' });
+    setEditImage(file).then(() => $('edit-prompt').focus());
+  });
+}
+
 // ------------------------------------------------------------------ start
 
 function setup() {
   setupTabs();
   setupGenerate();
   setupDescribe();
+  setupEdit();
   updateKeyButton();
   $('key-button').addEventListener('click', () => askForKey(apiKey() ? 'Change or forget the key kept in this browser.' : 'Needed only when the server runs with --api-key.'));
   pollReady();

@@ -308,6 +308,12 @@ impl Janus {
         self.dtype
     }
 
+    /// Bytes of weights one image-token step reads (the decoder layers' linear layers and
+    /// `gen_head`, once for all rows): with the memory bandwidth, the floor of a step's time.
+    pub fn image_step_weight_bytes(&self) -> usize {
+        self.llm.layer_weight_bytes() + self.gen_head.weight_bytes()
+    }
+
     /// How the language model's and `gen_head`'s linear layers are stored.
     pub fn quant(&self) -> Quant {
         self.quant

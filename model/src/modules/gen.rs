@@ -41,6 +41,11 @@ pub struct GenHead {
 }
 
 impl GenHead {
+    /// Bytes of its two projections' weights.
+    pub fn weight_bytes(&self) -> usize {
+        self.output_mlp_projector.weight_bytes() + self.vision_head.weight_bytes()
+    }
+
     /// `lin` stores the two projections (quantized or not).
     pub fn load(vb: VarBuilder, hidden: usize, cfg: &GenConfig, lin: &Linears) -> Result<Self> {
         Ok(Self {

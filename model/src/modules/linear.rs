@@ -54,6 +54,14 @@ impl Linear {
         }
     }
 
+    /// Bytes of the stored weight (what a product reads once; the bias aside).
+    pub fn weight_bytes(&self) -> usize {
+        match self.stored() {
+            StoredWeight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            StoredWeight::Quantized(q) => q.bytes(),
+        }
+    }
+
     /// The stored weight: a dense tensor or a quantized one.
     pub fn stored(&self) -> StoredWeight<'_> {
         match &self.weight {

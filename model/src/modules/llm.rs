@@ -268,6 +268,10 @@ struct Attention {
 }
 
 impl Attention {
+    fn weight_bytes(&self) -> usize {
+        self.qkv.weight_bytes() + self.o_proj.weight_bytes()
+    }
+
     fn load(vb: VarBuilder, cfg: &LlmConfig, lin: &Linears) -> Result<Self> {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim);
         let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
@@ -394,6 +398,10 @@ struct Mlp {
 }
 
 impl Mlp {
+    fn weight_bytes(&self) -> usize {
+        self.gate_up.weight_bytes() + self.down_proj.weight_bytes()
+    }
+
     fn load(vb: VarBuilder, cfg: &LlmConfig, lin: &Linears) -> Result<Self> {
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
@@ -580,6 +588,12 @@ pub struct Llama {
 }
 
 impl Llama {
+    /// Bytes of the decoder layers' linear weights: what every step reads once, whatever its
+    /// rows (the embeddings read a row per token; `lm_head` only for text).
+    pub fn layer_weight_bytes(&self) -> usize {
+        self.layers.iter().map(|b| b.self_attn.weight_bytes() + b.mlp.weight_bytes()).sum()
+    }
+
     /// `vb` points at `language_model`; `lin` stores the linear layers (quantized or not);
     /// `text` loads `lm_head` (text answers need it, image generation does not).
     pub fn load(vb: VarBuilder, cfg: &LlmConfig, lin: &Linears, text: bool) -> Result<Self> {

@@ -63,6 +63,11 @@ pub struct QWeight {
 }
 
 impl QWeight {
+    /// Bytes of the stored blocks (what a product reads).
+    pub fn bytes(&self) -> usize {
+        self.q.storage_size_in_bytes()
+    }
+
     pub fn new(q: QTensor) -> Result<Self> {
         let q = Arc::new(q);
         Ok(Self { mm: QMatMul::from_arc(q.clone())?, q })

@@ -40,6 +40,11 @@ pub struct BenchArgs {
     #[arg(long, env = "JANUS_BENCH_QUANTS", value_delimiter = ',')]
     pub quants: Vec<Quant>,
 
+    /// The machine's memory read bandwidth in GB/s, instead of probing it before and after each
+    /// measurement (CPU only; the step's floor is the bytes of weights it reads over this).
+    #[arg(long, env = "JANUS_BENCH_MEMBW")]
+    pub membw: Option<f64>,
+
     /// With `--quants`: also measure each one's distance from the first (teacher-forced KL of
     /// the guided image-token distribution over a whole image, and of text answers about it).
     #[arg(long, env = "JANUS_BENCH_QUALITY")]

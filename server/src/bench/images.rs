@@ -10,6 +10,7 @@ use janus::{memory_in_use, Conversation, Janus, Parts, Quant, SamplingParams, T2
 use serde::Serialize;
 
 use super::args::BenchArgs;
+use super::membw;
 use crate::engine_args::EngineArgs;
 use crate::rss::PeakRss;
 
@@ -45,6 +46,15 @@ struct Report {
     step_speedup: Option<f64>,
     /// With `--quality`: the distance from the first quant.
     quality: Option<Quality>,
+    /// Bytes of weights one image-token step reads (the decoder layers' and `gen_head`'s).
+    step_weight_bytes: usize,
+    /// CPU: the memory read bandwidth probed just before loading and just after measuring, GB/s
+    /// (both `--membw` when given).
+    membw_gbps: Option<(f64, f64)>,
+    /// CPU: `step_weight_bytes` at the mean of the two bandwidths, ms.
+    floor_ms: Option<f64>,
+    /// The mean step over the floor.
+    floor_ratio: Option<f64>,
 }
 
 /// How far a quantized model is from the reference (the first of `--quants`).
@@ -91,6 +101,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut reports: Vec<Report> = Vec::new();
     let mut reference: Option<QualityReference> = None;
     for quant in quants {
+        // The bandwidth before loading (the probe's buffer is freed before the model's peak).
+        let cpu = janus::select_device(&a.model.device)?.is_cpu();
+        let membw_before = cpu.then(|| a.membw.unwrap_or_else(membw::probe));
         if let Some(p) = &peak {
             p.reset();
         }
@@ -106,6 +119,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
         }
         r.peak_rss_anon_gib = peak.as_ref().map(|p| p.peak() as f64 / GIB);
+        drop(model);
+        if let Some(before) = membw_before {
+            let after = a.membw.unwrap_or_else(membw::probe);
+            let floor = membw::floor_ms(r.step_weight_bytes, (before + after) / 2.0);
+            (r.membw_gbps, r.floor_ms, r.floor_ratio) =
+                (Some((before, after)), Some(floor), Some(r.step_ms_mean / floor));
+        }
         r.step_speedup = reports.first().map(|first| first.step_ms_mean / r.step_ms_mean);
         if !a.json {
             print_report(&r);
@@ -206,6 +226,10 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
         device_memory_gib: device_memory(with_cache),
         step_speedup: None,
         quality: None,
+        step_weight_bytes: model.image_step_weight_bytes(),
+        membw_gbps: None,
+        floor_ms: None,
+        floor_ratio: None,
     };
     Ok(r)
 }
@@ -235,6 +259,13 @@ fn print_report(r: &Report) {
         r.peak_rss_anon_gib.map_or("n/a".into(), |g| format!("{g:.2} GiB")),
         r.device_memory_gib.map_or(String::new(), |g| format!(" | device memory {g:.2} GiB")),
     );
+    if let (Some((before, after)), Some(floor), Some(ratio)) = (r.membw_gbps, r.floor_ms, r.floor_ratio) {
+        println!(
+            "floor: {:.1} MB of weights per step at {before:.1} / {after:.1} GB/s (before / after) = {floor:.1} ms; \
+             the step is {ratio:.2}× the floor",
+            r.step_weight_bytes as f64 / 1e6
+        );
+    }
     if let Some(q) = &r.quality {
         let d = &q.image_tokens;
         println!(
@@ -260,8 +291,8 @@ fn print_report(r: &Report) {
 
 /// One Markdown row per quant, for docs/PERF.md.
 fn print_comparison(reports: &[Report]) {
-    println!("\n| quant | step ms (mean) | × first | tokens s | VQ s | peak RssAnon GiB | image KL mean / p99 | top-1 | text KL mean / p99 | same answers |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("\n| quant | step ms (mean) | × first | floor ms (GB/s before / after) | × floor | tokens s | VQ s | peak RssAnon GiB | image KL mean / p99 | top-1 | text KL mean / p99 | same answers |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
         let (img, top1, text, same) = match &r.quality {
             Some(q) => (
@@ -272,11 +303,16 @@ fn print_comparison(reports: &[Report]) {
             ),
             None => ("–".into(), "–".into(), "–".into(), "–".into()),
         };
+        let floor = match (r.floor_ms, r.membw_gbps) {
+            (Some(f), Some((b, a))) => format!("{f:.1} ({b:.0} / {a:.0})"),
+            _ => "–".into(),
+        };
         println!(
-            "| {} | {:.1} | {:.2} | {:.1} | {:.2} | {} | {img} | {top1} | {text} | {same} |",
+            "| {} | {:.1} | {:.2} | {floor} | {} | {:.1} | {:.2} | {} | {img} | {top1} | {text} | {same} |",
             r.quant,
             r.step_ms_mean,
             r.step_speedup.unwrap_or(1.0),
+            r.floor_ratio.map_or("–".into(), |x| format!("{x:.2}")),
             r.tokens_secs,
             r.vq_decode_s,
             r.peak_rss_anon_gib.map_or("n/a".into(), |g| format!("{g:.2}")),
