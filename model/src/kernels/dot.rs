@@ -4,9 +4,35 @@
 //! to the `gemm` crate as a strided view, which packs the whole weight on every call: for the
 //! 2–16 rows of a decode step that costs several times the weight read itself. AVX-512 and AVX2
 //! versions compute every dot product with the same arithmetic, so they agree bit for bit.
+//!
+//! The weight may be f32 or bf16 ([`Weights`]): a bf16 weight is widened to f32 as it is loaded
+//! (exactly: a bf16 is the top half of an f32), so the arithmetic, and every number, is the f32
+//! weight's, with half the bytes to stream.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
+use half::bf16;
 use rayon::prelude::*;
+
+/// A weight element the kernels widen to f32 exactly as they load it.
+pub trait Weights: Copy + Send + Sync + 'static {
+    /// Stored as bf16 (the top 16 bits of an f32), else as f32.
+    const BF16: bool;
+    fn widen(self) -> f32;
+}
+
+impl Weights for f32 {
+    const BF16: bool = false;
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Weights for bf16 {
+    const BF16: bool = true;
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
 
 /// Rows the dot-product kernel takes at a time (up to this many it beats the packed GEMM).
 pub const MAX_ROWS: usize = 16;
@@ -20,7 +46,7 @@ pub fn one_position_per_row(dims: &[usize]) -> bool {
     dims.len() == 2 || (dims.len() == 3 && dims[1] == 1)
 }
 
-/// `x [m, k] · wᵀ` for `w [n, k]`, both f32 on the CPU.
+/// `x [m, k] · wᵀ` for `w [n, k]` on the CPU, `x` f32 and `w` f32 or bf16.
 pub struct SkinnyMatmul;
 
 impl CustomOp2 for SkinnyMatmul {
@@ -37,28 +63,34 @@ impl CustomOp2 for SkinnyMatmul {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (m, k) = xl.shape().dims2()?;
         let (n, wk) = wl.shape().dims2()?;
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (xs, ws) else {
-            candle_core::bail!("skinny-matmul: f32 only");
-        };
         let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets()) else {
             candle_core::bail!("skinny-matmul: contiguous inputs only");
         };
         if k != wk {
             candle_core::bail!("skinny-matmul: {:?} · {:?}ᵀ", xl.shape(), wl.shape());
         }
-        let (x, w) = (&x[x0..x1], &w[w0..w1]);
-        // Columns of the output computed by one task: enough work to amortise the split.
-        let chunk = (n / (rayon::current_num_threads() * 8)).clamp(16, 1024);
-        let mut out_t = vec![0f32; n * m]; // [n, m], transposed back below
-        out_t.par_chunks_mut(chunk * m).zip(w.par_chunks(chunk * k)).for_each(|(o, wc)| dots(o, wc, x, m, k));
-        let mut out = vec![0f32; m * n];
-        for (j, col) in out_t.chunks(m).enumerate() {
-            for (i, &v) in col.iter().enumerate() {
-                out[i * n + j] = v;
-            }
-        }
+        let out = match (xs, ws) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => skinny(&x[x0..x1], &w[w0..w1], m, n, k),
+            (CpuStorage::F32(x), CpuStorage::BF16(w)) => skinny(&x[x0..x1], &w[w0..w1], m, n, k),
+            _ => candle_core::bail!("skinny-matmul: f32 inputs and f32 or bf16 weights only"),
+        };
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
+}
+
+/// `x [m, k] · wᵀ` for `w [n, k]`, `[m, n]` row-major.
+fn skinny<T: Weights>(x: &[f32], w: &[T], m: usize, n: usize, k: usize) -> Vec<f32> {
+    // Columns of the output computed by one task: enough work to amortise the split.
+    let chunk = (n / (rayon::current_num_threads() * 8)).clamp(16, 1024);
+    let mut out_t = vec![0f32; n * m]; // [n, m], transposed back below
+    out_t.par_chunks_mut(chunk * m).zip(w.par_chunks(chunk * k)).for_each(|(o, wc)| dots(o, wc, x, m, k));
+    let mut out = vec![0f32; m * n];
+    for (j, col) in out_t.chunks(m).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            out[i * n + j] = v;
+        }
+    }
+    out
 }
 
 /// Whether this CPU runs the `#[target_feature(enable = "avx2,fma")]` kernels of this crate.
@@ -77,7 +109,7 @@ fn has_avx512() -> bool {
 /// product with the same arithmetic (two 8-lane FMA chains over 16 columns at a time, the
 /// chains added lane by lane, the lanes summed in order, then the tail), so the numbers depend
 /// neither on the CPU's vector width nor on how many rows share a call.
-fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
+fn dots<T: Weights>(o: &mut [f32], w: &[T], x: &[f32], m: usize, k: usize) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512() && !force_avx2() {
         // SAFETY: `has_avx512` just found avx512f (with `is_x86_feature_detected!`), the one
@@ -92,7 +124,7 @@ fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
     }
     for (oj, wj) in o.chunks_mut(m).zip(w.chunks(k)) {
         for (oji, xi) in oj.iter_mut().zip(x.chunks(k)) {
-            *oji = wj.iter().zip(xi).map(|(a, b)| a * b).sum();
+            *oji = wj.iter().zip(xi).map(|(a, b)| a.widen() * b).sum();
         }
     }
 }
@@ -109,6 +141,27 @@ fn force_avx2() -> bool {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
+
+    use super::Weights;
+
+    /// 16 weights from `p` as f32 (a bf16 widened: its bits shifted into an f32's top half).
+    ///
+    /// # Safety
+    ///
+    /// avx512f; `p` is valid for reads of 16 `T`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load16<T: Weights>(p: *const T) -> __m512 {
+        // SAFETY: the caller's contract: 16 `T` readable at `p` (32 bytes for bf16, 64 for f32).
+        unsafe {
+            if T::BF16 {
+                let halves = _mm256_loadu_si256(p as *const __m256i);
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(halves)))
+            } else {
+                _mm512_loadu_ps(p as *const f32)
+            }
+        }
+    }
 
     /// Floats ahead of the current position that each weight stream prefetches (1 KiB).
     const PREFETCH: usize = 256;
@@ -127,7 +180,7 @@ mod avx512 {
     /// lengths are no condition: the function asserts `o.len() · k == w.len() · m` and
     /// `x.len() == m · k` before it reads through pointers.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
+    pub(super) unsafe fn dots<T: Weights>(o: &mut [f32], w: &[T], x: &[f32], m: usize, k: usize) {
         assert!(o.len() * k == w.len() * m && x.len() == m * k);
         let rows = w.len() / k;
         let mut j = 0;
@@ -151,14 +204,14 @@ mod avx512 {
                 let v = unsafe {
                     let (wj, xi) = (w.as_ptr().add(j * k), x.as_ptr().add(i * k));
                     match (nw, nx) {
-                        (4, 4) => tile::<4, 4>(wj, xi, k, prefetch),
-                        (4, 3) => tile::<4, 3>(wj, xi, k, prefetch),
-                        (4, 2) => tile::<4, 2>(wj, xi, k, prefetch),
-                        (4, _) => tile::<4, 1>(wj, xi, k, prefetch),
-                        (_, 4) => tile::<1, 4>(wj, xi, k, prefetch),
-                        (_, 3) => tile::<1, 3>(wj, xi, k, prefetch),
-                        (_, 2) => tile::<1, 2>(wj, xi, k, prefetch),
-                        _ => tile::<1, 1>(wj, xi, k, prefetch),
+                        (4, 4) => tile::<T, 4, 4>(wj, xi, k, prefetch),
+                        (4, 3) => tile::<T, 4, 3>(wj, xi, k, prefetch),
+                        (4, 2) => tile::<T, 4, 2>(wj, xi, k, prefetch),
+                        (4, _) => tile::<T, 4, 1>(wj, xi, k, prefetch),
+                        (_, 4) => tile::<T, 1, 4>(wj, xi, k, prefetch),
+                        (_, 3) => tile::<T, 1, 3>(wj, xi, k, prefetch),
+                        (_, 2) => tile::<T, 1, 2>(wj, xi, k, prefetch),
+                        _ => tile::<T, 1, 1>(wj, xi, k, prefetch),
                     }
                 };
                 let nw_done = if nw == 4 { 4 } else { 1 };
@@ -186,11 +239,11 @@ mod avx512 {
     /// # Safety
     ///
     /// The CPU supports avx512f (checked with `is_x86_feature_detected!("avx512f")`), `w` is
-    /// valid for reads of `W · k` floats (W rows of k) and `x` for reads of `R · k` floats.
+    /// valid for reads of `W · k` weights (W rows of k) and `x` for reads of `R · k` floats.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::needless_range_loop)] // `r` indexes `x`'s rows and the accumulators' columns
-    unsafe fn tile<const W: usize, const R: usize>(
-        w: *const f32,
+    unsafe fn tile<T: Weights, const W: usize, const R: usize>(
+        w: *const T,
         x: *const f32,
         k: usize,
         prefetch: Prefetch,
@@ -213,7 +266,7 @@ mod avx512 {
                         Prefetch::Next => _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(4 * k + c) as *const i8),
                         Prefetch::None => {}
                     }
-                    *wq = _mm512_loadu_ps(row.add(c));
+                    *wq = load16(row.add(c));
                 }
                 for r in 0..R {
                     let xr = _mm512_loadu_ps(x.add(r * k + c));
@@ -237,7 +290,7 @@ mod avx512 {
                 unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(lo, hi)) };
                 // SAFETY: c < k, q < W and r < R, so `q · k + c` < W · k and `r · k + c` < R · k:
                 // inside the floats the caller guarantees for `w` and `x`.
-                let tail: f32 = (full..k).map(|c| unsafe { *w.add(q * k + c) * *x.add(r * k + c) }).sum();
+                let tail: f32 = (full..k).map(|c| unsafe { (*w.add(q * k + c)).widen() * *x.add(r * k + c) }).sum();
                 out[q][r] = lanes.iter().sum::<f32>() + tail;
             }
         }
@@ -248,6 +301,27 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+
+    use super::Weights;
+
+    /// 8 weights from `p` as f32 (a bf16 widened: its bits shifted into an f32's top half).
+    ///
+    /// # Safety
+    ///
+    /// avx2; `p` is valid for reads of 8 `T`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load8<T: Weights>(p: *const T) -> __m256 {
+        // SAFETY: the caller's contract: 8 `T` readable at `p` (16 bytes for bf16, 32 for f32).
+        unsafe {
+            if T::BF16 {
+                let halves = _mm_loadu_si128(p as *const __m128i);
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(halves)))
+            } else {
+                _mm256_loadu_ps(p as *const f32)
+            }
+        }
+    }
 
     /// Floats ahead of the current position that each weight stream prefetches (1 KiB).
     const PREFETCH: usize = 256;
@@ -262,7 +336,7 @@ mod avx2 {
     /// are no condition: the function asserts `o.len() · k == w.len() · m` and `x.len() == m · k`
     /// before it reads through pointers.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dots(o: &mut [f32], w: &[f32], x: &[f32], m: usize, k: usize) {
+    pub(super) unsafe fn dots<T: Weights>(o: &mut [f32], w: &[T], x: &[f32], m: usize, k: usize) {
         assert!(o.len() * k == w.len() * m && x.len() == m * k);
         let rows = w.len() / k;
         let mut j = 0;
@@ -282,9 +356,9 @@ mod avx2 {
                 // rows of x from row i hold R · k floats, as `tile` requires.
                 let v = unsafe {
                     if r == 2 {
-                        tile::<2>(wa, wb, xs, k)
+                        tile::<T, 2>(wa, wb, xs, k)
                     } else {
-                        tile::<1>(wa, wb, xs, k)
+                        tile::<T, 1>(wa, wb, xs, k)
                     }
                 };
                 o[j * m + i..j * m + i + r].copy_from_slice(&v[0][..r]);
@@ -305,7 +379,7 @@ mod avx2 {
     /// The CPU supports avx2 and fma (checked with `is_x86_feature_detected!`), `wa` and `wb` are
     /// each valid for reads of `k` floats and `x` for reads of `R · k` floats.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const R: usize>(wa: *const f32, wb: *const f32, x: *const f32, k: usize) -> [[f32; 2]; 2] {
+    unsafe fn tile<T: Weights, const R: usize>(wa: *const T, wb: *const T, x: *const f32, k: usize) -> [[f32; 2]; 2] {
         let mut acc = [[[_mm256_setzero_ps(); 2]; R]; 2];
         let full = k / 16 * 16;
         let mut c = 0;
@@ -317,10 +391,7 @@ mod avx2 {
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(wa.wrapping_add(c + PREFETCH) as *const i8);
                 _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(c + PREFETCH) as *const i8);
-                let w = [
-                    [_mm256_loadu_ps(wa.add(c)), _mm256_loadu_ps(wa.add(c + 8))],
-                    [_mm256_loadu_ps(wb.add(c)), _mm256_loadu_ps(wb.add(c + 8))],
-                ];
+                let w = [[load8(wa.add(c)), load8(wa.add(c + 8))], [load8(wb.add(c)), load8(wb.add(c + 8))]];
                 for r in 0..R {
                     let xr = [_mm256_loadu_ps(x.add(r * k + c)), _mm256_loadu_ps(x.add(r * k + c + 8))];
                     for (acc_w, w_h) in acc.iter_mut().zip(&w) {
@@ -340,7 +411,7 @@ mod avx2 {
                 unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc[q][r][0], acc[q][r][1])) };
                 // SAFETY: c < k and r < R: `wq` (`wa` or `wb`) is valid for k floats and `x` for
                 // R · k, as the caller guarantees.
-                let tail: f32 = (full..k).map(|c| unsafe { *wq.add(c) * *x.add(r * k + c) }).sum();
+                let tail: f32 = (full..k).map(|c| unsafe { (*wq.add(c)).widen() * *x.add(r * k + c) }).sum();
                 out[q][r] = lanes.iter().sum::<f32>() + tail;
             }
         }
@@ -387,6 +458,44 @@ mod tests {
             };
             let (wide, narrow) = (run(false), run(true));
             assert!(wide.iter().zip(&narrow).all(|(a, b)| a.to_bits() == b.to_bits()), "m {m}, n {n}, k {k}");
+        }
+    }
+
+    /// A bf16 weight gives, on every kernel, the numbers of the same weight widened to f32, bit
+    /// for bit (the exact mode stored as the checkpoints store it).
+    #[test]
+    fn bf16_weights_give_the_widened_f32_weights_numbers() {
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (m, n, k) in [(1, 9, 64), (3, 7, 37), (8, 13, 1024), (2, 5, 2816), (16, 17, 100)] {
+            let w16: Vec<bf16> = (0..n * k).map(|_| bf16::from_f32(next())).collect();
+            let w32: Vec<f32> = w16.iter().map(|w| w.to_f32()).collect();
+            let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            // `dots` on this thread (the kernel switch is thread-local), then `skinny` on rayon's.
+            for avx2 in [false, true] {
+                FORCE_AVX2.with(|f| f.set(avx2));
+                let (mut a, mut b) = (vec![0f32; n * m], vec![0f32; n * m]);
+                dots(&mut a, &w16, &x, m, k);
+                dots(&mut b, &w32, &x, m, k);
+                FORCE_AVX2.with(|f| f.set(false));
+                assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()), "m {m}, n {n}, k {k}, avx2 {avx2}");
+            }
+            let (a, b) = (skinny(&x, &w16, m, n, k), skinny(&x, &w32, m, n, k));
+            assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()), "m {m}, n {n}, k {k}: skinny");
+            let scalar: Vec<f32> = (0..m)
+                .flat_map(|i| (0..n).map(move |j| (i, j)))
+                .map(|(i, j)| {
+                    w32[j * k..(j + 1) * k].iter().zip(&x[i * k..(i + 1) * k]).map(|(a, b)| a * b).sum::<f32>()
+                })
+                .collect();
+            let got = skinny(&x, &w16, m, n, k);
+            assert!(
+                got.iter().zip(&scalar).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs())),
+                "m {m}, n {n}, k {k}: the product"
+            );
         }
     }
 }

@@ -5,8 +5,11 @@
 //! the 2–16 rows of a decode step that costs several times the weight read itself. With few rows
 //! the product is a set of dot products along `W`'s contiguous rows, which is what
 //! [`crate::kernels::dot::SkinnyMatmul`] computes, streaming `W` once, split across threads by output columns.
-//! Larger inputs (prefill, big batches) and other devices/dtypes use candle's matmul. A layer may
-//! instead hold a quantized weight ([`crate::modules::quant`]), whose product is candle's or `kernels::quant`'s.
+//! Larger inputs (prefill, big batches) and other devices/dtypes use candle's matmul. An f32 model
+//! on the CPU may keep a bf16 checkpoint's weight in bf16 (the exact mode at half the bytes): the
+//! decode kernel widens it as it loads it, and a prompt's GEMM takes it widened, so every number
+//! is the f32 weight's. A layer may instead hold a quantized weight ([`crate::modules::quant`]),
+//! whose product is candle's or `kernels::quant`'s.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -102,7 +105,13 @@ impl Module for Linear {
         let k = dims.last().copied().unwrap_or(0);
         let rows = x.elem_count() / k.max(1);
         let step = one_position_per_row(dims);
-        if !(x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && step) {
+        let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+        if cpu_f32 && w.dtype() == DType::BF16 && !step {
+            // A bf16-stored weight of an f32 model, for a prompt: the GEMM on the weight widened
+            // (exactly), one layer at a time, so the numbers are the f32 weight's.
+            return candle_nn::Linear::new(widened(w)?, inner.bias().cloned()).forward(x);
+        }
+        if !(cpu_f32 && matches!(w.dtype(), DType::F32 | DType::BF16) && step) {
             return inner.forward(x);
         }
         let mut out_dims = dims.to_vec();
@@ -123,6 +132,24 @@ impl Module for Linear {
             None => Ok(y),
         }
     }
+}
+
+/// A bf16 weight widened to f32 (exactly), on every core: candle's `to_dtype` takes one, which
+/// cost a 1B prompt 2.3 s a step (PERF.md).
+fn widened(w: &Tensor) -> candle_core::Result<Tensor> {
+    use rayon::prelude::*;
+    let (storage, layout) = w.storage_and_layout();
+    let (candle_core::Storage::Cpu(candle_core::CpuStorage::BF16(data)), Some((a, b))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        drop(storage);
+        return w.to_dtype(DType::F32);
+    };
+    let mut out = vec![0f32; b - a];
+    out.par_chunks_mut(1 << 16).zip(data[a..b].par_chunks(1 << 16)).for_each(|(o, i)| {
+        o.iter_mut().zip(i).for_each(|(o, i)| *o = i.to_f32());
+    });
+    Tensor::from_vec(out, w.shape(), w.device())
 }
 
 #[cfg(test)]

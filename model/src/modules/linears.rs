@@ -40,7 +40,7 @@ impl Linears {
             return Ok(Linear::quantized(QWeight::new(q)?, bias));
         }
         if self.quant == Quant::None {
-            return Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, bias));
+            return Ok(Linear::new(self.stored(vb, &name).get((out_dim, in_dim), "weight")?, bias));
         }
         let w = self.ckpt.load(&name, &Shape::from((out_dim, in_dim)), DType::F32, &Device::Cpu)?;
         self.build(&name, w, bias, vb)
@@ -61,7 +61,8 @@ impl Linears {
             .iter()
             .map(|(p, o)| -> Result<Tensor> {
                 if self.quant == Quant::None {
-                    return Ok(vb.pp(*p).get((*o, in_dim), "weight")?);
+                    let part = vb.pp(*p);
+                    return Ok(self.stored(&part, &format!("{}.weight", part.prefix())).get((*o, in_dim), "weight")?);
                 }
                 let part = format!("{}.{p}.weight", vb.prefix());
                 self.ckpt.load(&part, &Shape::from((*o, in_dim)), DType::F32, &Device::Cpu)
@@ -73,6 +74,15 @@ impl Linears {
             return Ok(Linear::new(w, None));
         }
         self.build(&name, w, None, vb)
+    }
+
+    /// Where an unquantized weight is read: as the model's dtype, except that an f32 model on
+    /// the CPU keeps a bf16 checkpoint's weight in bf16 (the decode kernel and the prompt's GEMM
+    /// widen it exactly: the same numbers at half the bytes and half the memory).
+    fn stored<'a>(&self, vb: &VarBuilder<'a>, name: &str) -> VarBuilder<'a> {
+        let keep_bf16 =
+            vb.dtype() == DType::F32 && vb.device().is_cpu() && self.ckpt.stored_dtype_of(name) == Some(DType::BF16);
+        vb.clone().set_dtype(if keep_bf16 { DType::BF16 } else { vb.dtype() })
     }
 
     /// The embedding table at `vb`, `[rows, dim]`. When the model runs in f32 from a checkpoint

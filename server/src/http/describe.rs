@@ -2,26 +2,19 @@
 //! `max_tokens`) → the model's answer about the image (for `curl -F image=@photo.jpg`).
 
 use axum::body::Bytes;
-use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::Json;
 use janus::limits::{CAPTION_MAX_TOKENS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_QUESTION};
 use janus::{Conversation, Message, Part, TextAsk};
 
 use super::error::{CommonErrors, ErrorResponse};
+use super::image_form::form_error;
 use super::image_input::ImageSource;
 use super::prepare::{self, PendingImage};
 use super::types::{finish_reason, DescribeForm, DescribeResponse, Usage};
 use super::{blocking, ApiError, AppState};
 use crate::engine::AnswerOutput;
-
-fn form_error(e: MultipartError, limit: usize) -> ApiError {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large(limit)
-    } else {
-        ApiError::bad_request(format!("cannot read the multipart form: {}", e.body_text()))
-    }
-}
 
 /// The fields of a describe form, checked (the image is not decoded yet).
 #[derive(Debug)]

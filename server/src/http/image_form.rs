@@ -20,7 +20,8 @@ pub struct ImageForm {
     text: HashMap<String, String>,
 }
 
-fn form_error(e: MultipartError, limit: usize) -> ApiError {
+/// A multipart read failure: 413 over `limit` bytes, else 400.
+pub fn form_error(e: MultipartError, limit: usize) -> ApiError {
     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(limit)
     } else {
