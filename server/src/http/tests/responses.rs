@@ -333,7 +333,7 @@ async fn refuses_what_janus_pro_cannot_do_and_bad_input_naming_the_field() {
     let tool = json!([{"type": "function", "name": "f", "parameters": {}}]);
     let cases: Vec<(Value, &str, u16, &str)> = vec![
         (json!({"input": "x", "tools": tool}), "tools", 400, "tools are not supported"),
-        (json!({"input": "x", "tool_choice": "auto"}), "tool_choice", 400, "only `none`"),
+        (json!({"input": "x", "tool_choice": "required"}), "tool_choice", 400, "only `none` or `auto`"),
         (json!({"input": "x", "reasoning": {"effort": "high"}}), "reasoning", 400, "not a reasoning model"),
         (json!({"input": "x", "include": ["message.output_text.logprobs"]}), "include", 400, "no extra output"),
         (json!({"input": "x", "background": true}), "background", 400, "not supported"),
