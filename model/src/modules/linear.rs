@@ -107,9 +107,7 @@ impl Module for Linear {
         let step = one_position_per_row(dims);
         let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
         if cpu_f32 && w.dtype() == DType::BF16 && !step {
-            // A bf16-stored weight of an f32 model, for a prompt: the GEMM on the weight widened
-            // (exactly), one layer at a time, so the numbers are the f32 weight's.
-            return candle_nn::Linear::new(widened(w)?, inner.bias().cloned()).forward(x);
+            return widened_product(x, w, inner.bias());
         }
         if !(cpu_f32 && matches!(w.dtype(), DType::F32 | DType::BF16) && step) {
             return inner.forward(x);
@@ -134,22 +132,44 @@ impl Module for Linear {
     }
 }
 
-/// A bf16 weight widened to f32 (exactly), on every core: candle's `to_dtype` takes one, which
-/// cost a 1B prompt 2.3 s a step (PERF.md).
-fn widened(w: &Tensor) -> candle_core::Result<Tensor> {
+/// Output features a prompt's product on a bf16 weight widens and multiplies at a time.
+const WIDEN_ROWS: usize = 512;
+
+/// `x · wᵀ (+ b)` for a prompt (several positions per row) of an f32 model whose weight `w
+/// [n, k]` is stored in bf16: the GEMM on `WIDEN_ROWS` rows of the weight at a time, each widened
+/// to f32 (exactly) on every core, so that no widened copy of the whole weight is ever made. The
+/// GEMM's numbers are those of the whole f32 weight: its sum over k is blocked by k and the cache
+/// alone, not by the number of output features (gemm-common's `kernel_params`); a block of a few
+/// columns was seen to take another path, so no block is shorter than `WIDEN_ROWS` (tested
+/// below at the 1B's and 7B's shapes).
+fn widened_product(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
     use rayon::prelude::*;
-    let (storage, layout) = w.storage_and_layout();
-    let (candle_core::Storage::Cpu(candle_core::CpuStorage::BF16(data)), Some((a, b))) =
-        (&*storage, layout.contiguous_offsets())
-    else {
-        drop(storage);
-        return w.to_dtype(DType::F32);
-    };
-    let mut out = vec![0f32; b - a];
-    out.par_chunks_mut(1 << 16).zip(data[a..b].par_chunks(1 << 16)).for_each(|(o, i)| {
-        o.iter_mut().zip(i).for_each(|(o, i)| *o = i.to_f32());
-    });
-    Tensor::from_vec(out, w.shape(), w.device())
+    let (n, _) = w.dims2()?;
+    let mut parts = Vec::with_capacity(n.div_ceil(WIDEN_ROWS));
+    let mut start = 0;
+    while start < n {
+        // Never a short last block (the GEMM of a few columns takes another path): the rest
+        // joins the block before it.
+        let len = if n - start < 2 * WIDEN_ROWS { n - start } else { WIDEN_ROWS };
+        let rows = w.narrow(0, start, len)?.contiguous()?;
+        let wide = {
+            let (storage, layout) = rows.storage_and_layout();
+            match (&*storage, layout.contiguous_offsets()) {
+                (candle_core::Storage::Cpu(candle_core::CpuStorage::BF16(data)), Some((a, b))) => {
+                    let mut out = vec![0f32; b - a];
+                    out.par_chunks_mut(1 << 14).zip(data[a..b].par_chunks(1 << 14)).for_each(|(o, i)| {
+                        o.iter_mut().zip(i).for_each(|(o, i)| *o = i.to_f32());
+                    });
+                    Tensor::from_vec(out, rows.shape(), rows.device())?
+                }
+                _ => rows.to_dtype(DType::F32)?,
+            }
+        };
+        let b = bias.map(|b| b.narrow(0, start, len)).transpose()?;
+        parts.push(candle_nn::Linear::new(wide, b).forward(x)?);
+        start += len;
+    }
+    Tensor::cat(&parts, x.rank() - 1)
 }
 
 #[cfg(test)]
@@ -195,6 +215,36 @@ mod tests {
                 let packed = lin.forward(&x.narrow(1, 0, total)?)?.narrow(1, 0, alone)?;
                 let diff = (&a - packed)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert_eq!(diff, 0.0, "{quant}: {alone} positions alone against the first {alone} of {total}");
+            }
+        }
+        Ok(())
+    }
+
+    /// A prompt's product on a bf16 weight (widened `WIDEN_ROWS` rows at a time) is the same, bit
+    /// for bit, as on the weight widened whole, at the 1B's and 7B's shapes too.
+    #[test]
+    fn a_prompt_on_a_bf16_weight_gives_the_f32_weights_numbers() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let shapes = [
+            (5, 700, 64),
+            (2, 1100, 2048),
+            (17, 1100, 2048),
+            (64, 5632, 2048),
+            (3, 2048, 4096),
+            (40, 1030, 300),
+            (9, 1539, 128),
+        ];
+        for (positions, n, k) in shapes {
+            let x = Tensor::randn(0f32, 1.0, (1, positions, k), &dev)?;
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?.to_dtype(DType::BF16)?;
+            let b = Tensor::randn(0f32, 1.0, n, &dev)?;
+            for bias in [None, Some(b)] {
+                let want = candle_nn::Linear::new(w.to_dtype(DType::F32)?, bias.clone()).forward(&x)?;
+                let got = Linear::new(w.clone(), bias).forward(&x)?;
+                let same = (want.flatten_all()?.to_vec1::<f32>()?.iter())
+                    .zip(got.flatten_all()?.to_vec1::<f32>()?.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{positions} positions, [{n}, {k}]");
             }
         }
         Ok(())

@@ -171,7 +171,10 @@ fn refuse_unsupported(req: &ResponsesRequest) -> Result<(), ApiError> {
         // With no tools (they are refused above), `auto` means the same as `none`.
         Some(Value::String(s)) if s == "none" || s == "auto" => {}
         Some(_) => {
-            return Err(ApiError::unsupported("tool_choice", "only `none` or `auto` (without tools): Janus-Pro has no tools"))
+            return Err(ApiError::unsupported(
+                "tool_choice",
+                "only `none` or `auto` (without tools): Janus-Pro has no tools",
+            ))
         }
     }
     if given(&req.reasoning) {
