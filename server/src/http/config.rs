@@ -26,6 +26,9 @@ pub const DEFAULT_FILE_TTL_SECS: u64 = 3600;
 pub const DEFAULT_MAX_FILES: usize = 256;
 /// `--response-store-size`: responses kept for `previous_response_id`.
 pub const DEFAULT_RESPONSE_STORE_SIZE: usize = 1024;
+/// `--response-store-bytes`: what the kept responses may hold in all (their messages and image
+/// data URLs), 256 MiB.
+pub const DEFAULT_RESPONSE_STORE_BYTES: usize = 256 << 20;
 /// The square sides `size` may ask for besides the model's own (OpenAI's square sizes); the
 /// images are resized to them, not generated at them.
 pub const OUTPUT_SIDES: [u32; 3] = [256, 512, 1024];
@@ -96,6 +99,8 @@ pub struct HttpConfig {
     /// Most responses kept for `previous_response_id` (the least recently used go first; 0 keeps
     /// none).
     pub response_store_size: usize,
+    /// Bytes the kept responses may hold in all (each counted with the conversation it continues).
+    pub response_store_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -115,6 +120,7 @@ impl Default for HttpConfig {
             prepare_workers: crate::admission::default_prepare_workers(),
             image_memory_bytes: DEFAULT_IMAGE_MEMORY_BYTES,
             response_store_size: DEFAULT_RESPONSE_STORE_SIZE,
+            response_store_bytes: DEFAULT_RESPONSE_STORE_BYTES,
         }
     }
 }

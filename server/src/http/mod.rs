@@ -106,7 +106,7 @@ impl State {
         let streams = Arc::new(Semaphore::new(cfg.max_streams.max(1)));
         let admission = Admission::new(cfg.max_concurrent_requests, cfg.prepare_workers, cfg.image_memory_bytes);
         let engine = EngineClient::new(engine);
-        let responses = response_store::ResponseStore::new(cfg.response_store_size);
+        let responses = response_store::ResponseStore::new(cfg.response_store_size, cfg.response_store_bytes);
         Arc::new(Self { engine, cfg, admission, files, responses, draining: AtomicBool::new(false), streams })
     }
 

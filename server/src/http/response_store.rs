@@ -1,6 +1,7 @@
 //! The responses kept for `previous_response_id` (`POST /v1/responses` with `store` not false):
 //! a bounded in-memory map, the least recently used response going first beyond
-//! `--response-store-size`. A response keeps its own turn (the input messages of its request and
+//! `--response-store-size` responses or `--response-store-bytes` bytes (each response counted with
+//! the whole conversation it continues: an upper bound of what it keeps alive). A response keeps its own turn (the input messages of its request and
 //! its answer) and a link to the response it continued, so that a long conversation holds each
 //! message (and each image's data URL) once, however many of its responses are kept; a kept
 //! response keeps the turns before it alive even after they are evicted themselves.
@@ -38,6 +39,26 @@ impl StoredResponse {
         }
         chain.iter().rev().flat_map(|r| r.turn.iter().cloned()).collect()
     }
+
+    /// Bytes of the whole conversation up to this response (text and data URLs; a little for
+    /// each JSON value).
+    pub fn history_bytes(&self) -> usize {
+        fn value(v: &Value) -> usize {
+            16 + match v {
+                Value::String(s) => s.len(),
+                Value::Array(a) => a.iter().map(value).sum(),
+                Value::Object(o) => o.iter().map(|(k, v)| k.len() + value(v)).sum(),
+                _ => 0,
+            }
+        }
+        let mut total = 0;
+        let mut next = Some(self);
+        while let Some(r) = next {
+            total += r.turn.iter().map(|m| value(&m.content)).sum::<usize>();
+            next = r.parent.as_deref();
+        }
+        total
+    }
 }
 
 impl Drop for StoredResponse {
@@ -55,45 +76,55 @@ impl Drop for StoredResponse {
 
 #[derive(Default)]
 struct Inner {
-    /// Id → (response, its last use).
-    entries: HashMap<String, (Arc<StoredResponse>, u64)>,
+    /// Id → (response, its last use, its bytes).
+    entries: HashMap<String, (Arc<StoredResponse>, u64, usize)>,
+    /// The entries' bytes together.
+    bytes: usize,
     /// Last use → id, least recent first.
     order: BTreeMap<u64, String>,
     clock: u64,
 }
 
-/// At most `capacity` responses (0 keeps none).
+/// At most `capacity` responses (0 keeps none) of at most `max_bytes` in all.
 pub struct ResponseStore {
     capacity: usize,
+    max_bytes: usize,
     inner: Mutex<Inner>,
 }
 
 impl ResponseStore {
-    pub fn new(capacity: usize) -> Self {
-        Self { capacity, inner: Mutex::new(Inner::default()) }
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
+        Self { capacity, max_bytes, inner: Mutex::new(Inner::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `response` as `id`, evicting the least recently used beyond the capacity.
+    /// Keeps `response` as `id`, evicting the least recently used beyond the capacity or the
+    /// bytes; one larger than all the bytes is not kept.
     pub fn insert(&self, id: String, response: StoredResponse) {
-        if self.capacity == 0 {
+        let bytes = response.history_bytes();
+        if self.capacity == 0 || bytes > self.max_bytes {
             return;
         }
         let evicted = {
             let mut inner = self.lock();
             let mut evicted = Vec::new();
-            while inner.entries.len() >= self.capacity {
+            while inner.entries.len() >= self.capacity || inner.bytes + bytes > self.max_bytes {
                 let Some((_, old)) = inner.order.pop_first() else { break };
-                evicted.extend(inner.entries.remove(&old));
+                if let Some(entry) = inner.entries.remove(&old) {
+                    inner.bytes -= entry.2;
+                    evicted.push(entry);
+                }
             }
             inner.clock += 1;
             let tick = inner.clock;
-            if let Some((_, before)) = inner.entries.insert(id.clone(), (Arc::new(response), tick)) {
+            if let Some((_, before, b)) = inner.entries.insert(id.clone(), (Arc::new(response), tick, bytes)) {
                 inner.order.remove(&before);
+                inner.bytes -= b;
             }
+            inner.bytes += bytes;
             inner.order.insert(tick, id);
             evicted
         };
@@ -105,7 +136,7 @@ impl ResponseStore {
         let mut inner = self.lock();
         inner.clock += 1;
         let tick = inner.clock;
-        let (response, used) = inner.entries.get_mut(id)?;
+        let (response, used, _) = inner.entries.get_mut(id)?;
         let before = std::mem::replace(used, tick);
         let response = response.clone();
         inner.order.remove(&before);
@@ -132,7 +163,7 @@ mod tests {
 
     #[test]
     fn evicts_the_least_recently_used() {
-        let store = ResponseStore::new(2);
+        let store = ResponseStore::new(2, usize::MAX);
         store.insert("a".into(), turn("a"));
         store.insert("b".into(), turn("b"));
         assert!(store.get("a").is_some(), "a is now the most recent");
@@ -140,12 +171,27 @@ mod tests {
         assert_eq!(store.len(), 2);
         assert!(store.get("b").is_none(), "b was the least recently used");
         assert!(store.get("a").is_some() && store.get("c").is_some());
-        ResponseStore::new(0).insert("x".into(), turn("x"));
+        ResponseStore::new(0, usize::MAX).insert("x".into(), turn("x"));
+    }
+
+    #[test]
+    fn the_bytes_are_bounded_too_with_each_response_counted_with_its_history() {
+        let store = ResponseStore::new(100, 1000);
+        store.insert("a".into(), turn(&"x".repeat(400)));
+        let mut b = turn(&"y".repeat(400));
+        b.parent = store.get("a");
+        assert!(b.history_bytes() > 800, "b counts a's turn too");
+        store.insert("b".into(), b);
+        assert!(store.get("a").is_none(), "a went to make room for b and its history");
+        assert!(store.get("b").is_some());
+        store.insert("huge".into(), turn(&"z".repeat(2000)));
+        assert!(store.get("huge").is_none(), "larger than all the bytes: not kept");
+        assert!(store.get("b").is_some(), "and nothing went for it");
     }
 
     #[test]
     fn a_continuation_keeps_its_history_after_the_parent_is_evicted() {
-        let store = ResponseStore::new(1);
+        let store = ResponseStore::new(1, usize::MAX);
         store.insert("a".into(), turn("first"));
         let parent = store.get("a");
         let mut second = turn("second");

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::config::{
     DEFAULT_BATCH_WAIT_MS, DEFAULT_FILE_TTL_SECS, DEFAULT_HOST, DEFAULT_IMAGE_MEMORY_BYTES, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_FILES, DEFAULT_MAX_STREAMS, DEFAULT_PORT, DEFAULT_QUEUE_CAPACITY,
-    DEFAULT_RESPONSE_STORE_SIZE, DEFAULT_SHUTDOWN_GRACE_SECS,
+    DEFAULT_RESPONSE_STORE_BYTES, DEFAULT_RESPONSE_STORE_SIZE, DEFAULT_SHUTDOWN_GRACE_SECS,
 };
 use super::{app, HttpConfig, RequestLimits, State};
 use crate::engine::{Engine, EngineClient, EngineOptions, EngineStatus, ModelEngine};
@@ -148,6 +148,12 @@ pub struct ServeArgs {
     #[arg(long, env = "JANUS_RESPONSE_STORE_SIZE", default_value_t = DEFAULT_RESPONSE_STORE_SIZE)]
     pub response_store_size: usize,
 
+    /// Bytes the kept responses may hold in all (their messages, image data URLs included, each
+    /// counted with the conversation it continues); beyond that the least recently used go
+    /// first, and a response larger than all of it is not kept.
+    #[arg(long, env = "JANUS_RESPONSE_STORE_BYTES", default_value_t = DEFAULT_RESPONSE_STORE_BYTES)]
+    pub response_store_bytes: usize,
+
     /// Base of the image URLs handed out, e.g. `https://janus.example.com` behind a proxy
     /// (default: `http://` + the request's Host header).
     #[arg(long, env = "JANUS_PUBLIC_URL")]
@@ -194,6 +200,7 @@ impl ServeArgs {
             prepare_workers: self.prepare_workers.unwrap_or_else(crate::admission::default_prepare_workers),
             image_memory_bytes: self.image_memory_bytes,
             response_store_size: self.response_store_size,
+            response_store_bytes: self.response_store_bytes,
         }
     }
 
