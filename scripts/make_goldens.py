@@ -1315,15 +1315,7 @@ def main() -> None:
     common = {
         "generator": "scripts/make_goldens.py",
         "model_dir": "assets/tiny/janus-pro-tiny-hf",
-        "versions": {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__,
-            "safetensors": safetensors.__version__,
-            "numpy": np.__version__,
-            "pillow": Image.__version__,
-        },
+        "versions": versions_now(),
         "seed": args.seed,
         "tokenizer_corpus_sha256": hashlib.sha256(geneval.read_bytes()).hexdigest(),
         "init_gains": GAINS,

@@ -45,14 +45,6 @@ impl ForcedTokens {
             _ => None,
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
 }
 
 /// Which pixels a mask marks for change: its fully transparent ones (alpha 0), as 255; others 0.

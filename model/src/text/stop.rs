@@ -27,10 +27,6 @@ impl StopStrings {
         Self { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new(), met: false }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.stops.is_empty()
-    }
-
     /// Takes new text: releases what can no longer be part of a stop sequence, or what comes
     /// before the first one met.
     pub fn push(&mut self, piece: &str) -> Released {

@@ -106,7 +106,7 @@ pub async fn edit(
         let revised_prompt = Some(request.prompt.clone());
         let out = state.engine.generate_images(super::prepare::images(&state, request).await?).await?;
         let answer = Answer { seed, output, base_url, revised_prompt };
-        return Ok(images::with_image_headers(images::respond_images(&state, out, answer).await?, seed, &output));
+        return images::respond_images(&state, out, answer).await;
     };
     let prompter = state.prompter()?;
     let grid = (info.num_image_tokens as f64).sqrt().round() as usize;
@@ -142,5 +142,5 @@ pub async fn edit(
     let images = blocking(move || images.iter().map(|g| composite(&original, g, &marks, feather)).collect()).await?;
     let out = ImagesOutput { images, prompt_tokens, image_tokens };
     let answer = Answer { seed, output, base_url, revised_prompt: None };
-    Ok(images::with_image_headers(images::respond_images(&state, out, answer).await?, seed, &output))
+    images::respond_images(&state, out, answer).await
 }

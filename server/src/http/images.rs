@@ -119,11 +119,11 @@ pub async fn generate(
     let out = state.engine.generate_images(request).await?;
     let base = url.then(|| base_url(&state.cfg, &headers));
     let answer = Answer { seed, output, base_url: base, revised_prompt: None };
-    Ok(with_image_headers(respond_images(&state, out, answer).await?, seed, &output))
+    respond_images(&state, out, answer).await
 }
 
 /// `x-seed` and `x-native-size` on an images response.
-pub fn with_image_headers(mut resp: Response, seed: u64, output: &ImageOutput) -> Response {
+fn with_image_headers(mut resp: Response, seed: u64, output: &ImageOutput) -> Response {
     let h = resp.headers_mut();
     h.insert("x-seed", HeaderValue::from(seed));
     h.insert("x-native-size", HeaderValue::from_str(&output.native_size()).expect("ascii"));
@@ -151,7 +151,8 @@ pub fn base_url(cfg: &HttpConfig, headers: &HeaderMap) -> String {
     }
 }
 
-/// Encodes the images off the runtime into one JSON body.
+/// Encodes the images off the runtime into one JSON body, with the `x-seed` and `x-native-size`
+/// headers.
 pub async fn respond_images(state: &AppState, out: ImagesOutput, answer: Answer) -> Result<Response, ApiError> {
     let ImagesOutput { images, prompt_tokens, image_tokens } = out;
     let Answer { seed, output, base_url, revised_prompt } = answer;
@@ -187,7 +188,7 @@ pub async fn respond_images(state: &AppState, out: ImagesOutput, answer: Answer)
     .map_err(|e| ApiError::internal(e.to_string()))?;
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(resp)
+    Ok(with_image_headers(resp, seed, &output))
 }
 
 fn usage(prompt_tokens: usize, image_tokens: usize) -> ImageUsage {

@@ -64,5 +64,5 @@ pub async fn create(
     let out = state.engine.generate_images(prepare::images(&state, request).await?).await?;
     let base_url = url.then(|| images::base_url(&state.cfg, &headers));
     let answer = Answer { seed, output, base_url, revised_prompt: Some(description) };
-    Ok(images::with_image_headers(images::respond_images(&state, out, answer).await?, seed, &output))
+    images::respond_images(&state, out, answer).await
 }
