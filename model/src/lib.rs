@@ -16,6 +16,7 @@
 //! | `generate.rs` | text-to-image, step by step ([`T2iBatch`]) |
 //! | `text/` | image understanding: the conversation and its template, preparation ([`text::prompt::Prompter`]), the session, batched steps, steps shared with images, the prefix cache |
 //! | `quality.rs`, `quantize.rs` | teacher-forced traces and their divergence; `janus quantize` |
+//! | `membw.rs` | the machine's memory read bandwidth, for the floor a CPU step is measured against |
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -27,6 +28,7 @@ pub mod input;
 pub mod kernels;
 pub mod limits;
 pub mod load;
+pub mod membw;
 pub mod model;
 pub mod modules;
 pub mod quality;

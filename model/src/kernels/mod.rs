@@ -4,11 +4,14 @@
 //! | --- | --- |
 //! | `attention.rs` | one-token attention of many rows, each against its own KV cache |
 //! | `conv.rs` | the VQ decoder's convolutions and GroupNorm |
-//! | `quant.rs` | quantized weights × f32 rows with AVX-512 VNNI (q4k, q8_0) |
+//! | `dot.rs` | the f32 decode-step product: dot products along f32 or bf16 weight rows |
+//! | `packed.rs` | the row-interleaved layout of q4k and q8_0 weights those kernels stream |
+//! | `quant.rs` | packed quantized weights × f32 rows with AVX-512 VNNI (q4k, q8_0) |
 
 pub mod attention;
 pub mod conv;
 pub mod dot;
+pub mod packed;
 pub mod quant;
 
 /// Whether a kernel test skips because this CPU lacks `feature` (`present` is false): it says so

@@ -185,6 +185,11 @@ impl Checkpoint {
         *self.recorder() = Some(Vec::new());
     }
 
+    /// Whether [`Checkpoint::record`] is on.
+    pub fn recording(&self) -> bool {
+        self.recorder().is_some()
+    }
+
     /// The tensors handed out since [`Checkpoint::record`], in order, first of each name.
     pub fn take_recorded(&self) -> Vec<(String, Recorded)> {
         let mut all = self.recorder().take().unwrap_or_default();

@@ -39,19 +39,21 @@ impl Linear {
     }
 
     /// The weight `[out, in]` stored as `quant` asks (see [`Quant::block_type_for`]) on `dev`,
-    /// or kept dense in `dtype` there.
+    /// or kept dense in `dtype` there. Quantized blocks are packed for the CPU's kernels
+    /// ([`QWeight::new`]) unless `keep_blocks` (a model loaded to be written).
     pub fn from_weight(
         w: Tensor,
         bias: Option<Tensor>,
         quant: Quant,
-        dtype: DType,
-        dev: &Device,
+        (dtype, dev): (DType, &Device),
+        keep_blocks: bool,
     ) -> crate::Result<Self> {
         let (_, in_dim) = w.dims2()?;
         match quant.block_type_for(in_dim) {
             Some(block) => {
                 let q = crate::modules::quant::quantize(&w.to_device(&Device::Cpu)?, block, dev)?;
-                Ok(Self::quantized(QWeight::new(q)?, bias))
+                let q = if keep_blocks { QWeight::as_stored(q)? } else { QWeight::new(q)? };
+                Ok(Self::quantized(q, bias))
             }
             None => Ok(Self::new(w.to_device(dev)?.to_dtype(dtype)?, bias)),
         }
@@ -185,16 +187,17 @@ mod tests {
     #[test]
     fn a_decode_row_does_not_depend_on_how_many_rows_share_the_step() -> crate::Result<()> {
         let dev = Device::Cpu;
-        let (k, n) = (512, 300);
+        let k = 512;
         let x = Tensor::randn(0f32, 1.0, (40, 1, k), &dev)?;
-        let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
-        for quant in [Quant::None, Quant::Q8_0, Quant::Q4k] {
-            let lin = Linear::from_weight(w.clone(), None, quant, DType::F32, &dev)?;
+        // 304 rows pack for the quantized kernels (whole groups of 16), 300 keep candle's blocks
+        for (quant, n) in [Quant::None, Quant::Q8_0, Quant::Q4k].into_iter().flat_map(|q| [(q, 300), (q, 304)]) {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
+            let lin = Linear::from_weight(w.clone(), None, quant, (DType::F32, &dev), false)?;
             let alone = lin.forward(&x.narrow(0, 0, 3)?)?;
             for rows in [3, 16, 17, 33, 40] {
                 let shared = lin.forward(&x.narrow(0, 0, rows)?)?.narrow(0, 0, 3)?;
                 let diff = (&alone - shared)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert_eq!(diff, 0.0, "{quant}: 3 rows alone against the first 3 of {rows}");
+                assert_eq!(diff, 0.0, "{quant} [{n}, {k}]: 3 rows alone against the first 3 of {rows}");
             }
         }
         Ok(())
@@ -207,16 +210,16 @@ mod tests {
     #[test]
     fn a_prompt_position_does_not_depend_on_how_many_share_the_product() -> crate::Result<()> {
         let dev = Device::Cpu;
-        let (k, n) = (512, 300);
+        let k = 512;
         let x = Tensor::randn(0f32, 1.0, (1, 300, k), &dev)?;
-        let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
-        for quant in [Quant::None, Quant::Q8_0, Quant::Q4k] {
-            let lin = Linear::from_weight(w.clone(), None, quant, DType::F32, &dev)?;
+        for (quant, n) in [Quant::None, Quant::Q8_0, Quant::Q4k].into_iter().flat_map(|q| [(q, 300), (q, 304)]) {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
+            let lin = Linear::from_weight(w.clone(), None, quant, (DType::F32, &dev), false)?;
             for (alone, total) in [(2, 3), (9, 29), (9, 100), (40, 300)] {
                 let a = lin.forward(&x.narrow(1, 0, alone)?)?;
                 let packed = lin.forward(&x.narrow(1, 0, total)?)?.narrow(1, 0, alone)?;
                 let diff = (&a - packed)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert_eq!(diff, 0.0, "{quant}: {alone} positions alone against the first {alone} of {total}");
+                assert_eq!(diff, 0.0, "{quant} [{n}, {k}]: {alone} positions alone against the first {alone} of {total}");
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
@@ -37,7 +38,7 @@ impl Linears {
         let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
         let name = format!("{}.weight", vb.prefix());
         if let Some(q) = self.ckpt.quantized(&name, vb.device())? {
-            return Ok(Linear::quantized(QWeight::new(q)?, bias));
+            return Ok(Linear::quantized(self.qweight(q)?, bias));
         }
         if self.quant == Quant::None {
             return Ok(Linear::new(self.stored(vb, &name).get((out_dim, in_dim), "weight")?, bias));
@@ -51,7 +52,7 @@ impl Linears {
     pub fn fused(&self, vb: &VarBuilder, fused: &str, parts: &[(&str, usize)], in_dim: usize) -> Result<Linear> {
         let name = format!("{}.{fused}.weight", vb.prefix());
         if let Some(q) = self.ckpt.quantized(&name, vb.device())? {
-            return Ok(Linear::quantized(QWeight::new(q)?, None));
+            return Ok(Linear::quantized(self.qweight(q)?, None));
         }
         let out_dim = parts.iter().map(|(_, o)| o).sum::<usize>();
         if self.ckpt.is_gguf() && self.ckpt.contains(&name) {
@@ -99,6 +100,16 @@ impl Linears {
         Ok(Embedding::new(table, dim))
     }
 
+    /// A quantized weight from the checkpoint: packed for computing, or as stored when the
+    /// checkpoint records what it hands out (to be written).
+    fn qweight(&self, q: QTensor) -> Result<QWeight> {
+        if self.ckpt.recording() {
+            QWeight::as_stored(q)
+        } else {
+            QWeight::new(q)
+        }
+    }
+
     /// An existing tensor (e.g. tied embeddings) as the linear layer `name`.
     pub fn from_tensor(&self, name: &str, w: &Tensor, vb: &VarBuilder) -> Result<Linear> {
         if self.quant == Quant::None {
@@ -114,12 +125,13 @@ impl Linears {
             tracing::debug!(name, in_dim, requested = %self.quant, ?used, "width not a multiple of the block");
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
         }
-        let lin = Linear::from_weight(w, bias, self.quant, vb.dtype(), vb.device())?;
-        let recorded = match lin.stored() {
+        let lin = Linear::from_weight(w, bias, self.quant, (vb.dtype(), vb.device()), self.ckpt.recording())?;
+        self.ckpt.keep(name, || match lin.stored() {
             StoredWeight::Dense(t) => Recorded::Dense(t.clone()),
-            StoredWeight::Quantized(q) => Recorded::Quantized(q.qtensor().clone()),
-        };
-        self.ckpt.keep(name, || recorded);
+            StoredWeight::Quantized(q) => {
+                Recorded::Quantized(q.qtensor().expect("a recording checkpoint keeps the blocks").clone())
+            }
+        });
         Ok(lin)
     }
 }

@@ -2,12 +2,13 @@
 //! linear layers are stored in, and the matmul of an input with such a weight.
 //!
 //! The blocks and their quantizers are candle's (`candle_core::quantized`, after ggml). On CUDA
-//! the product is candle's `QMatMul`. On the CPU it always reads the blocks as stored, with no
-//! second copy (candle's `QMatMul` repacks q8_0 and q4k into tiles beside them on AVX-512 VNNI
-//! CPUs): [`crate::kernels::quant`]'s kernels for q8_0 and for q4k at ≤ 16 rows where the CPU has
-//! AVX-512 VNNI, candle's row-tiled `k_quants::matmul` for the other k-quants and rows, and
-//! candle's `QMatMul` for q8_0 elsewhere (it does not repack without VNNI). docs/PERF.md, "which
-//! kernel", has the measurements.
+//! the product is candle's `QMatMul`. On a CPU with AVX-512 VNNI, q4k and q8_0 weights are packed
+//! at load into [`crate::kernels::packed`]'s row-interleaved layout, in the same bytes (the
+//! stored blocks are freed), and every product, decode step or prompt, is
+//! [`crate::kernels::quant`]'s. Elsewhere the blocks stay as stored: candle's row-tiled
+//! `k_quants::matmul` for the k-quants (reading the blocks as they are) and candle's `QMatMul` for
+//! q8_0. A model loaded to be written (`janus quantize`) keeps the stored blocks. docs/PERF.md,
+//! "which kernel" and "packed", has the measurements.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, T
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::kernels::packed::Packing;
 use crate::kernels::quant as kernel;
 
 /// Quantizes a weight `[out, in]` (any dtype, on the CPU) to `block` and places it on `dev`.
@@ -58,48 +60,147 @@ fn blocks_of<T: GgmlType + 'static>(values: &[f32], cols: usize) -> Box<dyn Quan
 /// A quantized weight `[out, in]` and its matmul.
 #[derive(Debug, Clone)]
 pub struct QWeight {
-    q: Arc<QTensor>,
-    mm: QMatMul,
+    stored: Stored,
+}
+
+#[derive(Debug, Clone)]
+enum Stored {
+    /// The blocks as candle holds them (other devices and block types, CPUs without the packed
+    /// kernels, and weights kept for writing).
+    Blocks { q: Arc<QTensor>, mm: QMatMul },
+    /// q4k or q8_0 on an AVX-512 VNNI CPU, packed for [`kernel::matmul`].
+    Packed(Arc<PackedWeight>),
+}
+
+/// A weight in [`Packing`]'s layout, on 64-byte lines so that the kernel's loads never split one.
+#[derive(Debug)]
+struct PackedWeight {
+    packing: Packing,
+    n: usize,
+    k: usize,
+    lines: Vec<Line>,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+impl PackedWeight {
+    /// `q` packed, when this CPU runs the packed kernels and `q` is q4k or q8_0 of a packable
+    /// shape.
+    fn of(q: &QTensor) -> candle_core::Result<Option<Self>> {
+        let packing = match q.dtype() {
+            GgmlDType::Q4K => Packing::Q4K,
+            GgmlDType::Q8_0 => Packing::Q8_0,
+            _ => return Ok(None),
+        };
+        let (n, k) = q.shape().dims2()?;
+        if !(q.device().is_cpu() && kernel::available() && Packing::fits(n, k)) {
+            return Ok(None);
+        }
+        let packed = packing.pack(&q.data()?, n, k);
+        let lines = packed.chunks_exact(64).map(|l| Line(l.try_into().expect("64-byte chunks"))).collect();
+        Ok(Some(Self { packing, n, k, lines }))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `Line` is 64 bytes with no padding (`repr(C)` over `[u8; 64]`), so the lines
+        // are `64 · len` initialised bytes, borrowed for as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.lines.len() * 64) }
+    }
 }
 
 impl QWeight {
     /// Bytes of the stored blocks (what a product reads).
     pub fn bytes(&self) -> usize {
-        self.q.storage_size_in_bytes()
+        match &self.stored {
+            Stored::Blocks { q, .. } => q.storage_size_in_bytes(),
+            Stored::Packed(p) => p.lines.len() * 64,
+        }
     }
 
+    /// `q` for computing: packed for [`kernel::matmul`] where this CPU runs it (the blocks are
+    /// rearranged in as many bytes, and `q`'s own are freed), else as stored.
     pub fn new(q: QTensor) -> Result<Self> {
-        let q = Arc::new(q);
-        Ok(Self { mm: QMatMul::from_arc(q.clone())?, q })
+        match PackedWeight::of(&q)? {
+            Some(p) => Ok(Self { stored: Stored::Packed(Arc::new(p)) }),
+            None => Self::as_stored(q),
+        }
     }
 
-    pub fn qtensor(&self) -> &Arc<QTensor> {
-        &self.q
+    /// `q` kept as stored (what `janus quantize` writes).
+    pub fn as_stored(q: QTensor) -> Result<Self> {
+        let q = Arc::new(q);
+        Ok(Self { stored: Stored::Blocks { mm: QMatMul::from_arc(q.clone())?, q } })
+    }
+
+    /// The stored blocks, unless packed ([`QWeight::new`]).
+    pub fn qtensor(&self) -> Option<&Arc<QTensor>> {
+        match &self.stored {
+            Stored::Blocks { q, .. } => Some(q),
+            Stored::Packed(_) => None,
+        }
     }
 
     /// `x [.., in] · Wᵀ → [.., out]` in `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let on_cpu = self.q.device().is_cpu();
-        let stored_blocks = match self.q.dtype() {
-            GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => true,
-            GgmlDType::Q8_0 => kernel::takes_q8_0(self.q.shape().dims()[1]),
-            _ => false,
+        let dtype = x.dtype();
+        let (q, mm) = match &self.stored {
+            Stored::Packed(p) => {
+                let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&PackedProduct(p))?;
+                return y.to_dtype(dtype);
+            }
+            Stored::Blocks { q, mm } => (q, mm),
         };
-        if on_cpu && stored_blocks {
-            let dtype = x.dtype();
-            let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&StoredBlocks(&self.q))?;
+        let on_cpu = q.device().is_cpu();
+        if on_cpu && matches!(q.dtype(), GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K) {
+            let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&StoredBlocks(q))?;
             return y.to_dtype(dtype);
         }
         if on_cpu {
-            return self.mm.forward(&x.contiguous()?);
+            return mm.forward(&x.contiguous()?);
         }
         // candle's CUDA kernels take f32 activations.
-        let dtype = x.dtype();
-        self.mm.forward(&x.to_dtype(DType::F32)?.contiguous()?)?.to_dtype(dtype)
+        mm.forward(&x.to_dtype(DType::F32)?.contiguous()?)?.to_dtype(dtype)
     }
 }
 
-/// The CPU product with the blocks as stored (no repacked copy).
+/// `x [.., k]` (f32, contiguous) as `[m, k]` rows for a weight of rows of `k`, and the output's
+/// dims (`x`'s with the last one `n`).
+fn rows_of<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    (n, k): (usize, usize),
+) -> candle_core::Result<(&'a [f32], usize, Vec<usize>)> {
+    let dims = layout.shape().dims();
+    if dims.last() != Some(&k) {
+        candle_core::bail!("qmatmul: input {dims:?} for a weight of [{n}, {k}]");
+    }
+    let (Some((start, end)), CpuStorage::F32(x)) = (layout.contiguous_offsets(), storage) else {
+        candle_core::bail!("qmatmul: contiguous f32 input only");
+    };
+    let mut out = dims.to_vec();
+    *out.last_mut().expect("checked above") = n;
+    Ok((&x[start..end], (end - start) / k, out))
+}
+
+/// The CPU product with a packed weight (any number of rows; a row's numbers are its own).
+struct PackedProduct<'a>(&'a PackedWeight);
+
+impl CustomOp1 for PackedProduct<'_> {
+    fn name(&self) -> &'static str {
+        "qmatmul-packed"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let w = self.0;
+        let (x, m, out) = rows_of(storage, layout, (w.n, w.k))?;
+        let y = kernel::matmul(w.packing, x, m, w.k, w.n, w.bytes());
+        Ok((CpuStorage::F32(y), Shape::from(out)))
+    }
+}
+
+/// The CPU product with the k-quant blocks as stored (no repacked copy): candle's row-tiled one.
 struct StoredBlocks<'a>(&'a QTensor);
 
 impl CustomOp1 for StoredBlocks<'_> {
@@ -108,29 +209,11 @@ impl CustomOp1 for StoredBlocks<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, m, out) = rows_of(storage, layout, self.0.shape().dims2()?)?;
         let (n, k) = self.0.shape().dims2()?;
-        let dims = layout.shape().dims();
-        if dims.last() != Some(&k) {
-            candle_core::bail!("qmatmul: input {dims:?} for a weight of {:?}", self.0.shape());
-        }
-        let (Some((start, end)), CpuStorage::F32(x)) = (layout.contiguous_offsets(), storage) else {
-            candle_core::bail!("qmatmul: contiguous f32 input only");
-        };
-        let x = &x[start..end];
-        let m = x.len() / k;
         let data = self.0.data()?;
-        let mut out = dims.to_vec();
-        *out.last_mut().expect("checked above") = n;
         let mkn = (m, k, n);
-        // One position per row (a decode step): the VNNI kernel 16 rows at a time, so that a row's
-        // numbers do not depend on how many rows share the step (see `kernels::dot::one_position_per_row`).
-        let step = crate::kernels::dot::one_position_per_row(dims);
         let dst = match self.0.dtype() {
-            GgmlDType::Q4K if step && kernel::takes_q4k(k) => (x.chunks(k * kernel::MAX_ROWS))
-                .flat_map(|tile| kernel::matmul_q4k(tile, tile.len() / k, k, n, &data))
-                .collect(),
-            // `QWeight::forward` sends q8_0 here only when `takes_q8_0`
-            GgmlDType::Q8_0 => kernel::matmul_q8_0(x, m, k, n, &data),
             GgmlDType::Q4K => candle_matmul::<BlockQ4K>(mkn, x, &data)?,
             GgmlDType::Q5K => candle_matmul::<BlockQ5K>(mkn, x, &data)?,
             GgmlDType::Q6K => candle_matmul::<BlockQ6K>(mkn, x, &data)?,
@@ -196,8 +279,8 @@ mod tests {
         for rows in [1, 2, 5, 40] {
             let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)?;
             for q in [Quant::Q8_0, Quant::Q6k, Quant::Q5k, Quant::Q4k] {
+                let want = x.matmul(&QTensor::quantize(&w, q.ggml().unwrap())?.dequantize(&dev)?.t()?)?;
                 let qw = QWeight::new(QTensor::quantize(&w, q.ggml().unwrap())?)?;
-                let want = x.matmul(&qw.qtensor().dequantize(&dev)?.t()?)?;
                 let got = qw.forward(&x)?;
                 let err = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;

@@ -10,7 +10,7 @@ use janus::{memory_in_use, Conversation, Janus, Parts, Quant, SamplingParams, T2
 use serde::Serialize;
 
 use super::args::BenchArgs;
-use super::membw;
+use janus::membw;
 use crate::engine_args::EngineArgs;
 use crate::rss::PeakRss;
 

@@ -4,13 +4,11 @@
 //! | --- | --- |
 //! | `args.rs` | [`BenchArgs`], the flags |
 //! | `images.rs` | one batch of images timed step by step, per quantization (and their quality); the serving engine's image batching (`--requests`) |
-//! | `membw.rs` | the memory read bandwidth, probed in the same run: the floor of a decode step |
 //! | `chat.rs` | chat answers through the serving engine together, one by one, and beside images (`--chat-requests`) |
 
 pub mod args;
 mod chat;
 mod images;
-mod membw;
 
 use anyhow::Result;
 
