@@ -7,9 +7,10 @@ random full-size checkpoints `scripts/gpu_bench.py` builds; see docs/PERF.md). W
 * the quantized linears: every LM layer's q/k/v/o and gate/up/down, `lm_head` (not loaded by
   `generate`/`bench`), and `gen_head`'s two
   projections, at the block type's bits per weight (q8_0 8.5, q6k 6.5625, q5k 5.5, q4k 4.5);
-  `none` keeps them in the model dtype;
-* dense in the model dtype: SigLIP + aligner (not loaded by `generate`/`bench`), the VQ decoder
-  (not loaded by `describe`), `gen_embed` + `gen_aligner`, norms; the token embedding table in the
+  `none` keeps them in the model dtype, except on the CPU, where the exact mode keeps the
+  published checkpoints' bf16 (widened inside the kernels);
+* dense in the model dtype: SigLIP + aligner and the VQ encoder (edits; neither loaded by
+  `generate`/`bench`), the VQ decoder (not loaded by `describe`), `gen_embed` + `gen_aligner`, norms; the token embedding table in the
   checkpoint's dtype (bf16) even when the model runs in f32;
 * the KV cache: 2 x layers x hidden x dtype bytes per position and row, 2n rows (CFG), prompt + 576
   positions;
@@ -26,9 +27,9 @@ import argparse
 GIB = 2**30
 BITS = {"none": None, "q8_0": 8.5, "q6k": 6.5625, "q5k": 5.5, "q4k": 4.5}
 MODELS = {
-    # hidden, intermediate, layers, vocab, SigLIP+aligner params, VQ decoder params
-    "1B": dict(h=2048, f=5632, layers=24, vocab=102400, vision=303.7e6 + 6.3e6, vq=42.5e6),
-    "7B": dict(h=4096, f=11008, layers=30, vocab=102400, vision=303.7e6 + 21.0e6, vq=42.5e6),
+    # hidden, intermediate, layers, vocab, SigLIP+aligner params, VQ decoder and encoder params
+    "1B": dict(h=2048, f=5632, layers=24, vocab=102400, vision=303.7e6 + 6.3e6, vq=42.5e6, vq_enc=29.3e6),
+    "7B": dict(h=4096, f=11008, layers=30, vocab=102400, vision=303.7e6 + 21.0e6, vq=42.5e6, vq_enc=29.3e6),
 }
 IMAGE_TOKENS, PROMPT, CODEBOOK = 576, 50, 16384
 
@@ -39,8 +40,9 @@ def budget(m: dict, quant: str, n: int, cuda: bool, chunk: int) -> dict:
     # lm_head only where text is answered (serve, describe): not in a generation-only process
     linears = L * (4 * h * h + 3 * h * f) + (v * h if vision else 0) + (h * h + h * CODEBOOK)
     bits = BITS[quant]
-    lin_bytes = linears * (dtype_bytes if bits is None else bits / 8)
-    dense = (m["vision"] if vision else 0) + m["vq"] + (CODEBOOK * 8 + 8 * h + h * h)
+    # the exact mode: bf16 on CUDA, and kept bf16 (the checkpoint's) on the CPU
+    lin_bytes = linears * (2 if bits is None else bits / 8)
+    dense = (m["vision"] + m["vq_enc"] if vision else 0) + m["vq"] + (CODEBOOK * 8 + 8 * h + h * h)
     weights = lin_bytes + dense * dtype_bytes + v * h * embed_bytes
     kv = 2 * L * h * dtype_bytes * 2 * n * (PROMPT + IMAGE_TOKENS)
     feature_map = 384 * 384 * 128 * dtype_bytes

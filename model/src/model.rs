@@ -308,10 +308,11 @@ impl Janus {
         self.dtype
     }
 
-    /// Bytes of weights one image-token step reads (the decoder layers' linear layers and
-    /// `gen_head`, once for all rows): with the memory bandwidth, the floor of a step's time.
+    /// Bytes of weights one image-token step reads (the decoder layers' linear layers,
+    /// `gen_head` and `gen_aligner`, once for all rows): with the memory bandwidth, the floor of
+    /// a step's time.
     pub fn image_step_weight_bytes(&self) -> usize {
-        self.llm.layer_weight_bytes() + self.gen_head.weight_bytes()
+        self.llm.layer_weight_bytes() + self.gen_head.weight_bytes() + self.gen_embed.weight_bytes()
     }
 
     /// How the language model's and `gen_head`'s linear layers are stored.

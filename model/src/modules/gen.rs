@@ -20,6 +20,11 @@ pub struct MlpProjector {
 }
 
 impl MlpProjector {
+    /// Bytes of its two projections' weights.
+    pub fn weight_bytes(&self) -> usize {
+        self.fc1.weight_bytes() + self.fc2.weight_bytes()
+    }
+
     pub fn load(vb: VarBuilder, cfg: &ProjectorConfig) -> Result<Self> {
         Ok(Self {
             fc1: linear(cfg.input_dim, cfg.n_embed, vb.pp("layers.0"))?,
@@ -68,6 +73,12 @@ pub struct GenEmbed {
 }
 
 impl GenEmbed {
+    /// Bytes of weights one image token's embedding reads: the aligner's (the embedding's one
+    /// row aside).
+    pub fn weight_bytes(&self) -> usize {
+        self.gen_aligner.weight_bytes()
+    }
+
     /// `vb` is the model root (`gen_embed` and `gen_aligner` are top-level children).
     pub fn load(vb: VarBuilder, cfg: &GenConfig, aligner: &ProjectorConfig) -> Result<Self> {
         Ok(Self {

@@ -26,6 +26,9 @@ struct Report {
     timed_steps: usize,
     load_s: f64,
     prefill_ms: f64,
+    /// Prompt rows (2 per image, CFG) per second of the prefill step (which also runs the first
+    /// image token's head and draw).
+    prompt_rows_per_s: f64,
     step_ms_median: f64,
     step_ms_p90: f64,
     step_ms_mean: f64,
@@ -46,8 +49,13 @@ struct Report {
     step_speedup: Option<f64>,
     /// With `--quality`: the distance from the first quant.
     quality: Option<Quality>,
-    /// Bytes of weights one image-token step reads (the decoder layers' and `gen_head`'s).
+    /// Bytes of weights one image-token step reads (the decoder layers', `gen_head`'s and
+    /// `gen_aligner`'s).
     step_weight_bytes: usize,
+    /// Bytes of KV cache one step's rows read besides, at the mean position of the timed steps
+    /// and of a whole image's (the floor counts the weights only, as the issue that set it).
+    step_kv_bytes: usize,
+    image_kv_bytes: usize,
     /// CPU: the memory read bandwidth probed just before loading and just after measuring, GB/s
     /// (both `--membw` when given).
     membw_gbps: Option<(f64, f64)>,
@@ -203,6 +211,8 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
     model.decode_images(&tokens, a.model.decode_chunk)?;
     let vq_decode_s = t.elapsed().as_secs_f64();
 
+    // every row (2 per image) reads its cache up to its position
+    let kv_bytes = |position: usize| 2 * a.n * model.llm().config().kv_bytes_per_position(model.dtype()) * position;
     let r = Report {
         model: a.model.model.clone(),
         device: janus::device::device_name(model.device()),
@@ -214,6 +224,7 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
         timed_steps: steps,
         load_s,
         prefill_ms: prefill * 1e3,
+        prompt_rows_per_s: (2 * a.n * prompt_tokens) as f64 / prefill,
         step_ms_median: pick(0.5) * 1e3,
         step_ms_p90: pick(0.9) * 1e3,
         step_ms_mean: mean * 1e3,
@@ -227,6 +238,8 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
         step_speedup: None,
         quality: None,
         step_weight_bytes: model.image_step_weight_bytes(),
+        step_kv_bytes: kv_bytes(prompt_tokens + steps / 2),
+        image_kv_bytes: kv_bytes(prompt_tokens + total / 2),
         membw_gbps: None,
         floor_ms: None,
         floor_ratio: None,
@@ -237,7 +250,7 @@ fn time_batch(a: &BenchArgs, model: &Janus, load_s: f64) -> Result<Report> {
 fn print_report(r: &Report) {
     println!(
         "{} on {} ({}, quant {}), n = {}, prompt {} tokens, {} image tokens ({} timed)\n\
-         load {:.2} s | prefill {:.1} ms | step median {:.2} ms, p90 {:.2} ms{}\n\
+         load {:.2} s | prefill {:.1} ms ({:.0} prompt rows/s) | step median {:.2} ms, p90 {:.2} ms{}\n\
          tokens {:.2} s ({:.0} image tokens/s) | VQ decode {:.2} s | {:.2} images/s | peak RssAnon {}{}",
         r.model,
         r.device,
@@ -249,6 +262,7 @@ fn print_report(r: &Report) {
         r.timed_steps,
         r.load_s,
         r.prefill_ms,
+        r.prompt_rows_per_s,
         r.step_ms_median,
         r.step_ms_p90,
         r.step_ms_pipelined.map_or(String::new(), |ms| format!(", pipelined {ms:.2} ms")),
@@ -262,8 +276,10 @@ fn print_report(r: &Report) {
     if let (Some((before, after)), Some(floor), Some(ratio)) = (r.membw_gbps, r.floor_ms, r.floor_ratio) {
         println!(
             "floor: {:.1} MB of weights per step at {before:.1} / {after:.1} GB/s (before / after) = {floor:.1} ms; \
-             the step is {ratio:.2}× the floor",
-            r.step_weight_bytes as f64 / 1e6
+             the step is {ratio:.2}× the floor; its rows' KV cache adds {:.1} MB here ({:.1} MB at a whole image's mean)",
+            r.step_weight_bytes as f64 / 1e6,
+            r.step_kv_bytes as f64 / 1e6,
+            r.image_kv_bytes as f64 / 1e6,
         );
     }
     if let Some(q) = &r.quality {
