@@ -23,8 +23,13 @@ use super::packed::{Packing, GROUP, QK};
 /// Input rows multiplied per pass over the weight: their quantized activations (~84 KB at
 /// k = 1024) stay in L2.
 const ROW_BLOCK: usize = 64;
-/// Input rows one kernel call keeps in registers.
+/// Input rows one kernel call keeps in registers: 4 for a decode step's few rows, 8 for a
+/// prompt's many (a tenth faster at 64 rows, where the weights' unpacking is shared by more rows;
+/// a third slower at 16, where the 8-row tile spills registers: `model/benches/kernels.rs`).
 const TILE: usize = 4;
+const PROMPT_TILE: usize = 8;
+/// Rows from which a call takes [`PROMPT_TILE`].
+const PROMPT_ROWS: usize = 32;
 
 /// Whether this CPU runs the kernels.
 pub fn available() -> bool {
@@ -105,11 +110,17 @@ pub fn matmul(packing: Packing, x: &[f32], m: usize, k: usize, n: usize, w: &[u8
     out
 }
 
-/// One group of weight rows against `rows` input rows, in tiles of [`TILE`] and then fewer.
+/// One group of weight rows against `rows` input rows, in tiles of [`TILE`] (or
+/// [`PROMPT_TILE`]) and then fewer. A row's arithmetic is the same in any tile.
 fn tiles(packing: Packing, o: &mut [f32], w: &[u8], acts: &[ActBlock], rows: usize, kb: usize) {
+    let tile = if rows >= PROMPT_ROWS { PROMPT_TILE } else { TILE };
     let mut r = 0;
     while r < rows {
-        let t = (rows - r).min(TILE);
+        // kernels for 1 to 4 rows and for 8
+        let t = match (rows - r).min(tile) {
+            5..=7 => 4,
+            t => t,
+        };
         let (o, a) = (&mut o[r * GROUP..(r + t) * GROUP], &acts[r * kb..(r + t) * kb]);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the kernels' one condition is the CPU features, which `matmul` asserted with
@@ -119,11 +130,13 @@ fn tiles(packing: Packing, o: &mut [f32], w: &[u8], acts: &[ActBlock], rows: usi
                 (Packing::Q4K, 1) => avx512::q4k::<1>(o, w, a, kb),
                 (Packing::Q4K, 2) => avx512::q4k::<2>(o, w, a, kb),
                 (Packing::Q4K, 3) => avx512::q4k::<3>(o, w, a, kb),
-                (Packing::Q4K, _) => avx512::q4k::<TILE>(o, w, a, kb),
+                (Packing::Q4K, 4) => avx512::q4k::<4>(o, w, a, kb),
+                (Packing::Q4K, _) => avx512::q4k::<PROMPT_TILE>(o, w, a, kb),
                 (Packing::Q8_0, 1) => avx512::q8_0::<1>(o, w, a, kb),
                 (Packing::Q8_0, 2) => avx512::q8_0::<2>(o, w, a, kb),
                 (Packing::Q8_0, 3) => avx512::q8_0::<3>(o, w, a, kb),
-                (Packing::Q8_0, _) => avx512::q8_0::<TILE>(o, w, a, kb),
+                (Packing::Q8_0, 4) => avx512::q8_0::<4>(o, w, a, kb),
+                (Packing::Q8_0, _) => avx512::q8_0::<PROMPT_TILE>(o, w, a, kb),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
