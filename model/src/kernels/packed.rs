@@ -32,6 +32,8 @@ pub const Q8_SPAN: usize = 8 * 34;
 pub const Q4K_CHUNK: usize = GROUP * Q4K_BLOCK;
 /// Bytes of a packed q8_0 chunk.
 pub const Q8_CHUNK: usize = GROUP * Q8_SPAN;
+// Chunks are whole 64-byte lines, so a packed weight is too (`modules::quant` holds it in lines).
+const _: () = assert!(Q4K_CHUNK % 64 == 0 && Q8_CHUNK % 64 == 0);
 /// Where a q4k chunk's parts start.
 pub const Q4K_DMIN: usize = 32;
 pub const Q4K_LOW4: usize = 64;
@@ -65,12 +67,24 @@ impl Packing {
     ///
     /// # Panics
     ///
-    /// If the weight does not [`Packing::fits`] or `data` is not `n · k / 256` spans.
+    /// As [`Packing::pack_into`].
     pub fn pack(self, data: &[u8], n: usize, k: usize) -> Vec<u8> {
+        let mut out = vec![0u8; data.len()];
+        self.pack_into(data, n, k, &mut out);
+        out
+    }
+
+    /// [`Packing::pack`] into `out` (as long as `data`).
+    ///
+    /// # Panics
+    ///
+    /// If the weight does not [`Packing::fits`], `data` is not `n · k / 256` spans or `out` is
+    /// not as long.
+    pub fn pack_into(self, data: &[u8], n: usize, k: usize, out: &mut [u8]) {
         assert!(Self::fits(n, k), "packing a [{n}, {k}] weight: needs rows in 16s and k in 256s");
         let (kb, span) = (k / QK, self.span());
         assert_eq!(data.len(), n * kb * span, "packing: {} bytes for a [{n}, {k}] weight", data.len());
-        let mut out = vec![0u8; data.len()];
+        assert_eq!(out.len(), data.len(), "packing: the output's length");
         for (g, rows) in data.chunks_exact(GROUP * kb * span).enumerate() {
             for b in 0..kb {
                 let spans: [&[u8]; GROUP] = std::array::from_fn(|r| &rows[(r * kb + b) * span..][..span]);
@@ -81,7 +95,6 @@ impl Packing {
                 }
             }
         }
-        out
     }
 }
 

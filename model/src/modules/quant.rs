@@ -98,15 +98,23 @@ impl PackedWeight {
         if !(q.device().is_cpu() && kernel::available() && Packing::fits(n, k)) {
             return Ok(None);
         }
-        let packed = packing.pack(&q.data()?, n, k);
-        let lines = packed.chunks_exact(64).map(|l| Line(l.try_into().expect("64-byte chunks"))).collect();
-        Ok(Some(Self { packing, n, k, lines }))
+        let data = q.data()?;
+        // whole lines: a packable weight is whole chunks, each a multiple of 64 bytes
+        let mut this = Self { packing, n, k, lines: vec![Line([0; 64]); data.len() / 64] };
+        packing.pack_into(&data, n, k, this.bytes_mut());
+        Ok(Some(this))
     }
 
     fn bytes(&self) -> &[u8] {
         // SAFETY: `Line` is 64 bytes with no padding (`repr(C)` over `[u8; 64]`), so the lines
         // are `64 · len` initialised bytes, borrowed for as long as `self`.
         unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.lines.len() * 64) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as `bytes`, borrowed mutably (and so alone) for as long as `self`; any byte
+        // pattern is a valid `Line`.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut u8, self.lines.len() * 64) }
     }
 }
 
