@@ -33,7 +33,7 @@ pub const Q4K_CHUNK: usize = GROUP * Q4K_BLOCK;
 /// Bytes of a packed q8_0 chunk.
 pub const Q8_CHUNK: usize = GROUP * Q8_SPAN;
 // Chunks are whole 64-byte lines, so a packed weight is too (`modules::quant` holds it in lines).
-const _: () = assert!(Q4K_CHUNK % 64 == 0 && Q8_CHUNK % 64 == 0);
+const _: () = assert!(Q4K_CHUNK.is_multiple_of(64) && Q8_CHUNK.is_multiple_of(64));
 /// Where a q4k chunk's parts start.
 pub const Q4K_DMIN: usize = 32;
 pub const Q4K_LOW4: usize = 64;
