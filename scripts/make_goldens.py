@@ -211,15 +211,9 @@ def top2_margin(scores: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_tokenizer(out_dir: Path, geneval_path: Path) -> dict:
-    corpus = []
-    with open(geneval_path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                corpus.append(json.loads(line)["prompt"])
-    corpus += EXTRA_SENTENCES
-
+def bpe_tokenizer(corpus: list, vocab_size: int) -> Tokenizer:
+    """A byte-level BPE of `vocab_size` tokens trained on `corpus`, built as DeepSeek-LLM's (no
+    special tokens yet; scripts/shapes/train.py builds its own on another corpus with this)."""
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = None
     # DeepSeek-LLM style: a sequence of isolating splits, individual digits, then byte-level mapping
@@ -236,13 +230,26 @@ def build_tokenizer(out_dir: Path, geneval_path: Path) -> dict:
     )
     tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
     trainer = trainers.BpeTrainer(
-        vocab_size=BASE_VOCAB,
+        vocab_size=vocab_size,
         min_frequency=2,
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=[],
     )
     tok.train_from_iterator(corpus, trainer=trainer)
+    return tok
+
+
+def build_tokenizer(out_dir: Path, geneval_path: Path) -> dict:
+    corpus = []
+    with open(geneval_path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                corpus.append(json.loads(line)["prompt"])
+    corpus += EXTRA_SENTENCES
+
+    tok = bpe_tokenizer(corpus, BASE_VOCAB)
     assert tok.get_vocab_size() == BASE_VOCAB, tok.get_vocab_size()
     tok.add_special_tokens(ADDED_TOKENS)
     ids = {t: tok.token_to_id(t) for t in ADDED_TOKENS}

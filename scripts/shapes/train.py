@@ -61,7 +61,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import dataset as ds  # noqa: E402
 import make_goldens as mg  # noqa: E402  (tokenizer constants, chat template, format conversion)
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+from tokenizers import processors  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
     JanusConfig,
@@ -149,27 +149,7 @@ def tokenizer_corpus() -> list:
 
 
 def build_tokenizer(out_dir: Path, base_vocab: int) -> dict:
-    tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
-    tok.normalizer = None
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(r"[\r\n]"), behavior="isolated"),
-            pre_tokenizers.Split(Regex(r"\s?\p{L}+"), behavior="isolated"),
-            pre_tokenizers.Split(Regex(r"\s?\p{P}+"), behavior="isolated"),
-            pre_tokenizers.Split(Regex(r"[一-龥ࠀ-一가-퟿]+"), behavior="isolated"),
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
-    trainer = trainers.BpeTrainer(
-        vocab_size=base_vocab,
-        min_frequency=2,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=[],
-    )
-    tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    tok = mg.bpe_tokenizer(tokenizer_corpus(), base_vocab)
     assert tok.get_vocab_size() == base_vocab, tok.get_vocab_size()
     tok.add_special_tokens(mg.ADDED_TOKENS)
     ids = {t: tok.token_to_id(t) for t in mg.ADDED_TOKENS}
