@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use janus::kernels::packed::Packing;
 use janus::kernels::quant::{available, matmul};
@@ -31,16 +31,12 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
 /// Copies of the four shapes' packed blocks until they hold `bytes` (the values matter little to
 /// the speed: one random weight per shape, copied so that no two products share cache lines).
 fn weights(packing: Packing, bytes: usize) -> Vec<(usize, usize, Vec<u8>)> {
-    let block = match packing {
-        Packing::Q4K => GgmlDType::Q4K,
-        Packing::Q8_0 => GgmlDType::Q8_0,
-    };
     let dev = Device::Cpu;
     let once: Vec<_> = SHAPES
         .iter()
         .map(|&(n, k)| {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).expect("randn");
-            let q = QTensor::quantize(&w, block).expect("quantize");
+            let q = QTensor::quantize(&w, packing.dtype()).expect("quantize");
             (n, k, packing.pack(&q.data().expect("data"), n, k))
         })
         .collect();

@@ -20,6 +20,8 @@
 //!   64 bytes: each row's quants `4t .. 4t + 4` as unsigned bytes (`q + 128`, so `vpdpbusd` takes
 //!   them as they are; the kernel takes 128 × the activations' sum back off).
 
+use candle_core::quantized::GgmlDType;
+
 /// Weight rows interleaved in a chunk: one `vpdpbusd` lane each.
 pub const GROUP: usize = 16;
 /// Weights per chunk row (one q4k block, eight q8_0 blocks), and per activation block.
@@ -50,6 +52,23 @@ pub enum Packing {
 }
 
 impl Packing {
+    /// The layout of a GGML block type, if it has one.
+    pub fn of(dtype: GgmlDType) -> Option<Self> {
+        match dtype {
+            GgmlDType::Q4K => Some(Packing::Q4K),
+            GgmlDType::Q8_0 => Some(Packing::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// The GGML block type whose blocks this layout rearranges.
+    pub fn dtype(self) -> GgmlDType {
+        match self {
+            Packing::Q4K => GgmlDType::Q4K,
+            Packing::Q8_0 => GgmlDType::Q8_0,
+        }
+    }
+
     /// Bytes of one stored row span of 256 weights (one chunk row).
     pub fn span(self) -> usize {
         match self {

@@ -315,7 +315,7 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
 
     use super::*;
@@ -360,11 +360,7 @@ mod tests {
                     b.iter().map(move |v| (v * inv).round() * (amax / 127.0))
                 })
                 .collect();
-            let block = match packing {
-                Packing::Q4K => GgmlDType::Q4K,
-                Packing::Q8_0 => GgmlDType::Q8_0,
-            };
-            let q = QTensor::quantize(&w, block)?;
+            let q = QTensor::quantize(&w, packing.dtype())?;
             let want = Tensor::from_vec(x_rounded, (m, k), &dev)?.matmul(&q.dequantize(&dev)?.t()?)?;
             let got = matmul(packing, &x, m, k, n, &packing.pack(&q.data()?, n, k));
             let got = Tensor::from_vec(got, (m, n), &dev)?;
@@ -386,8 +382,8 @@ mod tests {
         let (k, n) = (512, 48);
         let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
         let x: Vec<f32> = Tensor::randn(0f32, 1.0, 70 * k, &dev)?.to_vec1()?;
-        for (packing, block) in [(Packing::Q4K, GgmlDType::Q4K), (Packing::Q8_0, GgmlDType::Q8_0)] {
-            let packed = packing.pack(&QTensor::quantize(&w, block)?.data()?, n, k);
+        for packing in [Packing::Q4K, Packing::Q8_0] {
+            let packed = packing.pack(&QTensor::quantize(&w, packing.dtype())?.data()?, n, k);
             let alone: Vec<Vec<f32>> = x.chunks(k).map(|row| matmul(packing, row, 1, k, n, &packed)).collect();
             for m in [2, 3, 4, 5, 9, 64, 70] {
                 let all = matmul(packing, &x[..m * k], m, k, n, &packed);

@@ -89,10 +89,8 @@ impl PackedWeight {
     /// `q` packed, when this CPU runs the packed kernels and `q` is q4k or q8_0 of a packable
     /// shape.
     fn of(q: &QTensor) -> candle_core::Result<Option<Self>> {
-        let packing = match q.dtype() {
-            GgmlDType::Q4K => Packing::Q4K,
-            GgmlDType::Q8_0 => Packing::Q8_0,
-            _ => return Ok(None),
+        let Some(packing) = Packing::of(q.dtype()) else {
+            return Ok(None);
         };
         let (n, k) = q.shape().dims2()?;
         if !(q.device().is_cpu() && kernel::available() && Packing::fits(n, k)) {
@@ -217,8 +215,8 @@ impl CustomOp1 for StoredBlocks<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, m, out) = rows_of(storage, layout, self.0.shape().dims2()?)?;
         let (n, k) = self.0.shape().dims2()?;
+        let (x, m, out) = rows_of(storage, layout, (n, k))?;
         let data = self.0.data()?;
         let mkn = (m, k, n);
         let dst = match self.0.dtype() {
