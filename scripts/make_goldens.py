@@ -213,7 +213,7 @@ def top2_margin(scores: torch.Tensor) -> float:
 
 def bpe_tokenizer(corpus: list, vocab_size: int) -> Tokenizer:
     """A byte-level BPE of `vocab_size` tokens trained on `corpus`, built as DeepSeek-LLM's (no
-    special tokens yet; scripts/shapes/train.py builds its own on another corpus with this)."""
+    special tokens yet)."""
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = None
     # DeepSeek-LLM style: a sequence of isolating splits, individual digits, then byte-level mapping
@@ -248,13 +248,19 @@ def build_tokenizer(out_dir: Path, geneval_path: Path) -> dict:
             if line:
                 corpus.append(json.loads(line)["prompt"])
     corpus += EXTRA_SENTENCES
+    return write_tokenizer(out_dir, corpus, BASE_VOCAB)
 
-    tok = bpe_tokenizer(corpus, BASE_VOCAB)
-    assert tok.get_vocab_size() == BASE_VOCAB, tok.get_vocab_size()
+
+def write_tokenizer(out_dir: Path, corpus: list, base_vocab: int) -> dict:
+    """A BPE of `base_vocab` tokens on `corpus` (`bpe_tokenizer`) plus the special tokens at
+    `base_vocab..`, written to `out_dir` with its tokenizer config and special-token map
+    (scripts/shapes/train.py writes its own on another corpus with this)."""
+    tok = bpe_tokenizer(corpus, base_vocab)
+    assert tok.get_vocab_size() == base_vocab, tok.get_vocab_size()
     tok.add_special_tokens(ADDED_TOKENS)
     ids = {t: tok.token_to_id(t) for t in ADDED_TOKENS}
     for i, t in enumerate(ADDED_TOKENS):
-        assert ids[t] == BASE_VOCAB + i, (t, ids[t])
+        assert ids[t] == base_vocab + i, (t, ids[t])
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS}:0 $A:0",
         pair=f"{BOS}:0 $A:0 {BOS}:1 $B:1",

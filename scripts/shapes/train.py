@@ -61,7 +61,6 @@ sys.path.insert(0, str(HERE.parent))
 
 import dataset as ds  # noqa: E402
 import make_goldens as mg  # noqa: E402  (tokenizer constants, chat template, format conversion)
-from tokenizers import processors  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
     JanusConfig,
@@ -149,28 +148,7 @@ def tokenizer_corpus() -> list:
 
 
 def build_tokenizer(out_dir: Path, base_vocab: int) -> dict:
-    tok = mg.bpe_tokenizer(tokenizer_corpus(), base_vocab)
-    assert tok.get_vocab_size() == base_vocab, tok.get_vocab_size()
-    tok.add_special_tokens(mg.ADDED_TOKENS)
-    ids = {t: tok.token_to_id(t) for t in mg.ADDED_TOKENS}
-    for i, t in enumerate(mg.ADDED_TOKENS):
-        assert ids[t] == base_vocab + i, (t, ids[t])
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS}:0 $A:0",
-        pair=f"{BOS}:0 $A:0 {BOS}:1 $B:1",
-        special_tokens=[(BOS, ids[BOS])],
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out_dir / "tokenizer.json"), pretty=True)
-    mg.write_json(out_dir / "tokenizer_config.json", {
-        "add_bos_token": True, "add_eos_token": False, "bos_token": BOS, "clean_up_tokenization_spaces": False,
-        "eos_token": EOS, "legacy": True, "model_max_length": 16384, "pad_token": None, "sp_model_kwargs": {},
-        "tokenizer_class": "LlamaTokenizer", "unk_token": None, "use_default_system_prompt": False,
-    })
-    mg.write_json(out_dir / "special_tokens_map.json", {
-        "additional_special_tokens": mg.ADDITIONAL_SPECIAL, "bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
-    })
-    return {"len": tok.get_vocab_size(), "ids": ids, "raw": tok}
+    return mg.write_tokenizer(out_dir, tokenizer_corpus(), base_vocab)
 
 
 # ----------------------------------------------------------------------------------------------
