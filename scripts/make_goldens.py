@@ -1157,14 +1157,14 @@ def build_model(cfg: JanusConfig, seed: int, tokenizer_len: int) -> JanusForCond
     return model
 
 
-def set_generation_config(model, ids: dict) -> None:
+def set_generation_config(model, ids: dict, guidance: float = GUIDANCE) -> None:
     gc = model.generation_config
     gc._from_model_config = False
     gc.bos_token_id = ids[BOS]
     gc.eos_token_id = ids[EOS]
     gc.pad_token_id = ids[PAD]
     gc.temperature = 1.0
-    gc.guidance_scale = GUIDANCE
+    gc.guidance_scale = guidance
     gc.generation_kwargs = {"boi_token_id": ids[BOI]}
 
 

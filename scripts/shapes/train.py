@@ -182,17 +182,6 @@ def make_config(a, ids: dict) -> JanusConfig:
                        tie_word_embeddings=False)
 
 
-def set_generation_config(model, ids: dict, guidance: float) -> None:
-    gc = model.generation_config
-    gc._from_model_config = False
-    gc.bos_token_id = ids[BOS]
-    gc.eos_token_id = ids[EOS]
-    gc.pad_token_id = ids[PAD]
-    gc.temperature = 1.0
-    gc.guidance_scale = guidance
-    gc.generation_kwargs = {"boi_token_id": ids[BOI]}
-
-
 def to_vq_input(images: np.ndarray) -> torch.Tensor:
     """uint8 [N,S,S,3] -> [N,3,S,S] f32 in [-1, 1]: x / 127.5 - 1 (the Rust VQ encoder's input)."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -511,7 +500,7 @@ def write_outputs(model, a, tok_dir: Path, d_hf: Path, d_orig: Path, ids: dict, 
     with torch.no_grad():  # bf16-exact values: the bf16 files hold exactly the weights evaluated
         for p in model.parameters():
             p.copy_(p.to(torch.bfloat16).to(torch.float32))
-    set_generation_config(model, ids, a.guidance)
+    mg.set_generation_config(model, ids, a.guidance)
     n_img = model.config.vision_config.num_image_tokens
     tok = AutoTokenizer.from_pretrained(str(tok_dir), extra_special_tokens={
         "image_token": IMG, "boi_token": BOI, "eoi_token": EOI})
